@@ -1,0 +1,41 @@
+"""The code location: each domain's definitions, plus global policy (resources, jobs).
+
+``dagster dev`` in the repository root finds this through ``[tool.dagster]`` in pyproject.toml; ``workspace.yaml``
+loads the same module.
+"""
+
+
+import dagster as dg
+
+from alpr_pipelines.defs.datasets.assets import dataset_assets, golden_set, synthetic_scenes
+from alpr_pipelines.defs.exports.assets import export_assets
+from alpr_pipelines.defs.exports.checks import parity_checks
+from alpr_pipelines.defs.registry.assets import registration_assets
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.defs.training.assets import training_assets
+from alpr_pipelines.lib.models import MODEL_SPECS
+
+ALL_ASSETS = [synthetic_scenes, golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets]
+SHARED = dg.AssetSelection.groups("datasets")
+
+train_and_register = dg.define_asset_job(
+    "train_and_register",
+    selection=dg.AssetSelection.all(),
+    description="Datasets -> training -> ONNX/TensorRT -> registry, for both detectors.",
+)
+per_model_jobs = [
+    dg.define_asset_job(
+        f"train_and_register_{spec.key}",
+        selection=SHARED | dg.AssetSelection.groups(f"{spec.key}_detector"),
+        description=f"Datasets -> training -> exports -> registry for {spec.registered_name} only.",
+    )
+    for spec in MODEL_SPECS.values()
+]
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=parity_checks,
+    jobs=[train_and_register, *per_model_jobs],
+    resources={"state": AlprStateResource(), "mlflow_registry": MlflowRegistryResource()},
+)

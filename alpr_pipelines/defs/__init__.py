@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per domain; thin glue over ``alpr_pipelines.lib``."""

@@ -1,0 +1,172 @@
+"""Dataset assets: synthetic scenes, the frozen golden set, and one validated training dataset per model."""
+
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.lib.coco import convert_coco
+from alpr_pipelines.lib.datasets import (
+    DatasetError,
+    check_disjoint,
+    sample_mosaic,
+    validate_dataset,
+    write_synthetic_views,
+)
+from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+
+GENERATOR_VERSION = "1"  # bump when the scene generator's output changes, so old synthetic sets are not reused
+SYNTHETIC_KEY = dg.AssetKey(["datasets", "synthetic_scenes"])
+GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
+
+
+def _config_hash(cfg: dg.Config) -> str:
+    blob = json.dumps({"generator": GENERATOR_VERSION, **cfg.model_dump()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class SyntheticScenesConfig(dg.Config):
+    """Synthetic road scenes for training; the same seed and counts give the same pixels."""
+
+    seed: int = 0
+    train_images: int = 400
+    val_images: int = 100
+    width: int = 640
+    height: int = 384
+
+
+class GoldenSetConfig(dg.Config):
+    """The frozen evaluation set, from a scene stream training never draws from."""
+
+    seed: int = 20241101
+    images: int = 100
+    width: int = 640
+    height: int = 384
+
+
+def _mosaic_md(path: Path) -> dg.MetadataValue:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![sample mosaic](data:image/jpeg;base64,{data})")
+
+
+@dg.asset(key=SYNTHETIC_KEY, group_name="datasets", kinds={"python"},
+          description="Synthetic road scenes with vehicles and plates, written as one YOLO dataset per model.")
+def synthetic_scenes(
+    context: dg.AssetExecutionContext, config: SyntheticScenesConfig, state: AlprStateResource
+) -> dg.Output[dict[str, str]]:
+    if config.train_images < 1 or config.val_images < 1:
+        raise dg.Failure("train_images and val_images must both be at least 1", allow_retries=False)
+    digest = _config_hash(config)
+    out = state.path("datasets", "synthetic") / digest
+    views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed,
+                                  {"train": config.train_images, "val": config.val_images}, config.width, config.height)
+    context.log.info(f"synthetic scenes at {out}")
+    return dg.Output(
+        {k: str(v) for k, v in views.items()},
+        data_version=dg.DataVersion(digest),
+        metadata={"path": dg.MetadataValue.path(str(out)), "train_images": config.train_images,
+                  "val_images": config.val_images, "seed": config.seed},
+    )
+
+
+@dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
+          description="Frozen golden evaluation set (both models' labels), disjoint from every training scene.")
+def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
+    digest = _config_hash(config)
+    out = state.path("datasets", "golden") / digest
+    views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed, {"val": config.images}, config.width,
+                                  config.height, purpose="golden")
+    result, metadata = {}, {}
+    for key, data_yaml in views.items():
+        summary = validate_dataset(data_yaml, MODEL_SPECS[key].names, required_splits=("val",))
+        result[key] = {"data_yaml": str(data_yaml), "fingerprint": summary.fingerprint}
+        metadata[f"{key}_fingerprint"] = summary.fingerprint
+        metadata[f"{key}_instances"] = dg.MetadataValue.json(summary.instances)
+    combined = hashlib.sha256("".join(v["fingerprint"] for v in result.values()).encode()).hexdigest()
+    return dg.Output(result, data_version=dg.DataVersion(combined[:32]),
+                     metadata={"path": dg.MetadataValue.path(str(out)), "images": config.images, **metadata})
+
+
+class DatasetConfig(dg.Config):
+    """Where a model's training data comes from.
+
+    - ``synthetic`` (default): the generated scenes;
+    - ``yaml``: any Ultralytics data YAML at ``data_yaml`` (the seed's ``--data plates.yaml``);
+    - ``coco``: a COCO annotation file (``coco_annotations``) and its images folder (``coco_images``), converted to
+      the vehicle classes (vehicle model only).
+    """
+
+    source: Literal["synthetic", "yaml", "coco"] = "synthetic"
+    data_yaml: str | None = None
+    coco_annotations: str | None = None
+    coco_images: str | None = None
+    val_fraction: float = 0.2
+
+
+def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, synthetic: dict[str, str], state: AlprStateResource) -> Path:
+    if config.source == "synthetic":
+        return Path(synthetic[spec.key])
+    if config.source == "yaml":
+        if not config.data_yaml:
+            raise DatasetError("source 'yaml' needs data_yaml: the path of an Ultralytics data YAML")
+        return Path(config.data_yaml).expanduser().resolve()
+    if spec.key != "vehicle":
+        raise DatasetError(f"COCO conversion yields vehicle classes; the {spec.key} model needs source synthetic or yaml")
+    if not (config.coco_annotations and config.coco_images):
+        raise DatasetError("source 'coco' needs coco_annotations (instances_*.json) and coco_images (its image folder)")
+    ann = Path(config.coco_annotations).expanduser().resolve()
+    key = hashlib.sha256(f"{ann}:{ann.stat().st_mtime_ns if ann.exists() else 0}:{config.val_fraction}".encode())
+    return convert_coco(ann, Path(config.coco_images).expanduser(), state.path("datasets", "coco") / key.hexdigest()[:16],
+                        config.val_fraction)
+
+
+def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.key, "dataset"],
+        group_name=f"{spec.key}_detector",
+        ins={"synthetic": dg.AssetIn(SYNTHETIC_KEY), "golden": dg.AssetIn(GOLDEN_KEY)},
+        kinds={"yolo"},
+        description=f"Validated YOLO dataset for {spec.registered_name} ({', '.join(spec.classes)}). Its content "
+        "fingerprint is the data version: training reruns only when it changes.",
+    )
+    def _dataset(context: dg.AssetExecutionContext, config: DatasetConfig, state: AlprStateResource,
+                 synthetic: dict[str, str], golden: dict) -> dg.Output[dict]:
+        try:
+            data_yaml = resolve_data_yaml(spec, config, synthetic, state)
+            summary = validate_dataset(data_yaml, spec.names)
+            check_disjoint(data_yaml, Path(golden[spec.key]["data_yaml"]))
+        except DatasetError as exc:
+            # Failing here stops the chain: nothing downstream trains or registers.
+            raise dg.Failure(description=str(exc), allow_retries=False,
+                             metadata={"data_yaml": str(config.data_yaml or config.source)}) from exc
+        mosaic = sample_mosaic(data_yaml, state.path("datasets", "mosaics") / f"{spec.key}-{summary.fingerprint[:16]}.jpg")
+        rows = [dg.TableRecord({"split": split, "images": summary.images[split], **counts})
+                for split, counts in summary.instances.items()]
+        table = dg.MetadataValue.table(rows, schema=dg.TableSchema(
+            columns=[dg.TableColumn("split", "string"), dg.TableColumn("images", "int"),
+                     *[dg.TableColumn(c, "int") for c in spec.classes]]))
+        context.log.info(f"{spec.key} dataset {data_yaml}: {summary.images}, fingerprint {summary.fingerprint[:12]}")
+        return dg.Output(
+            summary.as_dict(),
+            data_version=dg.DataVersion(summary.fingerprint[:32]),
+            metadata={
+                "fingerprint": summary.fingerprint,
+                "data_yaml": dg.MetadataValue.path(str(data_yaml)),
+                "counts": table,
+                "train_images": summary.images.get("train", 0),
+                "val_images": summary.images.get("val", 0),
+                "sample_mosaic": _mosaic_md(mosaic),
+                "sample_mosaic_path": dg.MetadataValue.path(str(mosaic)),
+            },
+        )
+
+    return _dataset
+
+
+dataset_assets = [build_dataset_asset(spec) for spec in MODEL_SPECS.values()]
+

@@ -1,0 +1,67 @@
+"""Export assets: ONNX for every model, a TensorRT FP16 engine where CUDA and TensorRT are present."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.lib.exports import ExportError, ExportResult, export_onnx, export_tensorrt
+from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+
+
+class ExportConfig(dg.Config):
+    """``imgsz`` defaults to the training image size (the deployment size)."""
+
+    imgsz: int | None = None
+    simplify: bool = True
+    opset: int | None = None
+
+
+def _metadata(result: ExportResult) -> dict:
+    if result.path is None:
+        return {"status": result.skipped_reason or "skipped"}
+    meta: dict = {"status": "built", "path": dg.MetadataValue.path(result.path), "sha256": result.sha256,
+                  "size_mb": round((result.size_bytes or 0) / 1e6, 3)}
+    for k, v in (result.details or {}).items():
+        meta[k] = dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+    return meta
+
+
+def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    @dg.asset(key=[spec.key, "onnx"], group_name=f"{spec.key}_detector",
+              ins={"weights": dg.AssetIn([spec.key, "weights"])}, kinds={"onnx"},
+              description=f"ONNX export of {spec.registered_name} with class names, imgsz and stride in its metadata.")
+    def _onnx(context: dg.AssetExecutionContext, config: ExportConfig, state: AlprStateResource,
+              weights: dict) -> dg.Output[dict]:
+        imgsz = config.imgsz or weights["imgsz"]
+        out_dir = state.path("exports", spec.key, f"{weights['training_key']}-{imgsz}")
+        try:
+            result = export_onnx(Path(weights["best_pt"]), out_dir, imgsz, config.simplify, config.opset)
+        except ExportError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or ""), metadata=_metadata(result))
+
+    @dg.asset(key=[spec.key, "tensorrt"], group_name=f"{spec.key}_detector",
+              ins={"weights": dg.AssetIn([spec.key, "weights"]), "onnx": dg.AssetIn([spec.key, "onnx"])},
+              kinds={"tensorrt"},
+              description="TensorRT FP16 engine for this machine's GPU, tagged with GPU name, compute capability and "
+              "TensorRT version; 'skipped: no CUDA device' elsewhere, and the chain goes on with ONNX.")
+    def _tensorrt(context: dg.AssetExecutionContext, state: AlprStateResource, weights: dict,
+                  onnx: dict) -> dg.Output[dict]:
+        imgsz = int(onnx["details"]["imgsz"][0])
+        out_dir = state.path("exports", spec.key, f"{weights['training_key']}-{imgsz}")
+        try:
+            result = export_tensorrt(Path(weights["best_pt"]), out_dir, imgsz)
+        except ExportError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        if result.path is None:
+            context.log.info(f"{spec.key} TensorRT engine {result.skipped_reason}")
+        return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or "skipped"),
+                         metadata=_metadata(result))
+
+    return [_onnx, _tensorrt]
+
+
+export_assets = [a for spec in MODEL_SPECS.values() for a in build_export_assets(spec)]
+

@@ -1,0 +1,73 @@
+"""Registration: a new MLflow Model Registry version per trained, exported and parity-checked model."""
+
+
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.registry import RegistryError, register_version
+
+
+class RegisterConfig(dg.Config):
+    """``initial_stage`` None or Staging (the seed's ``--stage``); Staging also sets the ``candidate`` alias."""
+
+    initial_stage: Literal["None", "Staging"] = "Staging"
+
+
+def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.key, "registered_version"],
+        group_name=f"{spec.key}_detector",
+        ins={
+            "weights": dg.AssetIn([spec.key, "weights"]),
+            "onnx": dg.AssetIn([spec.key, "onnx"]),
+            "tensorrt": dg.AssetIn([spec.key, "tensorrt"]),
+        },
+        kinds={"mlflow"},
+        description=f"A version of {spec.registered_name} in the MLflow Model Registry: .pt, .onnx, the TensorRT "
+        "engine when built, and a manifest of sha256 hashes and provenance. Rerunning never duplicates a version.",
+    )
+    def _registered(context: dg.AssetExecutionContext, config: RegisterConfig, mlflow_registry: MlflowRegistryResource,
+                    weights: dict, onnx: dict, tensorrt: dict) -> dg.Output[dict]:
+        files = {"weights": Path(weights["best_pt"]), "onnx": Path(onnx["path"])}
+        if tensorrt.get("path"):
+            files["engine"] = Path(tensorrt["path"])
+        provenance = {
+            "dataset_fingerprint": weights["dataset_fingerprint"],
+            "dagster_run_id": context.run.run_id,
+            "training_key": weights["training_key"],
+            "tensorrt": tensorrt.get("skipped_reason") or "built",
+        }
+        metric_tags = {f"train_{k}": f"{v:.5f}" for k, v in weights["final_metrics"].items()}
+        if tensorrt.get("details"):
+            metric_tags.update({f"engine_{k}": str(v) for k, v in tensorrt["details"].items()})
+        try:
+            version = register_version(
+                mlflow_registry.get_client(), spec, weights["run_id"], files, int(onnx["details"]["imgsz"][0]),
+                provenance, config.initial_stage, metric_tags,
+            )
+        except RegistryError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        verb = "registered new" if version.created else "found existing"
+        context.log.info(f"{verb} {spec.registered_name} version {version.version} ({version.stage}, {version.aliases})")
+        return dg.Output(
+            version.as_dict(),
+            data_version=dg.DataVersion(f"{spec.registered_name}/{version.version}"),
+            metadata={
+                "model": spec.registered_name,
+                "version": version.version,
+                "stage": version.stage,
+                "aliases": ", ".join(version.aliases) or "-",
+                "created": version.created,
+                "mlflow_version": dg.MetadataValue.url(mlflow_registry.version_url(spec.registered_name, version.version)),
+                "files": ", ".join(sorted(files)),
+            },
+        )
+
+    return _registered
+
+
+registration_assets = [build_registration_asset(spec) for spec in MODEL_SPECS.values()]

@@ -1,0 +1,78 @@
+"""Training assets: one Ultralytics YOLO11 training per model, one MLflow run per training."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.defs.training.config import TrainConfig
+from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, train
+
+
+def epochs_table(epochs: list[EpochMetrics]) -> dg.MetadataValue:
+    columns = [dg.TableColumn("epoch", "int"), *[dg.TableColumn(name, "float") for name in EPOCH_METRICS]]
+    rows = [dg.TableRecord({"epoch": e.epoch, **{k: round(v, 5) for k, v in e.values.items()}}) for e in epochs]
+    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=columns))
+
+
+def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.key, "weights"],
+        group_name=f"{spec.key}_detector",
+        ins={"dataset": dg.AssetIn([spec.key, "dataset"])},
+        kinds={"pytorch", "mlflow"},
+        tags={"alpr/training": "true"},
+        pool="alpr_training",
+        # A retry continues the same MLflow run from last.pt (see lib.training); config errors are not retried.
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+        description=f"YOLO11 weights for {spec.registered_name}, trained with Ultralytics and logged to MLflow. "
+        "Unchanged dataset and config reuse the finished run instead of retraining.",
+    )
+    def _weights(context: dg.AssetExecutionContext, config: TrainConfig, state: AlprStateResource,
+                 mlflow_registry: MlflowRegistryResource, dataset: dict) -> dg.Output[dict]:
+        def on_epoch(e: EpochMetrics) -> None:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in e.values.items())
+            context.log.info(f"{spec.key} epoch {e.epoch}/{config.epochs}: {shown}")
+
+        try:
+            result = train(
+                spec,
+                Path(dataset["data_yaml"]),
+                dataset["fingerprint"],
+                config.to_params(),
+                mlflow_registry.get_client(),
+                mlflow_registry.experiment(),
+                state.path("training"),
+                dagster_run_id=context.run.run_id,
+                restart=config.restart,
+                on_epoch=on_epoch,
+            )
+        except TrainingError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        if result.reused:
+            context.log.info(f"dataset and config unchanged: reusing finished MLflow run {result.run_id}")
+        metadata: dict = {
+            "mlflow_run_id": result.run_id,
+            "mlflow_run": dg.MetadataValue.url(mlflow_registry.run_url(result.experiment_id, result.run_id)),
+            "training_key": result.training_key,
+            "reused_previous_training": result.reused,
+            "best_pt": dg.MetadataValue.path(str(result.best_pt)),
+            "epochs": epochs_table(result.epochs),
+            **{k: float(v) for k, v in result.final_metrics.items()},
+        }
+        if result.images_per_second is not None:
+            metadata["train_images_per_second"] = round(result.images_per_second, 2)
+        return dg.Output(
+            {**result.as_dict(), "imgsz": config.imgsz, "dataset_fingerprint": dataset["fingerprint"]},
+            data_version=dg.DataVersion(result.training_key),
+            metadata=metadata,
+        )
+
+    return _weights
+
+
+training_assets = [build_training_asset(spec) for spec in MODEL_SPECS.values()]
+

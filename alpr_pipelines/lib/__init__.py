@@ -1,0 +1,1 @@
+"""Framework-free building blocks: nothing here imports dagster."""

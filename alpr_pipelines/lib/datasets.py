@@ -1,0 +1,350 @@
+"""YOLO-format datasets: writing synthetic ones, reading any Ultralytics data YAML, validating, fingerprinting.
+
+A dataset is described by an Ultralytics data YAML (``path``, ``train``, ``val``, optional ``test``, ``names``).
+Split entries may be a folder of images, a ``.txt`` list of image paths, or a list of either. Labels live beside
+images with ``/images/`` replaced by ``/labels/`` and a ``.txt`` suffix, as Ultralytics expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from alpr_pipelines.lib.models import ModelSpec
+from alpr_pipelines.lib.synth import Scene, generate_scene
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(Exception):
+    """A dataset cannot be used; the message names the files and what to do."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    path: str
+    detail: str
+
+
+@dataclass
+class DatasetSummary:
+    """What validation learned about a dataset (counts are per split)."""
+
+    data_yaml: Path
+    names: dict[int, str]
+    images: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, dict[str, int]] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "data_yaml": str(self.data_yaml),
+            "names": {str(k): v for k, v in self.names.items()},
+            "images": self.images,
+            "instances": self.instances,
+            "fingerprint": self.fingerprint,
+        }
+
+
+class DatasetValidationError(DatasetError):
+    """Validation found problems; ``problems`` lists each with its file."""
+
+    def __init__(self, data_yaml: Path, problems: list[Problem]):
+        self.problems = problems
+        kinds = Counter(p.kind for p in problems)
+        shown = "\n".join(f"  - {p.kind}: {p.path}: {p.detail}" for p in problems[:25])
+        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        super().__init__(
+            f"dataset {data_yaml} failed validation ({summary}); nothing was trained or registered.\n{shown}{more}\n"
+            "Fix or remove these files (or their labels) and run again."
+        )
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _label_lines(boxes: Iterable, names: dict[int, str], width: int, height: int) -> str:
+    ids = {v: k for k, v in names.items()}
+    lines = []
+    for box in boxes:
+        cx, cy, w, h = box.yolo(width, height)
+        lines.append(f"{ids[box.cls]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_data_yaml(root: Path, names: dict[int, str], splits: Iterable[str]) -> Path:
+    data = {"path": str(root), **{s: f"images/{s}" for s in splits}, "names": {int(k): v for k, v in names.items()}}
+    path = root / "data.yaml"
+    _write_atomic(path, yaml.safe_dump(data, sort_keys=False).encode())
+    return path
+
+
+def write_synthetic_views(
+    out_dir: Path,
+    specs: Iterable[ModelSpec],
+    seed: int,
+    counts: dict[str, int],
+    width: int = 640,
+    height: int = 384,
+    purpose: str | None = None,
+) -> dict[str, Path]:
+    """Render scenes once and write one YOLO dataset per model (vehicle boxes, plate boxes) under ``out_dir/<key>``.
+
+    Each split draws from the scene stream of the same name unless ``purpose`` names one stream for all splits (the
+    golden set uses ``purpose="golden"``, a stream training never draws from). Images are hard-linked between the views (copied where links are not possible). The folder is built under a
+    temporary name and renamed into place, so a crash never leaves a half-written dataset behind.
+
+    Returns:
+        Model key -> path of that view's ``data.yaml``.
+    """
+    specs = list(specs)
+    final = {spec.key: out_dir / spec.key / "data.yaml" for spec in specs}
+    if out_dir.exists() and all(p.exists() for p in final.values()):
+        return final
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, n in counts.items():
+        for i in range(n):
+            scene: Scene = generate_scene(seed, purpose or split, i, width, height)
+            ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if not ok:
+                raise DatasetError(f"could not encode scene {split}/{i} as JPEG")
+            first_image: Path | None = None
+            for spec in specs:
+                img_path = tmp / spec.key / "images" / split / f"{split}_{i:05d}.jpg"
+                lbl_path = tmp / spec.key / "labels" / split / f"{split}_{i:05d}.txt"
+                img_path.parent.mkdir(parents=True, exist_ok=True)
+                lbl_path.parent.mkdir(parents=True, exist_ok=True)
+                if first_image is None:
+                    img_path.write_bytes(jpg.tobytes())
+                    first_image = img_path
+                else:
+                    try:
+                        os.link(first_image, img_path)
+                    except OSError:
+                        shutil.copyfile(first_image, img_path)
+                boxes = scene.plates if spec.classes == ("license_plate",) else scene.vehicles
+                lbl_path.write_text(_label_lines(boxes, spec.names, width, height))
+    # data.yaml names its final location, so it is written after the rename; its absence marks an unfinished set.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out_dir)
+    for spec in specs:
+        write_data_yaml(out_dir / spec.key, spec.names, counts)
+    return final
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def load_data_yaml(data_yaml: Path) -> dict:
+    data_yaml = Path(data_yaml).expanduser().resolve()
+    if not data_yaml.is_file():
+        raise DatasetError(f"data YAML {data_yaml} does not exist; pass the path to an Ultralytics data YAML")
+    try:
+        data = yaml.safe_load(data_yaml.read_text())
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"data YAML {data_yaml} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"data YAML {data_yaml} must be a mapping with train, val and names keys")
+    missing = [k for k in ("val", "names") if k not in data]
+    if missing:
+        raise DatasetError(f"data YAML {data_yaml} lacks {', '.join(missing)}; an Ultralytics data YAML needs train, val and names")
+    names = data["names"]
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict):
+        raise DatasetError(f"data YAML {data_yaml}: names must be a list or an id -> name mapping")
+    data["names"] = {int(k): str(v) for k, v in names.items()}
+    root = Path(data.get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = (data_yaml.parent / root).resolve()
+    data["path"] = root
+    return data
+
+
+def split_images(data: dict, split: str) -> list[Path]:
+    """Image files of ``split`` in a loaded data YAML, sorted."""
+    entries = data.get(split)
+    if entries is None:
+        return []
+    root: Path = data["path"]
+    images: list[Path] = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        p = Path(entry)
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            images.extend(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    images.append(q if q.is_absolute() else (p.parent / q).resolve())
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(p)
+        else:
+            raise DatasetError(f"{split} entry {p} is neither a folder of images, a .txt list nor an image")
+    return sorted(set(images))
+
+
+def label_path(image: Path) -> Path:
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def validate_dataset(
+    data_yaml: Path,
+    expected_names: dict[int, str] | None = None,
+    required_splits: tuple[str, ...] = ("train", "val"),
+) -> DatasetSummary:
+    """Check every image and label of a dataset; return counts and the content fingerprint.
+
+    Checks: the class names match ``expected_names`` (the model's contract), train and val are not empty, every image
+    decodes, every label line has five numbers with a known class id and coordinates in [0, 1], and no image appears
+    in more than one split (by content hash). ``required_splits`` must not be empty (the golden set has only val).
+
+    Raises:
+        DatasetValidationError: listing every problem found, with its file.
+    """
+    data = load_data_yaml(data_yaml)
+    names: dict[int, str] = data["names"]
+    summary = DatasetSummary(data_yaml=Path(data_yaml).resolve(), names=names)
+    problems: list[Problem] = []
+    if expected_names is not None and names != expected_names:
+        problems.append(
+            Problem("class names", str(data_yaml), f"dataset names {names} differ from the model's {expected_names}")
+        )
+    seen: dict[str, tuple[str, Path]] = {}
+    digest = hashlib.sha256(json.dumps(names, sort_keys=True).encode())
+    for split in SPLITS:
+        images = split_images(data, split)
+        if split in required_splits and not images:
+            problems.append(Problem("empty split", str(data.get(split)), f"the {split} split has no images"))
+        counter: Counter[str] = Counter()
+        for image in images:
+            rel = os.path.relpath(image, data["path"])
+            if not image.is_file():
+                problems.append(Problem("missing image", str(image), "listed but not found"))
+                continue
+            raw = image.read_bytes()
+            content = hashlib.sha256(raw).hexdigest()
+            if cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) is None:
+                problems.append(Problem("unreadable image", str(image), "cannot be decoded as an image"))
+            if content in seen and seen[content][0] != split:
+                other_split, other = seen[content]
+                problems.append(
+                    Problem("leak", str(image), f"the same image is in {other_split} as {other} (sha256 {content[:12]})")
+                )
+            seen.setdefault(content, (split, image))
+            lbl = label_path(image)
+            label_text = lbl.read_text() if lbl.is_file() else ""
+            for n, line in enumerate(label_text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                fields = line.split()
+                try:
+                    cls_id = int(fields[0])
+                    coords = [float(v) for v in fields[1:]]
+                except ValueError:
+                    problems.append(Problem("bad label", f"{lbl}:{n}", f"not numbers: {line!r}"))
+                    continue
+                if len(coords) != 4:
+                    problems.append(Problem("bad label", f"{lbl}:{n}", f"expected 'class cx cy w h', got {line!r}"))
+                    continue
+                if cls_id not in names:
+                    problems.append(Problem("unknown class", f"{lbl}:{n}", f"class id {cls_id} not in {sorted(names)}"))
+                    continue
+                if not all(0.0 <= v <= 1.0 for v in coords):
+                    problems.append(Problem("label out of range", f"{lbl}:{n}", f"coordinates {coords} not in [0, 1]"))
+                    continue
+                counter[names[cls_id]] += 1
+            digest.update(f"{split}\0{rel}\0{content}\0".encode())
+            digest.update(hashlib.sha256(label_text.encode()).digest())
+        if images:
+            summary.images[split] = len(images)
+            summary.instances[split] = {name: counter.get(name, 0) for name in names.values()}
+    if problems:
+        raise DatasetValidationError(Path(data_yaml), problems)
+    summary.fingerprint = digest.hexdigest()
+    return summary
+
+
+def check_disjoint(data_yaml: Path, other_yaml: Path) -> None:
+    """Raise if any image of ``other_yaml`` (e.g. the golden set) also appears in ``data_yaml`` (by content)."""
+    ours = {_sha256(p): p for s in SPLITS for p in split_images(load_data_yaml(data_yaml), s)}
+    problems = [
+        Problem("leak", str(p), f"golden image also in training data as {ours[h]}")
+        for s in SPLITS
+        for p in split_images(load_data_yaml(other_yaml), s)
+        if (h := _sha256(p)) in ours
+    ]
+    if problems:
+        raise DatasetValidationError(Path(data_yaml), problems)
+
+
+# --------------------------------------------------------------------------------------------- mosaic
+
+
+def sample_mosaic(data_yaml: Path, out_path: Path, n: int = 16, tile: int = 192) -> Path:
+    """Draw the first ``n`` training images with their boxes into one JPEG a person can look at."""
+    data = load_data_yaml(data_yaml)
+    names = data["names"]
+    images = split_images(data, "train")[:n]
+    cols = 4
+    rows = max(1, (len(images) + cols - 1) // cols)
+    canvas = np.full((rows * tile, cols * tile, 3), 40, np.uint8)
+    palette = [(0, 200, 0), (0, 128, 255), (255, 128, 0), (200, 0, 200), (0, 0, 255)]
+    for i, image in enumerate(images):
+        img = cv2.imread(str(image))
+        if img is None:
+            continue
+        h, w = img.shape[:2]
+        lbl = label_path(image)
+        for line in lbl.read_text().splitlines() if lbl.is_file() else []:
+            c, cx, cy, bw, bh = line.split()
+            x1, y1 = int((float(cx) - float(bw) / 2) * w), int((float(cy) - float(bh) / 2) * h)
+            x2, y2 = int((float(cx) + float(bw) / 2) * w), int((float(cy) + float(bh) / 2) * h)
+            colour = palette[int(c) % len(palette)]
+            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
+            cv2.putText(img, names.get(int(c), c), (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
+        scale = tile / max(h, w)
+        small = cv2.resize(img, (int(w * scale), int(h * scale)))
+        r, c = divmod(i, cols)
+        canvas[r * tile : r * tile + small.shape[0], c * tile : c * tile + small.shape[1]] = small
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ok, jpg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise DatasetError(f"could not encode the mosaic for {data_yaml}")
+    _write_atomic(out_path, jpg.tobytes())
+    return out_path

@@ -1,0 +1,49 @@
+"""The public contract of the two detectors: registered names, descriptions and classes (from the seed document)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = ("None", "Staging", "Production", "Archived")
+# Stages are deprecated in MLflow (since 2.9) in favour of aliases. We keep both, and these aliases mirror the stages:
+# the version holding an alias is the newest version in that stage.
+STAGE_ALIASES = {"Staging": "candidate", "Production": "production"}
+PREVIOUS_ALIAS = "previous"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One detector the pipeline trains and registers."""
+
+    key: str
+    registered_name: str
+    description: str
+    classes: tuple[str, ...]
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(enumerate(self.classes))
+
+
+VEHICLE = ModelSpec(
+    key="vehicle",
+    registered_name="alpr-vehicle-detector",
+    description="YOLOv11 vehicle detector trained on COCO dataset",
+    classes=("car", "truck", "bus", "motorcycle"),
+)
+PLATE = ModelSpec(
+    key="plate",
+    registered_name="alpr-plate-detector",
+    description="Custom YOLOv11 license plate detector",
+    classes=("license_plate",),
+)
+MODEL_SPECS: dict[str, ModelSpec] = {VEHICLE.key: VEHICLE, PLATE.key: PLATE}
+
+
+def spec_for(name: str) -> ModelSpec:
+    """Find a spec by short key (``plate``) or registered name (``alpr-plate-detector``)."""
+    for spec in MODEL_SPECS.values():
+        if name in (spec.key, spec.registered_name):
+            return spec
+    known = ", ".join(f"{s.key} ({s.registered_name})" for s in MODEL_SPECS.values())
+    raise ValueError(f"unknown model {name!r}; expected one of: {known}")

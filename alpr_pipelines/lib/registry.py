@@ -1,0 +1,260 @@
+"""The MLflow Model Registry side: registering versions and keeping stages and aliases in agreement.
+
+MLflow deprecated stages (2.9) in favour of aliases. Our users' scripts still call
+``transition_model_version_stage``, so we keep both: the alias of a stage (``STAGE_ALIASES``) always names the newest
+version in that stage, and every stage change here moves the alias with it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+import alpr_pipelines
+from alpr_pipelines.lib.exports import sha256_file
+from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, ModelSpec
+
+CONTENT_TAG = "alpr_content_id"
+MANIFEST_SHA_TAG = "alpr_manifest_sha256"
+PYFUNC_PATH = "detector"  # artifact path of the pyfunc model inside the training run
+
+
+class RegistryError(Exception):
+    """A registry operation cannot be done; the message says why and what to do."""
+
+
+@dataclass
+class RegisteredVersion:
+    name: str
+    version: str
+    stage: str
+    aliases: list[str]
+    run_id: str | None
+    source: str
+    created: bool
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def code_version() -> str:
+    """Package version plus the git commit (``+dirty`` when the tree has changes), when run from a checkout."""
+    root = Path(alpr_pipelines.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "alpr_pipelines"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{alpr_pipelines.__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return alpr_pipelines.__version__
+
+
+def build_manifest(spec: ModelSpec, files: dict[str, Path], imgsz: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The version's manifest: sha256 and size of every file, classes, imgsz and provenance in ``extra``."""
+    return {
+        "model": spec.registered_name,
+        "classes": list(spec.classes),
+        "imgsz": imgsz,
+        "files": {
+            role: {"name": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+            for role, p in sorted(files.items())
+        },
+        "code_version": code_version(),
+        **extra,
+    }
+
+
+def content_id(manifest: dict[str, Any]) -> str:
+    """Identity of a version's content: the model name and its files' hashes (not the time or run that made it)."""
+    import hashlib
+
+    files = {role: f["sha256"] for role, f in manifest["files"].items()}
+    return hashlib.sha256(json.dumps({"model": manifest["model"], "files": files}, sort_keys=True).encode()).hexdigest()
+
+
+def ensure_registered_model(client: MlflowClient, spec: ModelSpec) -> None:
+    try:
+        client.get_registered_model(spec.registered_name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            client.create_registered_model(spec.registered_name, description=spec.description,
+                                           tags={"classes": ",".join(spec.classes)})
+        except MlflowException as race:  # created by a concurrent step: fine
+            if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    client.set_registered_model_tag(spec.registered_name, "classes", ",".join(spec.classes))
+
+
+def find_version_by_content(client: MlflowClient, name: str, cid: str):
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get(CONTENT_TAG) == cid:
+            return mv
+    return None
+
+
+def _staged_code() -> Path:
+    """A copy of just ``alpr_pipelines/edge`` (plus the package marker) for the pyfunc model's ``code_paths``."""
+    package = Path(alpr_pipelines.__file__).resolve().parent
+    dest = Path(tempfile.mkdtemp(prefix="alpr-code-")) / "alpr_pipelines"
+    (dest / "edge").mkdir(parents=True)
+    shutil.copyfile(package / "__init__.py", dest / "__init__.py")
+    for f in (package / "edge").glob("*.py"):
+        shutil.copyfile(f, dest / "edge" / f.name)
+    return dest
+
+
+def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None:
+    """Write the pyfunc model folder: ONNX Runtime inference, with every file of the version as an artifact."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from alpr_pipelines.edge.pyfunc import OUTPUT_COLUMNS, AlprDetectorModel
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("long" if c in ("image_index", "class_id") else "string" if c == "class_name"
+                                else "double", c) for c in OUTPUT_COLUMNS]),
+        params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("iou", "double", 0.7)]),
+    )
+    code = _staged_code()
+    try:
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=AlprDetectorModel(),
+            artifacts={**{role: str(p) for role, p in files.items()}, "manifest": str(manifest_path)},
+            code_paths=[str(code)],
+            signature=signature,
+            pip_requirements=["onnxruntime", "opencv-python-headless", "numpy", "pandas",
+                              f"mlflow=={mlflow.__version__}"],
+        )
+    finally:
+        shutil.rmtree(code.parent, ignore_errors=True)
+
+
+def register_version(
+    client: MlflowClient,
+    spec: ModelSpec,
+    run_id: str,
+    files: dict[str, Path],
+    imgsz: int,
+    provenance: dict[str, Any],
+    initial_stage: str = "None",
+    version_tags: dict[str, str] | None = None,
+) -> RegisteredVersion:
+    """Register ``files`` (``weights``, ``onnx``, optional ``engine``) as a new version of ``spec``'s model.
+
+    Idempotent: a version with the same content (see :func:`content_id`) is returned as it is, never duplicated.
+
+    Args:
+        initial_stage: "None" or "Staging"; Staging also sets the ``candidate`` alias.
+        provenance: recorded in the manifest (dataset fingerprint, Dagster run id, MLflow run id, ...).
+    """
+    if initial_stage not in ("None", "Staging"):
+        raise RegistryError(f"initial stage must be None or Staging, got {initial_stage!r}; promote with `alpr promote`")
+    missing = [f"{role}={p}" for role, p in files.items() if not Path(p).is_file()]
+    if missing:
+        raise RegistryError(f"cannot register {spec.registered_name}: files missing: {', '.join(missing)}")
+    ensure_registered_model(client, spec)
+    manifest = build_manifest(spec, files, imgsz, {"mlflow_run_id": run_id, **provenance})
+    cid = content_id(manifest)
+    existing = find_version_by_content(client, spec.registered_name, cid)
+    if existing is None:
+        with tempfile.TemporaryDirectory(prefix="alpr-register-") as tmp:
+            manifest["created_at"] = datetime.now(UTC).isoformat()
+            manifest_path = Path(tmp) / "manifest.json"
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            model_dir = Path(tmp) / PYFUNC_PATH
+            save_pyfunc(model_dir, files, manifest_path)
+            client.log_artifacts(run_id, str(model_dir), PYFUNC_PATH)
+            tags = {
+                CONTENT_TAG: cid,
+                MANIFEST_SHA_TAG: sha256_file(manifest_path),
+                "classes": ",".join(spec.classes),
+                "imgsz": str(imgsz),
+                "code_version": manifest["code_version"],
+                **{k: str(v) for k, v in provenance.items() if v is not None},
+                **(version_tags or {}),
+            }
+            mv = client.create_model_version(
+                spec.registered_name, source=f"runs:/{run_id}/{PYFUNC_PATH}", run_id=run_id, tags=tags,
+                description=f"{spec.description}; classes: {', '.join(spec.classes)}",
+            )
+        mv = wait_until_ready(client, spec.registered_name, mv.version)
+        created = True
+    else:
+        mv, created = existing, False
+    if initial_stage != "None" and mv.current_stage == "None":
+        set_stage(client, spec.registered_name, mv.version, initial_stage)
+    return describe_version(client, spec.registered_name, mv.version, created=created)
+
+
+def wait_until_ready(client: MlflowClient, name: str, version: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"{name} version {version} did not become READY (status {mv.status})")
+        time.sleep(0.5)
+
+
+def describe_version(client: MlflowClient, name: str, version: str, created: bool = False) -> RegisteredVersion:
+    mv = client.get_model_version(name, version)
+    return RegisteredVersion(name=name, version=str(mv.version), stage=mv.current_stage, aliases=list(mv.aliases),
+                             run_id=mv.run_id, source=mv.source, created=created, tags=dict(mv.tags))
+
+
+def set_stage(client: MlflowClient, name: str, version: str, stage: str, archive_existing: bool = False) -> None:
+    """Move ``version`` to ``stage`` and keep the stage aliases in agreement.
+
+    Production: the old holder of the ``production`` alias gets ``previous``. Any stage: the alias of a stage the
+    version leaves is moved to the newest version still in that stage, or deleted when none is left.
+    """
+    if stage not in STAGES:
+        raise RegistryError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    old_champion = alias_version(client, name, STAGE_ALIASES["Production"])
+    client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive_existing)
+    if stage == "Production" and old_champion is not None and old_champion != str(version):
+        client.set_registered_model_alias(name, PREVIOUS_ALIAS, old_champion)
+    reconcile_aliases(client, name)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def reconcile_aliases(client: MlflowClient, name: str) -> dict[str, str | None]:
+    """Point each stage alias at the newest version in its stage (or remove it); return alias -> version."""
+    versions = list(client.search_model_versions(f"name = '{name}'"))
+    result: dict[str, str | None] = {}
+    for stage, alias in STAGE_ALIASES.items():
+        in_stage = sorted((int(v.version) for v in versions if v.current_stage == stage), reverse=True)
+        current = alias_version(client, name, alias)
+        want = str(in_stage[0]) if in_stage else None
+        if want is None and current is not None:
+            client.delete_registered_model_alias(name, alias)
+        elif want is not None and current != want:
+            client.set_registered_model_alias(name, alias, want)
+        result[alias] = want
+    return result

@@ -1,0 +1,370 @@
+"""YOLO11 training with Ultralytics, one MLflow run per training, resumable and idempotent.
+
+How this relates to Ultralytics' own MLflow callback: we strip it from our trainer. It logs through the global
+``mlflow`` module, starts and ends runs on its own, and names things differently from the seed's contract. We log
+through an ``MlflowClient`` with an explicit run id instead, so a retried step continues its run, never a new one.
+
+Identity of a training: ``training_key`` = hash(model, dataset fingerprint, training parameters, base-model bytes).
+- a FINISHED MLflow run with that key exists: nothing is trained, its weights are reused;
+- an unfinished one exists (crash, kill, failed step): the same MLflow run continues from the local ``last.pt``;
+  if that checkpoint is gone, training fails loudly unless ``restart=True`` is given;
+- none exists: a new run is started.
+
+Environment: sets ``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=false`` (unless already set) before importing
+Ultralytics, so it never reaches for the network or pip at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from alpr_pipelines.lib.models import ModelSpec
+
+TRAINING_KEY_TAG = "alpr_training_key"
+DATASET_TAG = "alpr_dataset_fingerprint"
+DAGSTER_RUN_TAG = "dagster_run_id"  # the tag name dagster-mlflow uses, so its users find our runs the same way
+MODEL_TAG = "alpr_model"
+COMPLETE_TAG = "alpr_complete"
+# The seed's "What Gets Logged": metric name -> key in Ultralytics' per-epoch dictionaries.
+EPOCH_METRICS = {
+    "mAP50": "metrics/mAP50(B)",
+    "mAP50-95": "metrics/mAP50-95(B)",
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+    "box_loss": "train/box_loss",
+    "cls_loss": "train/cls_loss",
+    "dfl_loss": "train/dfl_loss",
+}
+AUGMENTATION_KEYS = (
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+    "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "close_mosaic",
+)
+
+
+class TrainingError(Exception):
+    """Training cannot go on; the message says why and what to do."""
+
+
+def _offline_ultralytics() -> None:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The seed's training flags (``train_with_mlflow.py``), with defaults that work offline.
+
+    ``model`` defaults to ``yolo11n.yaml`` (train from scratch) because nothing may be downloaded; pass a local
+    ``.pt`` file to fine-tune. ``device`` "" picks CUDA device 0 when present, else the CPU.
+    """
+
+    model: str = "yolo11n.yaml"
+    epochs: int = 100
+    imgsz: int = 640
+    batch: int = 16
+    device: str = ""
+    lr0: float = 0.01
+    optimizer: str = "AdamW"
+    workers: int = 2
+    seed: int = 0
+    patience: int = 100
+    augmentation: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise TrainingError(f"epochs must be >= 0, got {self.epochs}")
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise TrainingError(f"imgsz must be a multiple of 32 and at least 32, got {self.imgsz}")
+        if self.batch < 1 and self.batch != -1:
+            raise TrainingError(f"batch must be positive (or -1 for auto), got {self.batch}")
+        if self.optimizer not in {"SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD", "auto"}:
+            raise TrainingError(f"optimizer {self.optimizer!r} unknown; use SGD, Adam or AdamW")
+        unknown = set(self.augmentation) - set(AUGMENTATION_KEYS)
+        if unknown:
+            raise TrainingError(f"unknown augmentation settings {sorted(unknown)}; known: {', '.join(AUGMENTATION_KEYS)}")
+        model = Path(self.model)
+        if model.suffix == ".pt" and not model.is_file():
+            raise TrainingError(
+                f"base weights {self.model} not found. Nothing is downloaded at run time: pass a local .pt file, or "
+                "a model YAML such as yolo11n.yaml to train from scratch."
+            )
+        if model.suffix not in {".pt", ".yaml", ".yml"}:
+            raise TrainingError(f"model {self.model!r} must be a .pt weights file or a model .yaml")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    values: dict[str, float]
+
+
+@dataclass
+class TrainingResult:
+    run_id: str
+    experiment_id: str
+    training_key: str
+    best_pt: Path
+    last_pt: Path
+    save_dir: Path
+    reused: bool
+    epochs: list[EpochMetrics]
+    final_metrics: dict[str, float]
+    images_per_second: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("best_pt", "last_pt", "save_dir"):
+            d[k] = str(d[k])
+        return d
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingParams) -> str:
+    """Identity of a training: same model, data and parameters give the same key (device excluded)."""
+    p = asdict(params)
+    p.pop("device")
+    p.pop("workers")
+    base = Path(params.model)
+    p["model"] = _sha256_file(base) if base.suffix == ".pt" else base.name
+    blob = json.dumps({"model": spec.key, "data": dataset_fingerprint, "params": p}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def resolve_device(device: str) -> str:
+    if device:
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+def find_training_run(client: MlflowClient, experiment_id: str, key: str):
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.{TRAINING_KEY_TAG} = '{key}'", order_by=["attributes.start_time DESC"]
+    )
+    return runs[0] if runs else None
+
+
+def _log_params(client: MlflowClient, run_id: str, spec: ModelSpec, params: TrainingParams, data_yaml: Path,
+                resolved_aug: dict[str, Any]) -> None:
+    values: dict[str, Any] = {
+        "epochs": params.epochs,
+        "batch_size": params.batch,
+        "imgsz": params.imgsz,
+        "learning_rate": params.lr0,
+        "optimizer": params.optimizer,
+        "data_config": str(data_yaml),
+        "base_model": params.model,
+        "device": params.device or "auto",
+        "seed": params.seed,
+        "model_name": spec.registered_name,
+        **{f"aug_{k}": v for k, v in resolved_aug.items()},
+    }
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
+
+
+def _epoch_values(trainer) -> dict[str, float]:
+    merged = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {})}
+    return {name: float(merged[src]) for name, src in EPOCH_METRICS.items() if src in merged}
+
+
+def _trainer_without_ultralytics_mlflow():
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class AlprDetectionTrainer(DetectionTrainer):
+        """Ultralytics' trainer minus its MLflow callback: our runs are logged through an explicit client."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for event, funcs in self.callbacks.items():
+                self.callbacks[event] = [
+                    f for f in funcs if not getattr(f, "__module__", "").startswith("ultralytics.utils.callbacks.mlflow")
+                ]
+
+    return AlprDetectionTrainer
+
+
+def _checkpoint_state(path: Path) -> str:
+    """'resumable' (mid-training), 'complete' (optimizer stripped at the end) or 'missing'."""
+    if not path.is_file():
+        return "missing"
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0:
+        return "resumable"
+    return "complete"
+
+
+def _upload_artifacts(client: MlflowClient, run_id: str, save_dir: Path) -> None:
+    weights = save_dir / "weights"
+    for name in ("best.pt", "last.pt"):
+        client.log_artifact(run_id, str(weights / name), "model")
+    for f in sorted(save_dir.iterdir()):
+        if f.is_file() and f.suffix in {".png", ".jpg", ".csv"}:
+            client.log_artifact(run_id, str(f), "plots")
+    if (save_dir / "args.yaml").is_file():
+        client.log_artifact(run_id, str(save_dir / "args.yaml"), "config")
+
+
+def _history(client: MlflowClient, run_id: str) -> list[EpochMetrics]:
+    by_epoch: dict[int, dict[str, float]] = {}
+    for name in EPOCH_METRICS:
+        for m in client.get_metric_history(run_id, name):
+            by_epoch.setdefault(m.step, {})[name] = m.value
+    return [EpochMetrics(epoch=e, values=v) for e, v in sorted(by_epoch.items())]
+
+
+def train(
+    spec: ModelSpec,
+    data_yaml: Path,
+    dataset_fingerprint: str,
+    params: TrainingParams,
+    client: MlflowClient,
+    experiment: str,
+    work_dir: Path,
+    dagster_run_id: str | None = None,
+    restart: bool = False,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrainingResult:
+    """Train ``spec`` on ``data_yaml`` (or reuse/resume, see the module docstring) and log it to MLflow.
+
+    Raises:
+        TrainingError: bad parameters, or a crashed training whose checkpoint is gone (and ``restart`` is False).
+    """
+    params.validate()
+    _offline_ultralytics()
+    key = training_key(spec, dataset_fingerprint, params)
+    experiment_id = get_or_create_experiment(client, experiment)
+    run_dir = (work_dir / spec.key / key).resolve()  # absolute: Ultralytics puts relative projects under its runs/
+    save_dir = run_dir / "train"
+    last_pt, best_pt = save_dir / "weights" / "last.pt", save_dir / "weights" / "best.pt"
+    existing = find_training_run(client, experiment_id, key)
+    if existing is None and save_dir.exists():
+        # Local leftovers that no MLflow run knows of (e.g. the tracking store was reset): never resume into them.
+        shutil.rmtree(save_dir)
+
+    if existing is not None and existing.info.status == "FINISHED" and existing.data.tags.get(COMPLETE_TAG) == "true":
+        run_id = existing.info.run_id
+        if not best_pt.is_file():
+            best_pt.parent.mkdir(parents=True, exist_ok=True)
+            for name in ("best.pt", "last.pt"):
+                client.download_artifacts(run_id, f"model/{name}", str(run_dir / "download"))
+                os.replace(run_dir / "download" / "model" / name, save_dir / "weights" / name)
+        return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=True)
+
+    state = _checkpoint_state(last_pt)
+    if existing is not None and state == "missing" and not restart:
+        raise TrainingError(
+            f"MLflow run {existing.info.run_id} for this model, dataset and config did not finish "
+            f"(status {existing.info.status}) and its checkpoint {last_pt} is gone, so it cannot resume. "
+            "Restore the checkpoint, or restart from scratch explicitly (config restart=True, `alpr train --restart`)."
+        )
+    tags = {
+        TRAINING_KEY_TAG: key,
+        DATASET_TAG: dataset_fingerprint,
+        MODEL_TAG: spec.registered_name,
+        "mlflow.runName": f"{spec.key}-{key[:8]}",
+        **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {}),
+        **(extra_tags or {}),
+    }
+    if existing is None or (restart and state == "missing"):
+        if existing is not None:
+            client.set_tag(existing.info.run_id, "alpr_superseded", "restarted from scratch on request")
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        from ultralytics.cfg import DEFAULT_CFG_DICT
+
+        aug = {k: params.augmentation.get(k, DEFAULT_CFG_DICT.get(k)) for k in AUGMENTATION_KEYS}
+        _log_params(client, run_id, spec, params, data_yaml, aug)
+    else:
+        run_id = existing.info.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items() if k != "mlflow.runName"])
+
+    images_per_second: float | None = None
+    try:
+        if state != "complete":
+            from ultralytics import YOLO
+
+            def on_fit_epoch_end(trainer) -> None:
+                epoch = int(trainer.epoch) + 1
+                values = _epoch_values(trainer)
+                if epoch in logged_epochs:  # the final validation of best.pt fires this again: not a new epoch
+                    return
+                logged_epochs.add(epoch)
+                now = int(time.time() * 1000)
+                client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()])
+                if on_epoch is not None:
+                    on_epoch(EpochMetrics(epoch, values))
+
+            logged_epochs: set[int] = set()
+            if state == "resumable":
+                model = YOLO(str(last_pt))
+                train_args: dict[str, Any] = {"resume": str(last_pt), "device": resolve_device(params.device)}
+            else:
+                model = YOLO(params.model)
+                train_args = {
+                    "data": str(data_yaml), "epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch,
+                    "device": resolve_device(params.device), "lr0": params.lr0, "optimizer": params.optimizer,
+                    "workers": params.workers, "seed": params.seed, "deterministic": True,
+                    "patience": params.patience, "project": str(run_dir), "name": "train", "exist_ok": True,
+                    "pretrained": Path(params.model).suffix == ".pt", "plots": True, "verbose": False,
+                    "amp": True, **params.augmentation,
+                }
+            model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+            started = time.perf_counter()
+            model.train(trainer=_trainer_without_ultralytics_mlflow(), **train_args)
+            elapsed = time.perf_counter() - started
+            trainer = model.trainer
+            if trainer is not None and elapsed > 0:
+                n_train = len(trainer.train_loader.dataset) if getattr(trainer, "train_loader", None) else 0
+                images_per_second = n_train * (trainer.epochs - trainer.start_epoch) / elapsed
+        if not best_pt.is_file():
+            raise TrainingError(f"training finished but {best_pt} was not written; see the log above")
+        _upload_artifacts(client, run_id, save_dir)
+        client.set_tag(run_id, COMPLETE_TAG, "true")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=False,
+                            images_per_second=images_per_second)
+
+
+def _result_from_run(client: MlflowClient, run_id: str, experiment_id: str, key: str, save_dir: Path, reused: bool,
+                     images_per_second: float | None = None) -> TrainingResult:
+    """The metrics of the weights in ``best.pt`` come from the best epoch (by mAP50-95, as Ultralytics picks it)."""
+    epochs = _history(client, run_id)
+    best = max(epochs, key=lambda e: e.values.get("mAP50-95", 0.0), default=None)
+    weights = save_dir / "weights"
+    return TrainingResult(run_id, experiment_id, key, weights / "best.pt", weights / "last.pt", save_dir, reused,
+                          epochs, best.values if best else {}, images_per_second)
