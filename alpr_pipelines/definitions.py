@@ -5,9 +5,11 @@ loads the same module.
 """
 
 
+import warnings
+
 import dagster as dg
 
-from alpr_pipelines.defs.datasets.assets import dataset_assets, golden_set, synthetic_scenes
+from alpr_pipelines.defs.datasets.assets import dataset_assets, golden_set
 from alpr_pipelines.defs.exports.assets import export_assets
 from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.registry.assets import registration_assets
@@ -16,7 +18,10 @@ from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.assets import training_assets
 from alpr_pipelines.lib.models import MODEL_SPECS
 
-ALL_ASSETS = [synthetic_scenes, golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets]
+# Data versions on outputs are how datasets and trainings report their fingerprints; the beta notice is noise.
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
+
+ALL_ASSETS = [golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets]
 SHARED = dg.AssetSelection.groups("datasets")
 
 train_and_register = dg.define_asset_job(

@@ -22,11 +22,11 @@ def graph_run_config(
     """Run config for ``train_and_register`` (op names are asset keys joined by ``__``)."""
     width, height = scene_size
     ops: dict[str, Any] = {
-        "datasets__synthetic_scenes": {"config": {"seed": seed, "train_images": train_images,
-                                                  "val_images": val_images, "width": width, "height": height}},
         "datasets__golden_set": {"config": {"images": golden_images, "width": width, "height": height}},
     }
     for key in models:
+        ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": seed, "train_images": train_images,
+                                             "val_images": val_images, "width": width, "height": height}}
         ops[f"{key}__weights"] = {"config": {"epochs": epochs, "imgsz": imgsz, "batch": batch, "seed": seed,
                                              **(train_overrides or {})}}
         ops[f"{key}__registered_version"] = {"config": {"initial_stage": initial_stage}}

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from alpr_pipelines.edge.onnx_backend import OnnxDetector
 
@@ -42,7 +42,7 @@ def decode_image(value: Any) -> np.ndarray:
     raise ValueError(f"unsupported image value of type {type(value).__name__}")
 
 
-class AlprDetectorModel(mlflow.pyfunc.PythonModel):
+class AlprDetectorModel(PythonModel):
     """Runs the version's ``model.onnx`` artifact; params ``conf`` (0.25) and ``iou`` (0.7) tune decoding."""
 
     def load_context(self, context) -> None:

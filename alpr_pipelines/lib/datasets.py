@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,8 +121,8 @@ def write_synthetic_views(
     final = {spec.key: out_dir / spec.key / "data.yaml" for spec in specs}
     if out_dir.exists() and all(p.exists() for p in final.values()):
         return final
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A private temporary folder: two steps rendering the same scenes at once must not write into each other's.
+    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     for split, n in counts.items():
         for i in range(n):
             scene: Scene = generate_scene(seed, purpose or split, i, width, height)
@@ -145,9 +146,16 @@ def write_synthetic_views(
                 boxes = scene.plates if spec.classes == ("license_plate",) else scene.vehicles
                 lbl_path.write_text(_label_lines(boxes, spec.names, width, height))
     # data.yaml names its final location, so it is written after the rename; its absence marks an unfinished set.
-    shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
+    if out_dir.exists() and not all(p.exists() for p in final.values()):
+        shutil.rmtree(out_dir, ignore_errors=True)  # leftovers of a crash before data.yaml was written
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer finished first; its scenes are identical
+        if not out_dir.exists():
+            raise
+        return final
     for spec in specs:
         write_data_yaml(out_dir / spec.key, spec.names, counts)
     return final
@@ -340,8 +348,8 @@ def sample_mosaic(data_yaml: Path, out_path: Path, n: int = 16, tile: int = 192)
             cv2.putText(img, names.get(int(c), c), (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
         scale = tile / max(h, w)
         small = cv2.resize(img, (int(w * scale), int(h * scale)))
-        r, c = divmod(i, cols)
-        canvas[r * tile : r * tile + small.shape[0], c * tile : c * tile + small.shape[1]] = small
+        row, col = divmod(i, cols)
+        canvas[row * tile : row * tile + small.shape[0], col * tile : col * tile + small.shape[1]] = small
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ok, jpg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:

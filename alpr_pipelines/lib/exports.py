@@ -208,7 +208,10 @@ def onnx_parity(weights: Path, onnx_path: Path, images: list[Path], conf: float 
 
     if not images:
         raise ExportError("parity needs at least one golden image; the golden set is empty")
-    net = YOLO(str(weights)).model.float().eval()
+    net = YOLO(str(weights)).model
+    if not isinstance(net, torch.nn.Module):
+        raise ExportError(f"{weights} is not a PyTorch checkpoint Ultralytics can load")
+    net = net.float().eval()
     onnx = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"])
     max_score = max_box = 0.0
     n_torch = n_onnx = unmatched = 0

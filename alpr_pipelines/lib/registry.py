@@ -77,11 +77,20 @@ def build_manifest(spec: ModelSpec, files: dict[str, Path], imgsz: int, extra: d
 
 
 def content_id(manifest: dict[str, Any]) -> str:
-    """Identity of a version's content: the model name and its files' hashes (not the time or run that made it)."""
+    """Identity of a version: model name, the trained weights' hash, image size and which formats it carries.
+
+    Not the ONNX or engine bytes: Ultralytics stamps the export time into them, so re-exporting the same weights
+    must not make a "new" version.
+    """
     import hashlib
 
-    files = {role: f["sha256"] for role, f in manifest["files"].items()}
-    return hashlib.sha256(json.dumps({"model": manifest["model"], "files": files}, sort_keys=True).encode()).hexdigest()
+    ident = {
+        "model": manifest["model"],
+        "weights": (manifest["files"].get("weights") or manifest["files"]["onnx"])["sha256"],
+        "imgsz": manifest["imgsz"],
+        "formats": sorted(manifest["files"]),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 def ensure_registered_model(client: MlflowClient, spec: ModelSpec) -> None:
@@ -123,7 +132,8 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    from alpr_pipelines.edge.pyfunc import OUTPUT_COLUMNS, AlprDetectorModel
+    import alpr_pipelines.edge.pyfunc_model_code as model_code
+    from alpr_pipelines.edge.pyfunc import OUTPUT_COLUMNS
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("binary", "image")]),
@@ -135,7 +145,7 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
     try:
         mlflow.pyfunc.save_model(
             path=str(path),
-            python_model=AlprDetectorModel(),
+            python_model=str(model_code.__file__),  # models from code: consumers never unpickle our objects
             artifacts={**{role: str(p) for role, p in files.items()}, "manifest": str(manifest_path)},
             code_paths=[str(code)],
             signature=signature,
@@ -161,8 +171,14 @@ def register_version(
     Idempotent: a version with the same content (see :func:`content_id`) is returned as it is, never duplicated.
 
     Args:
-        initial_stage: "None" or "Staging"; Staging also sets the ``candidate`` alias.
+        client: MLflow client of the tracking server that holds the registry.
+        spec: which detector.
+        run_id: the MLflow run the version comes from; the pyfunc model is logged into it.
+        files: role -> local file (``weights``, ``onnx``, optional ``engine``).
+        imgsz: the exported input size.
         provenance: recorded in the manifest (dataset fingerprint, Dagster run id, MLflow run id, ...).
+        initial_stage: "None" or "Staging"; Staging also sets the ``candidate`` alias.
+        version_tags: extra tags for the version (training metrics, engine identity).
     """
     if initial_stage not in ("None", "Staging"):
         raise RegistryError(f"initial stage must be None or Staging, got {initial_stage!r}; promote with `alpr promote`")
@@ -216,8 +232,9 @@ def wait_until_ready(client: MlflowClient, name: str, version: str, timeout: flo
 
 def describe_version(client: MlflowClient, name: str, version: str, created: bool = False) -> RegisteredVersion:
     mv = client.get_model_version(name, version)
-    return RegisteredVersion(name=name, version=str(mv.version), stage=mv.current_stage, aliases=list(mv.aliases),
-                             run_id=mv.run_id, source=mv.source, created=created, tags=dict(mv.tags))
+    return RegisteredVersion(name=name, version=str(mv.version), stage=mv.current_stage or "None",
+                             aliases=list(mv.aliases), run_id=mv.run_id, source=mv.source or "", created=created,
+                             tags=dict(mv.tags))
 
 
 def set_stage(client: MlflowClient, name: str, version: str, stage: str, archive_existing: bool = False) -> None:

@@ -245,7 +245,7 @@ def _covered_fraction(box: Box, covers: list[Box]) -> float:
 
 
 def _effects(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    out = img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)
     # Lighting: gain, offset and a horizontal gradient (sun, shadow).
     gain = rng.uniform(0.55, 1.3)
     grad = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(0.9, 1.2), img.shape[1])[None, :, None]

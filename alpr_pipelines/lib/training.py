@@ -278,8 +278,9 @@ def train(
         if not best_pt.is_file():
             best_pt.parent.mkdir(parents=True, exist_ok=True)
             for name in ("best.pt", "last.pt"):
-                client.download_artifacts(run_id, f"model/{name}", str(run_dir / "download"))
-                os.replace(run_dir / "download" / "model" / name, save_dir / "weights" / name)
+                (run_dir / "download").mkdir(parents=True, exist_ok=True)
+                local = client.download_artifacts(run_id, f"model/{name}", str(run_dir / "download"))
+                os.replace(local, save_dir / "weights" / name)
         return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=True)
 
     state = _checkpoint_state(last_pt)
@@ -315,18 +316,22 @@ def train(
         if state != "complete":
             from ultralytics import YOLO
 
+            def on_train_epoch_start(trainer) -> None:
+                in_epoch["open"] = True
+
             def on_fit_epoch_end(trainer) -> None:
+                # Ultralytics' final validation of best.pt fires this event too, outside any epoch: not an epoch.
+                if not in_epoch["open"]:
+                    return
+                in_epoch["open"] = False
                 epoch = int(trainer.epoch) + 1
                 values = _epoch_values(trainer)
-                if epoch in logged_epochs:  # the final validation of best.pt fires this again: not a new epoch
-                    return
-                logged_epochs.add(epoch)
                 now = int(time.time() * 1000)
                 client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()])
                 if on_epoch is not None:
                     on_epoch(EpochMetrics(epoch, values))
 
-            logged_epochs: set[int] = set()
+            in_epoch = {"open": False}
             if state == "resumable":
                 model = YOLO(str(last_pt))
                 train_args: dict[str, Any] = {"resume": str(last_pt), "device": resolve_device(params.device)}
@@ -340,6 +345,7 @@ def train(
                     "pretrained": Path(params.model).suffix == ".pt", "plots": True, "verbose": False,
                     "amp": True, **params.augmentation,
                 }
+            model.add_callback("on_train_epoch_start", on_train_epoch_start)
             model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
             started = time.perf_counter()
             model.train(trainer=_trainer_without_ultralytics_mlflow(), **train_args)

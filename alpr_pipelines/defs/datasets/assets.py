@@ -5,7 +5,7 @@ import base64
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -21,23 +21,12 @@ from alpr_pipelines.lib.datasets import (
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
 
 GENERATOR_VERSION = "1"  # bump when the scene generator's output changes, so old synthetic sets are not reused
-SYNTHETIC_KEY = dg.AssetKey(["datasets", "synthetic_scenes"])
 GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
 
 
 def _config_hash(cfg: dg.Config) -> str:
     blob = json.dumps({"generator": GENERATOR_VERSION, **cfg.model_dump()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class SyntheticScenesConfig(dg.Config):
-    """Synthetic road scenes for training; the same seed and counts give the same pixels."""
-
-    seed: int = 0
-    train_images: int = 400
-    val_images: int = 100
-    width: int = 640
-    height: int = 384
 
 
 class GoldenSetConfig(dg.Config):
@@ -54,26 +43,6 @@ def _mosaic_md(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![sample mosaic](data:image/jpeg;base64,{data})")
 
 
-@dg.asset(key=SYNTHETIC_KEY, group_name="datasets", kinds={"python"},
-          description="Synthetic road scenes with vehicles and plates, written as one YOLO dataset per model.")
-def synthetic_scenes(
-    context: dg.AssetExecutionContext, config: SyntheticScenesConfig, state: AlprStateResource
-) -> dg.Output[dict[str, str]]:
-    if config.train_images < 1 or config.val_images < 1:
-        raise dg.Failure("train_images and val_images must both be at least 1", allow_retries=False)
-    digest = _config_hash(config)
-    out = state.path("datasets", "synthetic") / digest
-    views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed,
-                                  {"train": config.train_images, "val": config.val_images}, config.width, config.height)
-    context.log.info(f"synthetic scenes at {out}")
-    return dg.Output(
-        {k: str(v) for k, v in views.items()},
-        data_version=dg.DataVersion(digest),
-        metadata={"path": dg.MetadataValue.path(str(out)), "train_images": config.train_images,
-                  "val_images": config.val_images, "seed": config.seed},
-    )
-
-
 @dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
           description="Frozen golden evaluation set (both models' labels), disjoint from every training scene.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
@@ -81,7 +50,8 @@ def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state
     out = state.path("datasets", "golden") / digest
     views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed, {"val": config.images}, config.width,
                                   config.height, purpose="golden")
-    result, metadata = {}, {}
+    result: dict[str, dict[str, str]] = {}
+    metadata: dict[str, Any] = {}
     for key, data_yaml in views.items():
         summary = validate_dataset(data_yaml, MODEL_SPECS[key].names, required_splits=("val",))
         result[key] = {"data_yaml": str(data_yaml), "fingerprint": summary.fingerprint}
@@ -95,22 +65,36 @@ def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state
 class DatasetConfig(dg.Config):
     """Where a model's training data comes from.
 
-    - ``synthetic`` (default): the generated scenes;
+    - ``synthetic`` (default): generated road scenes (``seed``, ``train_images``, ``val_images``, ``width``,
+      ``height``); both models' datasets are views of the same scenes, rendered once;
     - ``yaml``: any Ultralytics data YAML at ``data_yaml`` (the seed's ``--data plates.yaml``);
     - ``coco``: a COCO annotation file (``coco_annotations``) and its images folder (``coco_images``), converted to
       the vehicle classes (vehicle model only).
     """
 
     source: Literal["synthetic", "yaml", "coco"] = "synthetic"
+    seed: int = 0
+    train_images: int = 400
+    val_images: int = 100
+    width: int = 640
+    height: int = 384
     data_yaml: str | None = None
     coco_annotations: str | None = None
     coco_images: str | None = None
     val_fraction: float = 0.2
 
 
-def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, synthetic: dict[str, str], state: AlprStateResource) -> Path:
+def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateResource) -> Path:
     if config.source == "synthetic":
-        return Path(synthetic[spec.key])
+        if config.train_images < 1 or config.val_images < 1:
+            raise DatasetError("synthetic datasets need train_images and val_images of at least 1")
+        synth = {k: getattr(config, k) for k in ("seed", "train_images", "val_images", "width", "height")}
+        digest = hashlib.sha256(json.dumps({"generator": GENERATOR_VERSION, **synth}, sort_keys=True).encode())
+        views = write_synthetic_views(state.path("datasets", "synthetic") / digest.hexdigest()[:16],
+                                      MODEL_SPECS.values(), config.seed,
+                                      {"train": config.train_images, "val": config.val_images},
+                                      config.width, config.height)
+        return views[spec.key]
     if config.source == "yaml":
         if not config.data_yaml:
             raise DatasetError("source 'yaml' needs data_yaml: the path of an Ultralytics data YAML")
@@ -129,15 +113,15 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "dataset"],
         group_name=f"{spec.key}_detector",
-        ins={"synthetic": dg.AssetIn(SYNTHETIC_KEY), "golden": dg.AssetIn(GOLDEN_KEY)},
+        ins={"golden": dg.AssetIn(GOLDEN_KEY)},
         kinds={"yolo"},
         description=f"Validated YOLO dataset for {spec.registered_name} ({', '.join(spec.classes)}). Its content "
         "fingerprint is the data version: training reruns only when it changes.",
     )
     def _dataset(context: dg.AssetExecutionContext, config: DatasetConfig, state: AlprStateResource,
-                 synthetic: dict[str, str], golden: dict) -> dg.Output[dict]:
+                 golden: dict) -> dg.Output[dict]:
         try:
-            data_yaml = resolve_data_yaml(spec, config, synthetic, state)
+            data_yaml = resolve_data_yaml(spec, config, state)
             summary = validate_dataset(data_yaml, spec.names)
             check_disjoint(data_yaml, Path(golden[spec.key]["data_yaml"]))
         except DatasetError as exc:

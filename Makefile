@@ -1,0 +1,40 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.alpr-installed
+
+.PHONY: demo test test-slow gpu-check stack-up stack-down lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: start the embedded stack, train/export/register both detectors, print versions and UI addresses
+demo: $(STAMP)
+	$(BIN)/alpr demo
+
+## test: lint, type-check and the default test suite (no GPU, no network; about 10 minutes on 2 cores)
+test: $(STAMP)
+	$(BIN)/ruff check alpr_pipelines alpr_pipelines_tests scripts
+	$(BIN)/mypy alpr_pipelines
+	$(BIN)/pytest -m "not slow and not gpu"
+
+## test-slow: the long tests (the full demo graph, longer trainings)
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+## gpu-check: verify CUDA training, GPU ONNX export and TensorRT engines on a machine with a GPU
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/verify_gpu.py
+
+stack-up: $(STAMP)
+	$(BIN)/alpr stack up
+stack-down: $(STAMP)
+	$(BIN)/alpr stack down
+
+clean:
+	-$(BIN)/alpr stack down
+	rm -rf .alpr

@@ -1,0 +1,315 @@
+"""The ``alpr`` command: everything a person does outside the Dagster and MLflow UIs.
+
+Environment: see :mod:`alpr_pipelines.settings` (``MLFLOW_TRACKING_URI``, ``ALPR_HOME``, ``DAGSTER_HOME``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alpr_pipelines.settings import Settings, load_settings
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _instance(settings: Settings):
+    """The persistent Dagster instance of the embedded stack, so CLI runs show up in the Dagster UI."""
+    from dagster import DagsterInstance
+
+    from alpr_pipelines.lib.stack import _ensure_dagster_home
+
+    _ensure_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return DagsterInstance.get()
+
+
+def _quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
+    return {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
+    from alpr_pipelines.definitions import defs
+
+    job = defs.get_job_def(job_name)
+    result = job.execute_in_process(run_config=_quiet_logs(run_config), instance=_instance(settings),
+                                    asset_selection=asset_selection, raise_on_error=False)
+    if not result.success:
+        failures = []
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = getattr(event.event_specific_data, "error", None)
+                failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        raise CliError(f"run {result.run_id} failed:\n  " + "\n  ".join(failures or ["see the Dagster UI"]))
+    return result
+
+
+def _require_mlflow(settings: Settings) -> None:
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
+    try:
+        with urlopen(url, timeout=5):
+            return
+    except (URLError, OSError) as exc:
+        raise CliError(
+            f"MLflow is not reachable at {settings.mlflow_tracking_uri} ({exc}). Start the embedded stack with "
+            "`alpr stack up`, or point MLFLOW_TRACKING_URI at your server."
+        ) from exc
+
+
+def versions_table(settings: Settings, names: list[str] | None = None) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from alpr_pipelines.lib.models import MODEL_SPECS
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    rows = []
+    for spec in MODEL_SPECS.values():
+        if names and spec.registered_name not in names:
+            continue
+        try:
+            aliases_of = client.get_registered_model(spec.registered_name).aliases
+        except MlflowException:
+            continue  # not registered yet
+        for mv in sorted(client.search_model_versions(f"name = '{spec.registered_name}'"), key=lambda v: int(v.version)):
+            aliases = sorted(a for a, v in aliases_of.items() if str(v) == str(mv.version))
+            rows.append({
+                "model": spec.registered_name,
+                "version": mv.version,
+                "stage": mv.current_stage,
+                "aliases": ",".join(aliases) or "-",
+                "mAP50": mv.tags.get("train_mAP50", "-"),
+                "mAP50-95": mv.tags.get("train_mAP50-95", "-"),
+                "decision": mv.tags.get("alpr_decision", "-"),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
+            })
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib import stack
+
+    if args.action == "up":
+        statuses = stack.up(settings, timeout=args.timeout)
+    elif args.action == "down":
+        stopped = stack.down(settings)
+        print("stopped: " + (", ".join(stopped) or "nothing was running"))
+        return 0
+    else:
+        statuses = stack.status(settings)
+    for s in statuses:
+        state = "healthy" if s.healthy else ("running" if s.running else "stopped")
+        print(f"{s.name:18} {state:8} pid={s.pid or '-':<8} {s.url or ''}")
+    if args.action == "status" and not all(s.healthy for s in statuses):
+        return 1
+    return 0
+
+
+def _spec_from_args(name: str | None, data: str) -> Any:
+    from alpr_pipelines.lib.datasets import load_data_yaml
+    from alpr_pipelines.lib.models import PLATE, VEHICLE, spec_for
+
+    if name:
+        lowered = name.lower()
+        if "plate" in lowered:
+            return PLATE
+        if "vehicle" in lowered:
+            return VEHICLE
+        return spec_for(name)
+    if data == "synthetic":
+        raise CliError("with --data synthetic, say which detector with --name plate-detector or --name vehicle-detector")
+    names = load_data_yaml(Path(data))["names"]
+    return PLATE if list(names.values()) == ["license_plate"] else VEHICLE
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    import dagster as dg
+
+    from alpr_pipelines.lib.datasets import DatasetError
+
+    try:
+        spec = _spec_from_args(args.name, args.data)
+    except (DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    _require_mlflow(settings)
+    dataset_cfg: dict[str, Any] = {"source": "synthetic"} if args.data == "synthetic" else {
+        "source": "yaml", "data_yaml": str(Path(args.data).resolve())}
+    train_cfg = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
+                 "device": args.device, "lr0": args.lr0, "optimizer": args.optimizer, "restart": args.restart}
+    ops: dict[str, Any] = {
+        f"{spec.key}__dataset": {"config": dataset_cfg},
+        f"{spec.key}__weights": {"config": train_cfg},
+    }
+    keys = [["datasets", "golden_set"], *[[spec.key, s] for s in ("dataset", "weights", "onnx", "tensorrt")]]
+    if args.register:
+        if args.stage not in ("None", "Staging"):
+            raise CliError(f"--stage must be None or Staging at registration, got {args.stage}; use `alpr promote`")
+        ops[f"{spec.key}__registered_version"] = {"config": {"initial_stage": args.stage}}
+        keys.append([spec.key, "registered_version"])
+    result = _run_job(settings, f"train_and_register_{spec.key}", {"ops": ops},
+                      asset_selection=[dg.AssetKey(k) for k in keys])
+    weights = result.output_for_node(f"{spec.key}__weights")
+    print(f"MLflow run: {weights['run_id']} ({'reused' if weights['reused'] else 'trained'})")
+    print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in weights["final_metrics"].items()))
+    if args.register:
+        version = result.output_for_node(f"{spec.key}__registered_version")
+        print(f"registered {version['name']} version {version['version']} ({version['stage']}; "
+              f"aliases {', '.join(version['aliases']) or '-'})")
+    return 0
+
+
+def cmd_register_existing(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.existing import RegisterExistingError, register_existing
+
+    _require_mlflow(settings)
+    try:
+        registered = register_existing(settings, Path(args.models_dir), stage=args.stage, only=args.model)
+    except RegisterExistingError as exc:
+        raise CliError(str(exc)) from exc
+    for v in registered:
+        print(f"{v.name} version {v.version} ({v.stage}; aliases {', '.join(v.aliases) or '-'})"
+              f"{'' if v.created else ' (already registered)'}")
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.coco import convert_coco
+    from alpr_pipelines.lib.datasets import DatasetError, validate_dataset
+    from alpr_pipelines.lib.models import spec_for
+
+    try:
+        if args.action == "validate":
+            expected = spec_for(args.model).names if args.model else None
+            summary = validate_dataset(Path(args.data), expected)
+            print(json.dumps(summary.as_dict(), indent=2))
+        else:
+            path = convert_coco(Path(args.annotations), Path(args.images), Path(args.out), args.val_fraction)
+            summary = validate_dataset(path)
+            print(f"wrote {path}: {summary.images}")
+    except (DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    _require_mlflow(settings)
+    print_table(versions_table(settings))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.defs.presets import demo_run_config
+    from alpr_pipelines.lib import stack
+
+    started = time.monotonic()
+    print(f"state folder: {settings.home}")
+    print("starting the embedded stack (MLflow, Dagster webserver and daemon)...")
+    stack.up(settings)
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    print("materializing datasets -> training -> exports -> registry for both detectors...")
+    result = _run_job(settings, "train_and_register", demo_run_config())
+    print(f"\nDagster run {result.run_id} succeeded in {time.monotonic() - started:.0f}s.\n")
+    print_table(versions_table(settings))
+    for key in ("vehicle", "plate"):
+        v = result.output_for_node(f"{key}__registered_version")
+        print(f"\n{v['name']} version {v['version']}: {'new' if v['created'] else 'unchanged, reused'}")
+    print(f"\nDagster UI: http://{settings.dagster_host}:{settings.dagster_port}/asset-groups"
+          f"\nMLflow UI:  {settings.mlflow_tracking_uri}/#/models"
+          "\nStop the stack with `alpr stack down`.")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alpr", description="Train, gate and ship ALPR detectors.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stack", help="the embedded MLflow + Dagster stack on loopback")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health (up)")
+    s.set_defaults(func=cmd_stack)
+
+    t = sub.add_parser("train", help="train one detector (the seed's train_with_mlflow.py)")
+    t.add_argument("--data", required=True, help="Ultralytics data YAML, or 'synthetic' for generated scenes")
+    t.add_argument("--model", default="yolo11n.yaml", help="base model: yolo11n.yaml (scratch) or a local .pt")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--imgsz", type=int, default=640)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--device", default="", help="CUDA device id or 'cpu' (default: CUDA 0 when present)")
+    t.add_argument("--lr0", type=float, default=0.01)
+    t.add_argument("--optimizer", default="AdamW", choices=["SGD", "Adam", "AdamW"])
+    t.add_argument("--register", action="store_true", help="register the model after training")
+    t.add_argument("--stage", default="Staging", choices=["None", "Staging"], help="initial stage when registering")
+    t.add_argument("--name", help="plate-detector or vehicle-detector (default: from the dataset's classes)")
+    t.add_argument("--restart", action="store_true", help="start over if a crashed training's checkpoint is gone")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("register-existing", help="register local .pt/.onnx/.engine files as versions")
+    r.add_argument("--models-dir", default="models", help="folder holding the model files (default: models)")
+    r.add_argument("--model", choices=["vehicle", "plate"], help="register only this detector")
+    r.add_argument("--stage", default="None", choices=["None", "Staging"])
+    r.set_defaults(func=cmd_register_existing)
+
+    d = sub.add_parser("dataset", help="validate a dataset or convert COCO annotations")
+    dsub = d.add_subparsers(dest="action", required=True)
+    v = dsub.add_parser("validate", help="check a data YAML as the pipeline would")
+    v.add_argument("--data", required=True)
+    v.add_argument("--model", help="plate or vehicle: also check the class names")
+    c = dsub.add_parser("from-coco", help="convert a COCO annotation file to the vehicle classes")
+    c.add_argument("--annotations", required=True)
+    c.add_argument("--images", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--val-fraction", type=float, default=0.2)
+    d.set_defaults(func=cmd_dataset)
+
+    st = sub.add_parser("status", help="registered versions with stage, aliases and metrics")
+    st.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="start the stack and train, export and register both detectors")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from alpr_pipelines.lib.stack import StackError
+
+    try:
+        return int(args.func(args, load_settings()))
+    except (CliError, StackError) as exc:
+        print(f"alpr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

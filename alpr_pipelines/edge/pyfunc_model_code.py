@@ -1,0 +1,7 @@
+"""MLflow "models from code" entry point: the registered pyfunc is defined by this file, not by a pickle."""
+
+from mlflow.models import set_model
+
+from alpr_pipelines.edge.pyfunc import AlprDetectorModel
+
+set_model(AlprDetectorModel())

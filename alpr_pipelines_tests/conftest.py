@@ -1,0 +1,102 @@
+"""Shared fixtures: a real ``mlflow server`` on a free loopback port, tiny datasets, isolated state folders."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import pytest
+
+# Ultralytics must never reach for the network or pip during tests.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_VERBOSE", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early; log:\n{log.read_text()[-3000:] if log else ''}")
+        try:
+            with urlopen(url, timeout=2):
+                return
+        except (URLError, OSError):
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not healthy after {timeout}s; log:\n{log.read_text()[-3000:] if log else ''}")
+
+
+class MlflowServer:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = root / "mlflow.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                 "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"],
+                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_http(f"{self.uri}/health", 120, self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (SQLite backend, served artifacts) for the whole session."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def mlflow_client(mlflow_server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(mlflow_server.uri)
+
+
+@pytest.fixture(scope="session")
+def tiny_views(tmp_path_factory) -> dict[str, Path]:
+    """Both models' views of 8 train + 4 val small synthetic scenes (shared, read-only)."""
+    from alpr_pipelines.lib.datasets import write_synthetic_views
+    from alpr_pipelines.lib.models import MODEL_SPECS
+
+    root = tmp_path_factory.mktemp("tiny") / "views"
+    return write_synthetic_views(root, MODEL_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
+                                 width=256, height=160)
+
+
+@pytest.fixture()
+def unique_experiment(request) -> str:
+    return f"test-{request.node.name}-{time.time_ns()}"

@@ -1,0 +1,132 @@
+"""`materialize()` of the whole graph on a tiny generated dataset, against a real `mlflow server`."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from alpr_pipelines.definitions import ALL_ASSETS
+from alpr_pipelines.defs.exports.checks import parity_checks
+from alpr_pipelines.defs.presets import tiny_run_config
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.defs.resources import AlprStateResource
+
+
+def _resources(home: Path, uri: str, experiment: str) -> dict:
+    return {"state": AlprStateResource(home=str(home)),
+            "mlflow_registry": MlflowRegistryResource(tracking_uri=uri, experiment_name=experiment)}
+
+
+def _versions(client, name):
+    try:
+        return list(client.search_model_versions(f"name = '{name}'"))
+    except Exception:  # noqa: BLE001 - model not created yet
+        return []
+
+
+@pytest.fixture(scope="module")
+def graph_run(mlflow_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=tiny_run_config(), instance=instance,
+                            resources=_resources(home, mlflow_server.uri, "materialize-tests"))
+    return result, home, instance
+
+
+def test_whole_graph_registers_both_detectors(graph_run, mlflow_client):
+    result, home, instance = graph_run
+    assert result.success
+    for key, name in (("vehicle", "alpr-vehicle-detector"), ("plate", "alpr-plate-detector")):
+        version = result.output_for_node(f"{key}__registered_version")
+        assert version["name"] == name and version["stage"] == "Staging" and version["aliases"] == ["candidate"]
+        mv = mlflow_client.get_model_version(name, version["version"])
+        assert mv.tags["dagster_run_id"] == result.run_id
+        assert mv.tags["tensorrt"] == "skipped: no CUDA device"
+        weights = result.output_for_node(f"{key}__weights")
+        assert mlflow_client.get_run(weights["run_id"]).data.tags["dagster_run_id"] == result.run_id
+    checks = {e.asset_check_key.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"vehicle/onnx": True, "plate/onnx": True}
+    # The data version of a dataset is its content fingerprint; metadata carries counts and a mosaic.
+    mat = instance.get_latest_materialization_event(dg.AssetKey(["plate", "dataset"])).asset_materialization
+    assert mat.tags["dagster/data_version"] == result.output_for_node("plate__dataset")["fingerprint"][:32]
+    assert mat.metadata["sample_mosaic"].value.startswith("![sample mosaic](data:image/jpeg;base64,")
+    trt = instance.get_latest_materialization_event(dg.AssetKey(["plate", "tensorrt"])).asset_materialization
+    assert trt.metadata["status"].value == "skipped: no CUDA device"
+    epochs = instance.get_latest_materialization_event(dg.AssetKey(["plate", "weights"])).asset_materialization
+    assert len(epochs.metadata["epochs"].value.records) == 1 and "mAP50-95" in epochs.metadata
+
+
+def test_rerun_reuses_training_and_registers_nothing_new(graph_run, mlflow_server, mlflow_client):
+    result, home, instance = graph_run
+    before = {n: len(_versions(mlflow_client, n)) for n in ("alpr-vehicle-detector", "alpr-plate-detector")}
+    again = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=tiny_run_config(), instance=instance,
+                           resources=_resources(home, mlflow_server.uri, "materialize-tests"))
+    assert again.success
+    for key in ("vehicle", "plate"):
+        assert again.output_for_node(f"{key}__weights")["reused"]
+        assert again.output_for_node(f"{key}__weights")["run_id"] == result.output_for_node(f"{key}__weights")["run_id"]
+        assert not again.output_for_node(f"{key}__registered_version")["created"]
+    after = {n: len(_versions(mlflow_client, n)) for n in before}
+    assert after == before
+
+
+def test_bad_dataset_stops_the_chain(mlflow_server, mlflow_client, tiny_views, tmp_path):
+    import shutil
+
+    src = tiny_views["plate"].parent
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    data = yaml.safe_load((broken / "data.yaml").read_text())
+    data["path"] = str(broken)
+    (broken / "data.yaml").write_text(yaml.safe_dump(data))
+    bad_label = sorted((broken / "labels" / "train").glob("*.txt"))[0]
+    bad_label.write_text("0 0.5 0.5 3.0 0.2\n")
+    experiment = "bad-dataset-tests"
+    config = tiny_run_config(models=("plate",))
+    config["ops"]["plate__dataset"] = {"config": {"source": "yaml", "data_yaml": str(broken / "data.yaml")}}
+    before = len(_versions(mlflow_client, "alpr-plate-detector"))
+    plate_assets = [a for a in ALL_ASSETS if any(k.path[0] in ("plate", "datasets") for k in a.keys)]
+    result = dg.materialize([*plate_assets, *parity_checks[1:]], run_config=config, raise_on_error=False,
+                            resources=_resources(tmp_path / "home", mlflow_server.uri, experiment),
+                            selection=[a.key for a in plate_assets])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "plate__dataset"
+    assert str(bad_label) in failure.event_specific_data.error.message
+    ran = {e.step_key for e in result.all_events if e.is_step_success}
+    assert not ran & {"plate__weights", "plate__onnx", "plate__registered_version"}
+    assert len(_versions(mlflow_client, "alpr-plate-detector")) == before
+    assert mlflow_client.get_experiment_by_name(experiment) is None  # not even an MLflow run was started
+
+
+def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlflow_client, tiny_views, tmp_path,
+                                                             monkeypatch):
+    """A step that crashes mid-training is retried by Dagster's RetryPolicy and resumes the same MLflow run."""
+    import alpr_pipelines.defs.training.assets as training_assets
+
+    real_train = training_assets.train
+    attempts = {"n": 0}
+
+    def crash_once(*args, **kwargs):
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            def crash(e):
+                if e.epoch == 2:
+                    raise RuntimeError("simulated crash in epoch 2")
+
+            kwargs["on_epoch"] = crash
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training_assets, "train", crash_once)
+    experiment = "retry-tests"
+    config = tiny_run_config(models=("plate",), epochs=3, seed=7)
+    keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
+    result = dg.materialize(ALL_ASSETS, run_config=config, selection=[dg.AssetKey(k) for k in keys],
+                            resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
+    assert result.success and attempts["n"] == 2
+    assert any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    (run,) = mlflow_client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id == result.output_for_node("plate__weights")["run_id"]
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "mAP50-95")] == [1, 2, 3]

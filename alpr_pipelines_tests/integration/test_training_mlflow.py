@@ -1,0 +1,96 @@
+"""Training against a real `mlflow server`: what gets logged, reuse, crash and resume."""
+
+import pytest
+
+from alpr_pipelines.lib.datasets import validate_dataset
+from alpr_pipelines.lib.models import PLATE
+from alpr_pipelines.lib.training import (
+    DAGSTER_RUN_TAG,
+    DATASET_TAG,
+    EPOCH_METRICS,
+    TrainingError,
+    TrainingParams,
+    train,
+)
+
+TINY = dict(imgsz=64, batch=4, workers=0)
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out.extend(_artifacts(client, run_id, f.path) if f.is_dir else [f.path])
+    return out
+
+
+def test_one_run_with_the_seeds_params_metrics_and_artifacts(mlflow_client, tiny_views, tmp_path, unique_experiment):
+    fp = validate_dataset(tiny_views["plate"]).fingerprint
+    seen = []
+    result = train(PLATE, tiny_views["plate"], fp, TrainingParams(epochs=2, **TINY), mlflow_client,
+                   unique_experiment, tmp_path, dagster_run_id="dagster-run-1", on_epoch=seen.append)
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    for name in ("epochs", "batch_size", "imgsz", "learning_rate", "optimizer", "data_config", "base_model"):
+        assert name in params
+    assert params["epochs"] == "2" and params["optimizer"] == "AdamW" and params["base_model"] == "yolo11n.yaml"
+    assert params["data_config"] == str(tiny_views["plate"])
+    assert {"aug_mosaic", "aug_fliplr", "aug_hsv_h"} <= set(params)
+    for metric in EPOCH_METRICS:
+        history = mlflow_client.get_metric_history(result.run_id, metric)
+        assert [m.step for m in history] == [1, 2], metric
+    assert [e.epoch for e in seen] == [1, 2]
+    files = _artifacts(mlflow_client, result.run_id)
+    assert {"model/best.pt", "model/last.pt", "config/args.yaml"} <= set(files)
+    assert any(f.startswith("plots/") and f.endswith(".png") for f in files)
+    assert run.data.tags[DAGSTER_RUN_TAG] == "dagster-run-1" and run.data.tags[DATASET_TAG] == fp
+    # Unchanged dataset and config: nothing is trained and no new run appears.
+    again = train(PLATE, tiny_views["plate"], fp, TrainingParams(epochs=2, **TINY), mlflow_client,
+                  unique_experiment, tmp_path)
+    assert again.reused and again.run_id == result.run_id
+    exp = mlflow_client.get_experiment_by_name(unique_experiment)
+    assert len(mlflow_client.search_runs([exp.experiment_id])) == 1
+
+
+class Crash(Exception):
+    pass
+
+
+def test_crash_resumes_the_same_run_from_last_pt(mlflow_client, tiny_views, tmp_path, unique_experiment):
+    fp = validate_dataset(tiny_views["plate"]).fingerprint
+    params = TrainingParams(epochs=3, **TINY)
+
+    def crash_at_2(e):
+        if e.epoch == 2:
+            raise Crash("power cut")
+
+    with pytest.raises(Crash):
+        train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path, on_epoch=crash_at_2)
+    exp = mlflow_client.get_experiment_by_name(unique_experiment)
+    (crashed,) = mlflow_client.search_runs([exp.experiment_id])
+    assert crashed.info.status == "FAILED"
+    resumed = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path,
+                    dagster_run_id="retry")
+    assert resumed.run_id == crashed.info.run_id and not resumed.reused
+    assert len(mlflow_client.search_runs([exp.experiment_id])) == 1
+    steps = [m.step for m in mlflow_client.get_metric_history(resumed.run_id, "mAP50")]
+    assert steps == [1, 2, 3]  # epoch 3 continued from the checkpoint, not a restart from epoch 1
+    assert mlflow_client.get_run(resumed.run_id).info.status == "FINISHED"
+
+
+def test_crash_without_checkpoint_fails_loudly(mlflow_client, tiny_views, tmp_path, unique_experiment):
+    fp = validate_dataset(tiny_views["plate"]).fingerprint
+    params = TrainingParams(epochs=2, **TINY)
+
+    def crash(e):
+        raise Crash("boom")
+
+    with pytest.raises(Crash):
+        train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path, on_epoch=crash)
+    for ckpt in tmp_path.rglob("last.pt"):
+        ckpt.unlink()
+    with pytest.raises(TrainingError, match="cannot resume"):
+        train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path)
+    restarted = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path,
+                      restart=True)
+    assert mlflow_client.get_run(restarted.run_id).info.status == "FINISHED"

@@ -1,0 +1,157 @@
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from alpr_pipelines.lib.datasets import (
+    DatasetError,
+    DatasetValidationError,
+    check_disjoint,
+    label_path,
+    load_data_yaml,
+    sample_mosaic,
+    split_images,
+    validate_dataset,
+    write_synthetic_views,
+)
+from alpr_pipelines.lib.models import MODEL_SPECS, PLATE, VEHICLE
+
+
+@pytest.fixture()
+def plate_copy(tiny_views, tmp_path) -> Path:
+    """A private copy of the tiny plate dataset that a test may break."""
+    src = tiny_views["plate"].parent
+    dst = tmp_path / "plate"
+    shutil.copytree(src, dst)
+    data = yaml.safe_load((dst / "data.yaml").read_text())
+    data["path"] = str(dst)
+    (dst / "data.yaml").write_text(yaml.safe_dump(data))
+    return dst / "data.yaml"
+
+
+def test_views_share_images_and_have_their_own_classes(tiny_views):
+    v = validate_dataset(tiny_views["vehicle"], VEHICLE.names)
+    p = validate_dataset(tiny_views["plate"], PLATE.names)
+    assert v.images == p.images == {"train": 8, "val": 4}
+    assert set(v.instances["train"]) == set(VEHICLE.classes)
+    assert p.instances["train"]["license_plate"] > 0
+    assert v.fingerprint != p.fingerprint
+
+
+def test_fingerprint_is_deterministic_and_content_based(tmp_path, tiny_views):
+    again = write_synthetic_views(tmp_path / "again", MODEL_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
+                                  width=256, height=160)
+    assert validate_dataset(again["plate"]).fingerprint == validate_dataset(tiny_views["plate"]).fingerprint
+    other = write_synthetic_views(tmp_path / "other", MODEL_SPECS.values(), seed=4, counts={"train": 8, "val": 4},
+                                  width=256, height=160)
+    assert validate_dataset(other["plate"]).fingerprint != validate_dataset(tiny_views["plate"]).fingerprint
+
+
+def test_fingerprint_changes_when_a_label_changes(plate_copy):
+    before = validate_dataset(plate_copy).fingerprint
+    lbl = sorted((plate_copy.parent / "labels" / "train").glob("*.txt"))[0]
+    lbl.write_text(lbl.read_text() + "0 0.5 0.5 0.1 0.1\n")
+    assert validate_dataset(plate_copy).fingerprint != before
+
+
+def _first(plate_copy: Path, split: str = "train") -> Path:
+    return sorted((plate_copy.parent / "images" / split).glob("*.jpg"))[0]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "kind"),
+    [
+        ("unreadable", "unreadable image"),
+        ("out_of_range", "label out of range"),
+        ("unknown_class", "unknown class"),
+        ("garbage_label", "bad label"),
+        ("leak", "leak"),
+        ("empty_val", "empty split"),
+    ],
+)
+def test_bad_datasets_name_the_files(plate_copy, breakage, kind):
+    image = _first(plate_copy)
+    if breakage == "unreadable":
+        image.write_bytes(b"not an image at all")
+        culprit = image
+    elif breakage == "out_of_range":
+        culprit = label_path(image)
+        culprit.write_text("0 1.4 0.5 0.2 0.2\n")
+    elif breakage == "unknown_class":
+        culprit = label_path(image)
+        culprit.write_text("7 0.5 0.5 0.2 0.2\n")
+    elif breakage == "garbage_label":
+        culprit = label_path(image)
+        culprit.write_text("zero 0.5 0.5 0.2 0.2\n")
+    elif breakage == "leak":
+        culprit = plate_copy.parent / "images" / "val" / "copy_of_train.jpg"
+        shutil.copyfile(image, culprit)
+    else:
+        for f in (plate_copy.parent / "images" / "val").glob("*"):
+            f.unlink()
+        culprit = Path("images/val")
+    with pytest.raises(DatasetValidationError) as info:
+        validate_dataset(plate_copy, PLATE.names)
+    assert kind in {p.kind for p in info.value.problems}
+    assert str(culprit) in str(info.value)
+    assert "nothing was trained or registered" in str(info.value)
+
+
+def test_class_names_must_match_the_model(tiny_views):
+    with pytest.raises(DatasetValidationError, match="differ from the model"):
+        validate_dataset(tiny_views["vehicle"], PLATE.names)
+
+
+def test_missing_or_malformed_yaml(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_data_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: images/train\n")
+    with pytest.raises(DatasetError, match="lacks val, names"):
+        load_data_yaml(bad)
+
+
+def test_txt_lists_and_relative_paths(tiny_views, tmp_path):
+    data = load_data_yaml(tiny_views["plate"])
+    listing = tmp_path / "train.txt"
+    listing.write_text("\n".join(str(p) for p in split_images(data, "train")))
+    yml = tmp_path / "d.yaml"
+    yml.write_text(yaml.safe_dump({"train": str(listing), "val": str(data["path"] / "images/val"),
+                                   "names": ["license_plate"]}))
+    assert validate_dataset(yml, PLATE.names).images == {"train": 8, "val": 4}
+
+
+def test_golden_set_disjoint_check(tiny_views, tmp_path):
+    golden = write_synthetic_views(tmp_path / "g", MODEL_SPECS.values(), seed=3, counts={"val": 4}, width=256,
+                                   height=160, purpose="golden")
+    check_disjoint(tiny_views["plate"], golden["plate"])
+    with pytest.raises(DatasetValidationError, match="golden image also in training data"):
+        check_disjoint(tiny_views["plate"], tiny_views["plate"])
+
+
+def test_mosaic_is_a_viewable_image(tiny_views, tmp_path):
+    out = sample_mosaic(tiny_views["vehicle"], tmp_path / "m.jpg")
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] >= 192 and img.shape[1] == 4 * 192
+    assert np.asarray(img).std() > 10
+
+
+def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
+    import alpr_pipelines.lib.datasets as ds
+
+    calls = {"n": 0}
+    real = ds.generate_scene
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ds, "generate_scene", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_views(tmp_path / "out", MODEL_SPECS.values(), 0, {"train": 4, "val": 2}, 128, 96)
+    assert not (tmp_path / "out").exists()

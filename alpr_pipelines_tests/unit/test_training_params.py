@@ -1,0 +1,44 @@
+import pytest
+
+from alpr_pipelines.lib.models import PLATE, VEHICLE
+from alpr_pipelines.lib.training import TrainingError, TrainingParams, training_key
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (TrainingParams(model="yolo11n.pt"), "not found. Nothing is downloaded"),
+        (TrainingParams(imgsz=100), "multiple of 32"),
+        (TrainingParams(batch=0), "batch must be positive"),
+        (TrainingParams(optimizer="Adagrad"), "optimizer 'Adagrad' unknown"),
+        (TrainingParams(augmentation={"rotate": 1.0}), "unknown augmentation"),
+        (TrainingParams(model="model.onnx"), "must be a .pt weights file or a model .yaml"),
+        (TrainingParams(epochs=-1), "epochs must be >= 0"),
+    ],
+)
+def test_bad_params_are_refused_before_any_work(params, message):
+    with pytest.raises(TrainingError, match=message):
+        params.validate()
+
+
+def test_defaults_follow_the_seed_flags():
+    p = TrainingParams()
+    assert (p.epochs, p.imgsz, p.batch, p.lr0, p.optimizer) == (100, 640, 16, 0.01, "AdamW")
+    assert p.model == "yolo11n.yaml"  # nothing can be downloaded: train from the model YAML
+    p.validate()
+
+
+def test_training_key_identity():
+    base = training_key(PLATE, "fp1", TrainingParams(epochs=3))
+    assert base == training_key(PLATE, "fp1", TrainingParams(epochs=3, device="cpu", workers=8))
+    assert base != training_key(PLATE, "fp2", TrainingParams(epochs=3))
+    assert base != training_key(PLATE, "fp1", TrainingParams(epochs=4))
+    assert base != training_key(VEHICLE, "fp1", TrainingParams(epochs=3))
+
+
+def test_local_weights_key_on_content(tmp_path):
+    w = tmp_path / "base.pt"
+    w.write_bytes(b"one")
+    k1 = training_key(PLATE, "fp", TrainingParams(model=str(w)))
+    w.write_bytes(b"two")
+    assert training_key(PLATE, "fp", TrainingParams(model=str(w))) != k1

@@ -1,0 +1,115 @@
+"""Verify the GPU path on a machine with an NVIDIA GPU: CUDA training, ONNX export and inference on the GPU, and a
+TensorRT FP16 engine where TensorRT is installed. Writes a JSON report (``--report``, default ``gpu-report.json``).
+
+Exit status: 0 all checks passed; 1 a check failed; 3 no CUDA device (nothing could be verified).
+No network and no MLflow server needed: runs log to a temporary SQLite tracking store.
+
+    python scripts/verify_gpu.py --report gpu-report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", default="gpu-report.json")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--imgsz", type=int, default=320)
+    args = parser.parse_args()
+
+    import torch
+
+    report: dict = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "checks": {}}
+    if not torch.cuda.is_available():
+        report["result"] = "skipped: no CUDA device"
+        Path(args.report).write_text(json.dumps(report, indent=2))
+        print("skipped: no CUDA device; nothing to verify here")
+        return 3
+
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.datasets import load_data_yaml, split_images, validate_dataset, write_synthetic_views
+    from alpr_pipelines.lib.exports import cuda_environment, export_onnx, export_tensorrt, onnx_parity
+    from alpr_pipelines.lib.models import MODEL_SPECS, PLATE
+    from alpr_pipelines.lib.training import TrainingParams, train
+
+    report["gpu"] = cuda_environment()
+    work = Path(tempfile.mkdtemp(prefix="alpr-gpu-"))
+    checks = report["checks"]
+
+    def check(name, fn):
+        started = time.perf_counter()
+        try:
+            checks[name] = {"passed": True, **(fn() or {})}
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, then the next check runs
+            checks[name] = {"passed": False, "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc()[-2000:]}
+        checks[name]["seconds"] = round(time.perf_counter() - started, 2)
+        print(f"{name}: {'ok' if checks[name]['passed'] else 'FAILED'} ({checks[name]['seconds']}s)")
+
+    views = write_synthetic_views(work / "data", MODEL_SPECS.values(), 0, {"train": 64, "val": 16}, 512, 320)
+    golden = write_synthetic_views(work / "golden", MODEL_SPECS.values(), 1, {"val": 8}, 512, 320, purpose="golden")
+    golden_images = split_images(load_data_yaml(golden["plate"]), "val")
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    state: dict = {}
+
+    def cuda_training():
+        fp = validate_dataset(views["plate"]).fingerprint
+        result = train(PLATE, views["plate"], fp, TrainingParams(epochs=args.epochs, imgsz=args.imgsz, batch=16,
+                                                                 device="0"), client, "gpu-check", work / "train")
+        state["best"] = result.best_pt
+        return {"run_id": result.run_id, "images_per_second": result.images_per_second,
+                "final_metrics": result.final_metrics}
+
+    def onnx_on_gpu():
+        onnx = export_onnx(state["best"], work / "export", args.imgsz)
+        state["onnx"] = Path(onnx.path or "")
+        import onnxruntime as ort
+
+        from alpr_pipelines.edge.onnx_backend import OnnxDetector
+
+        providers = ort.get_available_providers()
+        detector = OnnxDetector(state["onnx"], providers=[p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                                          if p in providers])
+        parity = onnx_parity(state["best"], state["onnx"], golden_images)
+        if not parity.passed:
+            raise AssertionError(f"ONNX parity failed: {parity.as_dict()}")
+        return {"providers_available": providers, "session_providers": detector.session.get_providers(),
+                "parity": parity.as_dict()}
+
+    def tensorrt_engine():
+        result = export_tensorrt(state["best"], work / "export", args.imgsz)
+        if result.path is None:
+            return {"skipped": result.skipped_reason}
+        from ultralytics import YOLO
+
+        engine = YOLO(result.path, task="detect")
+        preds = engine.predict([str(p) for p in golden_images], imgsz=args.imgsz, device=0, verbose=False)
+        return {"engine": result.path, "details": result.details, "size_bytes": result.size_bytes,
+                "golden_detections": sum(len(p.boxes) for p in preds)}
+
+    check("cuda_training", cuda_training)
+    if checks["cuda_training"]["passed"]:
+        check("onnx_export_and_parity", onnx_on_gpu)
+        check("tensorrt_engine", tensorrt_engine)
+    failed = [name for name, c in checks.items() if not c["passed"]]
+    report["result"] = "failed: " + ", ".join(failed) if failed else "passed"
+    Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+    print(f"report: {args.report} ({report['result']})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
