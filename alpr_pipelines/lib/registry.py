@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,7 +247,10 @@ def set_stage(client: MlflowClient, name: str, version: str, stage: str, archive
     if stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     old_champion = alias_version(client, name, STAGE_ALIASES["Production"])
-    client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive_existing)
+    with warnings.catch_warnings():
+        # Deliberate: stages stay supported beside aliases for the seed's scripts (see the module docstring).
+        warnings.filterwarnings("ignore", message=".*transition_model_version_stage.*", category=FutureWarning)
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive_existing)
     if stage == "Production" and old_champion is not None and old_champion != str(version):
         client.set_registered_model_alias(name, PREVIOUS_ALIAS, old_champion)
     reconcile_aliases(client, name)

@@ -197,13 +197,12 @@ def up(settings: Settings, timeout: float = 120.0, only: list[str] | None = None
     # One at a time, each healthy before the next: the Dagster webserver and daemon must not both create the
     # instance's SQLite schema at once (alembic then records two heads and the instance will not open).
     for svc in chosen:
-        if _our_pid(settings, svc) is None:
-            _start(settings, svc, env)
-        _wait_healthy(settings, svc, deadline, timeout)
+        proc = _start(settings, svc, env) if _our_pid(settings, svc) is None else None
+        _wait_healthy(settings, svc, proc, deadline, timeout)
     return [s for s in status(settings) if only is None or s.name in only]
 
 
-def _start(settings: Settings, svc: Service, env: dict[str, str]) -> None:
+def _start(settings: Settings, svc: Service, env: dict[str, str]) -> subprocess.Popen:
     if svc.health_url:
         host, port = svc.health_url.split("//")[1].split("/")[0].rsplit(":", 1)
         if _port_in_use(host, int(port)):
@@ -218,11 +217,16 @@ def _start(settings: Settings, svc: Service, env: dict[str, str]) -> None:
         proc = subprocess.Popen(svc.command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd(),
                                 start_new_session=True)
     _pidfile(settings, svc.name).write_text(str(proc.pid))
+    return proc
 
 
-def _wait_healthy(settings: Settings, svc: Service, deadline: float, timeout: float) -> None:
+def _wait_healthy(settings: Settings, svc: Service, proc: subprocess.Popen | None, deadline: float,
+                  timeout: float) -> None:
     while True:
-        if _our_pid(settings, svc) is None:
+        # A process we just started is watched through its handle: until it has exec'd, /proc still shows our own
+        # command line, and the pidfile check would take it for someone else's process.
+        alive = proc.poll() is None if proc is not None else _our_pid(settings, svc) is not None
+        if not alive:
             raise StackError(f"{svc.name} exited during start-up; see {_logfile(settings, svc.name)}")
         if _healthy(svc.health_url):
             return

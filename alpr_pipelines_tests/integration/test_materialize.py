@@ -121,6 +121,7 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
     monkeypatch.setattr(training_assets, "train", crash_once)
     experiment = "retry-tests"
     config = tiny_run_config(models=("plate",), epochs=3, seed=7)
+    del config["ops"]["plate__registered_version"]
     keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
     result = dg.materialize(ALL_ASSETS, run_config=config, selection=[dg.AssetKey(k) for k in keys],
                             resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))

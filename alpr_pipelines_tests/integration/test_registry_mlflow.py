@@ -130,7 +130,9 @@ def test_mlflow_models_serve_answers_with_boxes(mlflow_server, mlflow_client, tr
                          64, {})
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    # `mlflow models serve` execs uvicorn by name: the environment's bin folder must be on PATH, as in an activated venv.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log.open("wb") as fh:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                                  f"models:/{spec.registered_name}/{v.version}", "--env-manager", "local",
