@@ -38,12 +38,43 @@ def _quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
     return {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+PID_TAG, HOST_TAG = "alpr/pid", "alpr/host"
+
+
+def reap_dead_cli_runs(instance) -> list[str]:
+    """Mark failed the in-process runs of `alpr` commands that died (killed, power cut), and free their pool slots.
+
+    Without this, a run killed while holding the ``alpr_training`` slot would block every later training.
+    Only runs started on this host, whose recorded process no longer exists, are touched.
+    """
+    import socket
+
+    from dagster import DagsterRunStatus, RunsFilter
+
+    reaped = []
+    host = socket.gethostname()
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or run_host != host or Path(f"/proc/{pid}").exists():
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
 def _run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
+    import socket
+
     from alpr_pipelines.definitions import defs
 
+    instance = _instance(settings)
+    for run_id in reap_dead_cli_runs(instance):
+        print(f"marked run {run_id} failed: its alpr process is gone (its pool slots are free again)")
     job = defs.get_job_def(job_name)
-    result = job.execute_in_process(run_config=_quiet_logs(run_config), instance=_instance(settings),
-                                    asset_selection=asset_selection, raise_on_error=False)
+    result = job.execute_in_process(run_config=_quiet_logs(run_config), instance=instance,
+                                    asset_selection=asset_selection, raise_on_error=False,
+                                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     if not result.success:
         failures = []
         for event in result.all_events:
@@ -91,9 +122,11 @@ def versions_table(settings: Settings, names: list[str] | None = None) -> list[d
                 "version": mv.version,
                 "stage": mv.current_stage,
                 "aliases": ",".join(aliases) or "-",
-                "mAP50": mv.tags.get("train_mAP50", "-"),
-                "mAP50-95": mv.tags.get("train_mAP50-95", "-"),
+                "train mAP50-95": mv.tags.get("train_mAP50-95", "-"),
+                "golden mAP50-95": mv.tags.get("eval_mAP50-95", "-"),
+                "p95 ms": mv.tags.get("eval_latency_ms_p95", "-"),
                 "decision": mv.tags.get("alpr_decision", "-"),
+                "decided by": mv.tags.get("alpr_decided_by", "-"),
                 "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
             })
     return rows
@@ -218,10 +251,75 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _person() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown user"
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.models import spec_for
+
+    _require_mlflow(settings)
+    if args.force and not args.reason:
+        raise CliError("--force needs --reason TEXT: every forced promotion says why")
+    spec = spec_for(args.model)
+    config: dict[str, Any] = {"model": spec.key, "version": str(args.version), "stage": args.stage,
+                              "force": args.force, "decided_by": f"alpr promote ({_person()})"}
+    if args.reason:
+        config["reason"] = args.reason
+    result = _run_job(settings, "promote_version", {"ops": {"gate_and_promote": {"config": config}}})
+    record = result.output_for_node("gate_and_promote")
+    print(f"{spec.registered_name} v{args.version}: {record['verdict']}")
+    for reason in record.get("reasons", []):
+        print(f"  {reason}")
+    return 0 if record["verdict"] != "rejected" else 1
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.models import spec_for
+
+    _require_mlflow(settings)
+    spec = spec_for(args.model)
+    config: dict[str, Any] = {"model": spec.key, "decided_by": f"alpr rollback ({_person()})"}
+    if args.reason:
+        config["reason"] = args.reason
+    result = _run_job(settings, "rollback_model", {"ops": {"rollback_production": {"config": config}}})
+    out = result.output_for_node("rollback_production")
+    print(f"{spec.registered_name}: Production v{out['demoted']} -> v{out['restored']}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     _require_mlflow(settings)
     print_table(versions_table(settings))
     return 0
+
+
+def _wait_for_decisions(settings: Settings, versions: list[dict], timeout: float) -> None:
+    """Wait for the promotion sensor (in the Dagster daemon) to decide on each registered candidate."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    pending = {(v["name"], v["version"]) for v in versions}
+    if timeout <= 0 or not pending:
+        return
+    print(f"waiting up to {timeout:.0f}s for the promotion sensor to gate the candidates...")
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, version in sorted(pending):
+            tags = client.get_model_version(name, version).tags
+            if tags.get("alpr_decision"):
+                print(f"  {name} v{version}: {tags['alpr_decision']} ({tags.get('alpr_decided_by', '?')})")
+                for reason in tags.get("alpr_decision_reasons", "").split("; "):
+                    print(f"    {reason}")
+                pending.discard((name, version))
+        time.sleep(2)
+    for name, version in sorted(pending):
+        print(f"  {name} v{version}: no decision yet; the sensor runs in the Dagster daemon (see the Dagster UI)")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,11 +333,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     print("materializing datasets -> training -> exports -> registry for both detectors...")
     result = _run_job(settings, "train_and_register", demo_run_config())
-    print(f"\nDagster run {result.run_id} succeeded in {time.monotonic() - started:.0f}s.\n")
+    print(f"\nDagster run {result.run_id} succeeded in {time.monotonic() - started:.0f}s.")
+    registered = [result.output_for_node(f"{key}__registered_version") for key in ("vehicle", "plate")]
+    for v in registered:
+        print(f"{v['name']} version {v['version']}: {'new' if v['created'] else 'unchanged, reused'}")
+    _wait_for_decisions(settings, registered, timeout=args.wait)
+    print()
     print_table(versions_table(settings))
-    for key in ("vehicle", "plate"):
-        v = result.output_for_node(f"{key}__registered_version")
-        print(f"\n{v['name']} version {v['version']}: {'new' if v['created'] else 'unchanged, reused'}")
     print(f"\nDagster UI: http://{settings.dagster_host}:{settings.dagster_port}/asset-groups"
           f"\nMLflow UI:  {settings.mlflow_tracking_uri}/#/models"
           "\nStop the stack with `alpr stack down`.")
@@ -291,10 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--val-fraction", type=float, default=0.2)
     d.set_defaults(func=cmd_dataset)
 
-    st = sub.add_parser("status", help="registered versions with stage, aliases and metrics")
+    pr = sub.add_parser("promote", help="gate a version against the champion and promote it (or force it)")
+    pr.add_argument("--model", required=True, help="plate, vehicle, or the registered name")
+    pr.add_argument("--version", required=True)
+    pr.add_argument("--stage", default="Production", choices=["Production", "Staging"])
+    pr.add_argument("--force", action="store_true", help="promote even if the gate fails (needs --reason)")
+    pr.add_argument("--reason", help="why (recorded on the version)")
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="put the previous Production version back")
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--reason")
+    rb.set_defaults(func=cmd_rollback)
+
+    st = sub.add_parser("status", help="registered versions with stage, aliases, metrics and the last decision")
     st.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="start the stack and train, export and register both detectors")
+    demo = sub.add_parser("demo", help="start the stack and train, export, register and gate both detectors")
+    demo.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the promotion decisions")
     demo.set_defaults(func=cmd_demo)
     return p
 

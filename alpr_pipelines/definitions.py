@@ -12,6 +12,10 @@ import dagster as dg
 from alpr_pipelines.defs.datasets.assets import dataset_assets, golden_set
 from alpr_pipelines.defs.exports.assets import export_assets
 from alpr_pipelines.defs.exports.checks import parity_checks
+from alpr_pipelines.defs.promotion.assets import evaluation_assets
+from alpr_pipelines.defs.promotion.jobs import promotion_jobs
+from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule
+from alpr_pipelines.defs.promotion.sensors import promotion_sensor
 from alpr_pipelines.defs.registry.assets import registration_assets
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
@@ -20,8 +24,9 @@ from alpr_pipelines.lib.models import MODEL_SPECS
 
 # Data versions on outputs are how datasets and trainings report their fingerprints; the beta notice is noise.
 warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)  # raised inside dagster
 
-ALL_ASSETS = [golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets]
+ALL_ASSETS = [golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets, *evaluation_assets]
 SHARED = dg.AssetSelection.groups("datasets")
 
 train_and_register = dg.define_asset_job(
@@ -41,6 +46,8 @@ per_model_jobs = [
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=parity_checks,
-    jobs=[train_and_register, *per_model_jobs],
+    jobs=[train_and_register, *per_model_jobs, *promotion_jobs],
+    sensors=[promotion_sensor],
+    schedules=[build_retraining_schedule(train_and_register)],
     resources={"state": AlprStateResource(), "mlflow_registry": MlflowRegistryResource()},
 )

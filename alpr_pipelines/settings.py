@@ -10,6 +10,9 @@ Environment variables (seed names first):
     ALPR_MLFLOW_HOST / ALPR_MLFLOW_PORT: where ``alpr stack up`` binds MLflow (default 127.0.0.1:5000).
     ALPR_DAGSTER_HOST / ALPR_DAGSTER_PORT: where ``alpr stack up`` binds the Dagster webserver (default 127.0.0.1:3000).
     DAGSTER_HOME: Dagster instance folder (default ``$ALPR_HOME/dagster``).
+    ALPR_RETRAIN_CRON / ALPR_RETRAIN_TIMEZONE: the retraining schedule (default ``0 3 * * 1``, weekly, in ``UTC``).
+    ALPR_RETRAIN_RUN_CONFIG: a YAML run config for scheduled retraining (default: the assets' defaults).
+    ALPR_RETRAIN_FORCE: "1" retrains on every tick even when data and config are unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class Settings:
     s3_endpoint_url: str | None
     aws_access_key_id: str | None
     aws_secret_access_key: str | None
+    retrain_cron: str = "0 3 * * 1"
+    retrain_timezone: str = "UTC"
+    retrain_run_config: Path | None = None
+    retrain_force: bool = False
 
     @property
     def datasets_dir(self) -> Path:
@@ -83,4 +90,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         s3_endpoint_url=env.get("MLFLOW_S3_ENDPOINT_URL") or None,
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        retrain_cron=env.get("ALPR_RETRAIN_CRON") or "0 3 * * 1",
+        retrain_timezone=env.get("ALPR_RETRAIN_TIMEZONE") or "UTC",
+        retrain_run_config=Path(env["ALPR_RETRAIN_RUN_CONFIG"]).expanduser() if env.get("ALPR_RETRAIN_RUN_CONFIG")
+        else None,
+        retrain_force=env.get("ALPR_RETRAIN_FORCE", "").lower() in ("1", "true", "yes"),
     )

@@ -35,8 +35,11 @@ def graph_run_config(
 
 def demo_run_config() -> dict[str, Any]:
     """Small enough for about 10 minutes on 2 CPU cores for both models, big enough to learn something."""
-    return graph_run_config(train_images=160, val_images=40, golden_images=40, epochs=12, imgsz=320, batch=16,
-                            scene_size=(512, 320))
+    config = graph_run_config(train_images=160, val_images=40, golden_images=100, epochs=12, imgsz=320, batch=16,
+                              scene_size=(512, 320))
+    # The golden set keeps its defaults: the promotion sensor's runs evaluate on the same frozen set.
+    config["ops"]["datasets__golden_set"] = {"config": {}}
+    return config
 
 
 def tiny_run_config(**overrides: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, Mod
 
 CONTENT_TAG = "alpr_content_id"
 MANIFEST_SHA_TAG = "alpr_manifest_sha256"
+INITIAL_STAGE_TAG = "alpr_initial_stage"
 PYFUNC_PATH = "detector"  # artifact path of the pyfunc model inside the training run
 
 
@@ -215,8 +216,12 @@ def register_version(
         created = True
     else:
         mv, created = existing, False
-    if initial_stage != "None" and mv.current_stage == "None":
-        set_stage(client, spec.registered_name, mv.version, initial_stage)
+    # The initial stage is applied once: at creation, or to finish a creation that crashed before it. Never again to
+    # an existing version, which a promotion decision may since have moved (re-staging it would undo a rejection).
+    if mv.tags.get(INITIAL_STAGE_TAG) != "applied":
+        if initial_stage != "None" and mv.current_stage == "None":
+            set_stage(client, spec.registered_name, mv.version, initial_stage)
+        client.set_model_version_tag(spec.registered_name, mv.version, INITIAL_STAGE_TAG, "applied")
     return describe_version(client, spec.registered_name, mv.version, created=created)
 
 
@@ -266,7 +271,11 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def reconcile_aliases(client: MlflowClient, name: str) -> dict[str, str | None]:
-    """Point each stage alias at the newest version in its stage (or remove it); return alias -> version."""
+    """Point each stage alias at the newest version in its stage (or remove it); return alias -> version.
+
+    When Production changed behind our back (a person called ``transition_model_version_stage``), the version that
+    held the ``production`` alias becomes ``previous``, as if it had been promoted through us.
+    """
     versions = list(client.search_model_versions(f"name = '{name}'"))
     result: dict[str, str | None] = {}
     for stage, alias in STAGE_ALIASES.items():
@@ -277,5 +286,7 @@ def reconcile_aliases(client: MlflowClient, name: str) -> dict[str, str | None]:
             client.delete_registered_model_alias(name, alias)
         elif want is not None and current != want:
             client.set_registered_model_alias(name, alias, want)
+            if stage == "Production" and current is not None:
+                client.set_registered_model_alias(name, PREVIOUS_ALIAS, current)
         result[alias] = want
     return result

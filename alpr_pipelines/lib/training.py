@@ -81,6 +81,8 @@ class TrainingParams:
     seed: int = 0
     patience: int = 100
     augmentation: dict[str, float] = field(default_factory=dict)
+    # Non-empty forces a new training even when data and config are unchanged (scheduled "force" retrains).
+    retrain_nonce: str = ""
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -143,6 +145,8 @@ def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingPara
     p = asdict(params)
     p.pop("device")
     p.pop("workers")
+    if not p["retrain_nonce"]:
+        p.pop("retrain_nonce")  # absent unless forced, so keys made before the field existed stay valid
     base = Path(params.model)
     p["model"] = _sha256_file(base) if base.suffix == ".pt" else base.name
     blob = json.dumps({"model": spec.key, "data": dataset_fingerprint, "params": p}, sort_keys=True)

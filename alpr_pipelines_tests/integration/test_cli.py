@@ -86,3 +86,38 @@ def test_unreachable_mlflow_is_a_clear_error(tiny_views, tmp_path):
                    env_extra={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "ALPR_HOME": str(tmp_path)})
     assert out.returncode == 2 and "MLflow is not reachable at http://127.0.0.1:9" in out.stderr
     assert "alpr stack up" in out.stderr
+
+
+def test_a_killed_cli_run_does_not_block_later_trainings(tmp_path):
+    """A run whose `alpr` process died keeps no pool slot: the next command marks it failed and frees the slot."""
+    import socket
+
+    import dagster as dg
+
+    from alpr_pipelines.cli import HOST_TAG, PID_TAG, reap_dead_cli_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    instance = dg.DagsterInstance.ephemeral()
+    instance.event_log_storage.set_concurrency_slots("alpr_training", 1)
+
+    @dg.op(pool="alpr_training")
+    def hold():
+        pass
+
+    @dg.job
+    def holder():
+        hold()
+
+    run = instance.create_run_for_job(holder, tags={PID_TAG: str(dead.pid), HOST_TAG: socket.gethostname()})
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(
+        event_type_value="PIPELINE_START", job_name="holder", message="started"))
+    assert instance.event_log_storage.claim_concurrency_slot("alpr_training", run.run_id, "hold").is_claimed
+    alive = instance.create_run_for_job(holder, tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
+    instance.handle_run_event(alive.run_id, dg.DagsterEvent(
+        event_type_value="PIPELINE_START", job_name="holder", message="started"))
+    assert reap_dead_cli_runs(instance) == [run.run_id]
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+    info = instance.event_log_storage.get_concurrency_info("alpr_training")
+    assert info.active_slot_count == 0

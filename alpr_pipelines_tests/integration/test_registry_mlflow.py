@@ -74,6 +74,10 @@ def test_rerun_never_duplicates_and_staging_sets_candidate(mlflow_client, traine
     assert first.version == second.version and not second.created
     assert len(mlflow_client.search_model_versions(f"name = '{spec.registered_name}'")) == 1
     assert second.stage == "Staging" and second.aliases == ["candidate"]
+    # A decision moved it out of Staging: registering the same content again must not put it back.
+    set_stage(mlflow_client, spec.registered_name, first.version, "None")
+    third = register_version(mlflow_client, spec, result.run_id, files, 64, {}, initial_stage="Staging")
+    assert third.version == first.version and third.stage == "None" and third.aliases == []
 
 
 def test_stage_and_alias_agree_through_rest(mlflow_server, mlflow_client, trained, tmp_path):

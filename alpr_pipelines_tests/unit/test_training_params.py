@@ -42,3 +42,9 @@ def test_local_weights_key_on_content(tmp_path):
     k1 = training_key(PLATE, "fp", TrainingParams(model=str(w)))
     w.write_bytes(b"two")
     assert training_key(PLATE, "fp", TrainingParams(model=str(w))) != k1
+
+
+def test_forcing_changes_the_key_and_not_forcing_keeps_old_keys():
+    assert training_key(PLATE, "fp", TrainingParams(retrain_nonce="run-1")) != training_key(PLATE, "fp", TrainingParams())
+    # Pinned: a key made by an earlier release must still match, or every upgrade would retrain everything.
+    assert training_key(PLATE, "fp", TrainingParams(epochs=3)) == "93b08d883e0295d4a9ce"

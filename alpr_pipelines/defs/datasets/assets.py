@@ -38,6 +38,11 @@ class GoldenSetConfig(dg.Config):
     height: int = 384
 
 
+def golden_dir(config: "GoldenSetConfig", state: AlprStateResource) -> Path:
+    """Where the golden set of ``config`` lives: one folder per configuration, never rewritten once complete."""
+    return state.path("datasets", "golden") / _config_hash(config)
+
+
 def _mosaic_md(path: Path) -> dg.MetadataValue:
     data = base64.b64encode(path.read_bytes()).decode()
     return dg.MetadataValue.md(f"![sample mosaic](data:image/jpeg;base64,{data})")
@@ -46,8 +51,7 @@ def _mosaic_md(path: Path) -> dg.MetadataValue:
 @dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
           description="Frozen golden evaluation set (both models' labels), disjoint from every training scene.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
-    digest = _config_hash(config)
-    out = state.path("datasets", "golden") / digest
+    out = golden_dir(config, state)
     views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed, {"val": config.images}, config.width,
                                   config.height, purpose="golden")
     result: dict[str, dict[str, str]] = {}

@@ -8,6 +8,7 @@ import dagster as dg
 
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.promotion import PARITY_TAG
 from alpr_pipelines.lib.registry import RegistryError, register_version
 
 
@@ -41,13 +42,14 @@ def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "training_key": weights["training_key"],
             "tensorrt": tensorrt.get("skipped_reason") or "built",
         }
-        metric_tags = {f"train_{k}": f"{v:.5f}" for k, v in weights["final_metrics"].items()}
+        # This step runs only after the blocking ONNX parity check passed: recorded for the promotion gate.
+        version_tags = {PARITY_TAG: "passed", **{f"train_{k}": f"{v:.5f}" for k, v in weights["final_metrics"].items()}}
         if tensorrt.get("details"):
-            metric_tags.update({f"engine_{k}": str(v) for k, v in tensorrt["details"].items()})
+            version_tags.update({f"engine_{k}": str(v) for k, v in tensorrt["details"].items()})
         try:
             version = register_version(
                 mlflow_registry.get_client(), spec, weights["run_id"], files, int(onnx["details"]["imgsz"][0]),
-                provenance, config.initial_stage, metric_tags,
+                provenance, config.initial_stage, version_tags,
             )
         except RegistryError as exc:
             raise dg.Failure(description=str(exc)) from exc

@@ -42,7 +42,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 spec,
                 Path(dataset["data_yaml"]),
                 dataset["fingerprint"],
-                config.to_params(),
+                config.to_params(run_id=context.run.run_id),
                 mlflow_registry.get_client(),
                 mlflow_registry.experiment(),
                 state.path("training"),

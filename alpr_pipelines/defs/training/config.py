@@ -24,10 +24,11 @@ class TrainConfig(dg.Config):
     patience: int = Field(default=_DEFAULTS.patience, description="Early-stopping patience in epochs")
     augmentation: dict[str, float] = Field(default_factory=dict, description="Ultralytics augmentation overrides")
     restart: bool = Field(default=False, description="Start over when a crashed training's checkpoint is gone")
+    force: bool = Field(default=False, description="Retrain even when dataset and config are unchanged")
 
-    def to_params(self) -> TrainingParams:
+    def to_params(self, run_id: str = "") -> TrainingParams:
         return TrainingParams(
             model=self.model, epochs=self.epochs, imgsz=self.imgsz, batch=self.batch, device=self.device,
             lr0=self.lr0, optimizer=self.optimizer, workers=self.workers, seed=self.seed, patience=self.patience,
-            augmentation=dict(self.augmentation),
+            augmentation=dict(self.augmentation), retrain_nonce=run_id if self.force else "",
         )

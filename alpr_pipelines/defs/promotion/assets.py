@@ -1,0 +1,61 @@
+"""Evaluation assets: each model's newest registered version and the current champion, scored on the golden set."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.lib.evaluation import EvaluationError
+from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec
+from alpr_pipelines.lib.promotion import PromotionError, evaluate_version
+from alpr_pipelines.lib.registry import alias_version
+
+
+def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.key, "evaluation"],
+        group_name=f"{spec.key}_detector",
+        ins={"registered": dg.AssetIn([spec.key, "registered_version"]),
+             "golden": dg.AssetIn(["datasets", "golden_set"])},
+        kinds={"onnx", "mlflow"},
+        description=f"The registered {spec.registered_name} version's ONNX (what the edge runs) and the current "
+        "Production version, scored by the same code on the frozen golden set: mAP50, mAP50-95, precision, recall, "
+        "per-class AP, CPU latency p50/p95 at the deployment size, file size. Scores are cached on each version.",
+    )
+    def _evaluation(context: dg.AssetExecutionContext, mlflow_registry: MlflowRegistryResource,
+                    state: AlprStateResource, registered: dict, golden: dict) -> dg.Output[dict]:
+        client = mlflow_registry.get_client()
+        name = spec.registered_name
+        golden_yaml, golden_fp = Path(golden[spec.key]["data_yaml"]), golden[spec.key]["fingerprint"]
+        work = state.path("evaluations")
+        champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
+        try:
+            candidate, cached = evaluate_version(client, name, registered["version"], golden_yaml, golden_fp, work)
+            champion = None
+            if champion_version is not None and champion_version != registered["version"]:
+                champion, _ = evaluate_version(client, name, champion_version, golden_yaml, golden_fp, work)
+        except (EvaluationError, PromotionError) as exc:
+            raise dg.Failure(description=f"evaluation of {name} v{registered['version']} failed: {exc}") from exc
+        metadata: dict[str, Any] = {
+            "version": registered["version"],
+            "cached": cached,
+            **{k: round(v, 5) for k, v in candidate.headline().items()},
+            "latency_ms_p50": round(candidate.latency_ms_p50, 2),
+            "file_size_mb": round(candidate.file_size_mb, 3),
+            "per_class_ap50_95": dg.MetadataValue.json(candidate.per_class_ap50_95),
+            "golden_images": candidate.images,
+            "champion_version": champion_version or "-",
+        }
+        if champion is not None:
+            metadata["champion"] = dg.MetadataValue.json(champion.headline())
+            metadata["delta_mAP50-95"] = round(candidate.mAP50_95 - champion.mAP50_95, 5)
+        return dg.Output({"name": name, "version": registered["version"], "candidate": candidate.as_dict(),
+                          "champion": champion.as_dict() if champion else None, "champion_version": champion_version},
+                         metadata=metadata)
+
+    return _evaluation
+
+
+evaluation_assets = [build_evaluation_asset(spec) for spec in MODEL_SPECS.values()]

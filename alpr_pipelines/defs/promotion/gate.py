@@ -1,0 +1,88 @@
+"""The promotion gate: a pure policy over evaluation numbers. No I/O, no Dagster, no MLflow.
+
+A candidate reaches Production only when every rule passes; the decision lists a readable reason per rule, so a
+person can see why without reading code. A failed evaluation never reaches the gate as a score: callers raise.
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Rules for one model.
+
+    Attributes:
+        min_map50_95: absolute floor on the candidate's mAP50-95 on the golden set.
+        max_regression: the candidate may score at most this much below the champion's mAP50-95 (absolute points).
+        latency_budget_ms_p95: the candidate's p95 CPU latency at the deployment image size must stay within this.
+        require_parity: the ONNX-vs-PyTorch parity check must have passed.
+    """
+
+    min_map50_95: float = 0.0
+    max_regression: float = 0.005
+    latency_budget_ms_p95: float = 500.0
+    require_parity: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    first_model: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return "promoted" if self.promote else "rejected"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "promote": self.promote, "first_model": self.first_model,
+                "reasons": list(self.reasons)}
+
+
+def decide(candidate: dict[str, float], champion: dict[str, float] | None, parity_passed: bool | None,
+           policy: GatePolicy) -> Decision:
+    """Decide whether ``candidate`` replaces ``champion`` (None: no Production version yet).
+
+    Args:
+        candidate: the candidate's headline metrics (``mAP50-95``, ``latency_ms_p95``, ...).
+        champion: the current Production version's metrics from the same evaluator and golden set, or None.
+        parity_passed: the export parity check's outcome (None: unknown, treated as not passed when required).
+        policy: the model's rules.
+    """
+    for key in ("mAP50-95", "latency_ms_p95"):
+        if key not in candidate:
+            raise ValueError(f"candidate metrics lack {key!r}; evaluate the candidate before gating it")
+    ok: list[bool] = []
+    reasons: list[str] = []
+
+    def rule(passed: bool, text: str) -> None:
+        ok.append(passed)
+        reasons.append(("PASS " if passed else "FAIL ") + text)
+
+    score = candidate["mAP50-95"]
+    rule(score >= policy.min_map50_95, f"mAP50-95 {score:.4f} vs floor {policy.min_map50_95:.4f}")
+    if champion is None:
+        rule(True, "no Production version yet: first model, judged on the floor, latency and parity alone")
+    else:
+        best = champion["mAP50-95"]
+        delta = score - best
+        rule(delta >= -policy.max_regression,
+             f"mAP50-95 {score:.4f} vs champion {best:.4f} ({delta:+.4f}, tolerance -{policy.max_regression:.4f})")
+    latency = candidate["latency_ms_p95"]
+    rule(latency <= policy.latency_budget_ms_p95,
+         f"p95 latency {latency:.1f} ms vs budget {policy.latency_budget_ms_p95:.1f} ms")
+    if policy.require_parity:
+        rule(parity_passed is True, "export parity check " + {True: "passed", False: "failed", None: "not run"}[
+            parity_passed])
+    return Decision(promote=all(ok), reasons=reasons, first_model=champion is None)
+
+
+# Defaults per model; every job and the sensor take overrides through run config.
+DEFAULT_POLICIES: dict[str, GatePolicy] = {
+    "vehicle": GatePolicy(min_map50_95=0.01, max_regression=0.005, latency_budget_ms_p95=250.0),
+    "plate": GatePolicy(min_map50_95=0.01, max_regression=0.005, latency_budget_ms_p95=250.0),
+}

@@ -1,0 +1,50 @@
+"""The promotion sensor: new candidates in the registry -> one promotion run per (model, version)."""
+
+import json
+
+import dagster as dg
+from mlflow.exceptions import MlflowException
+
+from alpr_pipelines.defs.promotion.jobs import promote_version
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES
+from alpr_pipelines.lib.promotion import candidates
+from alpr_pipelines.lib.registry import alias_version, reconcile_aliases
+
+
+def run_key(model: str, version: str) -> str:
+    """Stable per (model, version): a retried tick or a restarted daemon never launches the same promotion twice."""
+    return f"promote:{model}:{version}"
+
+
+@dg.sensor(job=promote_version, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches the registry for versions in Staging or holding the 'candidate' alias; launches one "
+           "gate-and-promote run per new (model, version). Cursor: the newest version seen per model. Each tick also "
+           "points the stage aliases at the stages, so direct stage transitions are respected.")
+def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: MlflowRegistryResource):
+    cursor: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    client = mlflow_registry.get_client()
+    requests = []
+    for spec in MODEL_SPECS.values():
+        try:
+            # Stage changes made with the seed's MlflowClient workflow are mirrored onto the aliases each tick.
+            before = {a: alias_version(client, spec.registered_name, a) for a in STAGE_ALIASES.values()}
+            after = reconcile_aliases(client, spec.registered_name)
+            if {a: after.get(a) for a in before} != before:
+                context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
+            pending = candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue  # not registered yet
+            raise
+        for version in pending:
+            requests.append(dg.RunRequest(
+                run_key=run_key(spec.registered_name, version),
+                run_config={"ops": {"gate_and_promote": {"config": {"model": spec.key, "version": version}}}},
+                tags={"alpr/model": spec.key, "alpr/version": version},
+            ))
+            cursor[spec.key] = max(cursor.get(spec.key, 0), int(version))
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason="no new candidates", cursor=new_cursor)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -1,0 +1,146 @@
+"""Score an exported ONNX model on the frozen golden set, through the same inference code the edge runs.
+
+Detection decoding is ours (``alpr_pipelines.edge.onnx_backend``, what the edge runs); the metric arithmetic is
+Ultralytics' ``ap_per_class`` (COCO-style AP at IoU 0.50:0.95, precision/recall at the max-F1 confidence), so the
+numbers read like the ones its validator prints. A model that cannot be loaded or run raises: never a score of 0.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
+from alpr_pipelines.lib.datasets import label_path, load_data_yaml, split_images
+
+EVALUATOR_VERSION = "1"  # bump when scoring changes, so cached scores of older versions are recomputed
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+EVAL_CONF = 0.001  # as Ultralytics' validator: keep low-confidence boxes so the PR curve is complete
+LATENCY_WARMUP = 3
+
+
+class EvaluationError(Exception):
+    """The model could not be evaluated; promotion must not treat this as a score."""
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    mAP50: float
+    mAP50_95: float
+    precision: float
+    recall: float
+    per_class_ap50_95: dict[str, float]
+    latency_ms_p50: float
+    latency_ms_p95: float
+    file_size_mb: float
+    images: int
+    imgsz: int
+    golden_fingerprint: str
+    evaluator_version: str = EVALUATOR_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def headline(self) -> dict[str, float]:
+        """The numbers the gate compares."""
+        return {"mAP50": self.mAP50, "mAP50-95": self.mAP50_95, "precision": self.precision, "recall": self.recall,
+                "latency_ms_p95": self.latency_ms_p95}
+
+
+def _targets(image: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    lbl = label_path(image)
+    rows = [line.split() for line in (lbl.read_text().splitlines() if lbl.is_file() else []) if line.strip()]
+    if not rows:
+        return np.zeros(0, int), np.zeros((0, 4))
+    arr = np.asarray(rows, float)
+    cls, cx, cy, w, h = arr[:, 0].astype(int), arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
+    return cls, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between boxes ``a`` (M, 4) and ``b`` (N, 4) -> (M, N)."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0, None).prod(2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def match(dets: list[Detection], true_cls: np.ndarray, true_boxes: np.ndarray) -> np.ndarray:
+    """(N, 10) correct-at-IoU-threshold matrix; greedy in confidence order, one target per detection and threshold."""
+    correct = np.zeros((len(dets), len(IOU_THRESHOLDS)), bool)
+    if not dets or not len(true_cls):
+        return correct
+    boxes = np.array([[d.x1, d.y1, d.x2, d.y2] for d in dets])
+    pred_cls = np.array([d.class_id for d in dets])
+    iou = _iou_matrix(true_boxes, boxes) * (true_cls[:, None] == pred_cls[None, :])
+    claimed = np.zeros((len(true_cls), len(IOU_THRESHOLDS)), bool)
+    for j in np.argsort([-d.confidence for d in dets], kind="stable"):
+        available = np.where(claimed, 0.0, iou[:, j, None])
+        k = available.argmax(0)
+        correct[j] = available[k, range(len(IOU_THRESHOLDS))] >= IOU_THRESHOLDS
+        claimed[k, range(len(IOU_THRESHOLDS))] |= correct[j]
+    return correct
+
+
+def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, threads: int | None = None,
+                  max_images: int | None = None) -> EvaluationResult:
+    """Score ``onnx_path`` on the golden set's ``val`` split.
+
+    Raises:
+        EvaluationError: the model does not load or run, or the golden set is empty.
+    """
+    from ultralytics.utils.metrics import ap_per_class
+
+    try:
+        detector = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"], threads=threads)
+    except Exception as exc:
+        raise EvaluationError(f"cannot load {onnx_path} for evaluation: {exc}") from exc
+    images = split_images(load_data_yaml(golden_yaml), "val")[:max_images]
+    if not images:
+        raise EvaluationError(f"golden set {golden_yaml} has no images")
+    stats_tp, stats_conf, stats_pred, stats_target = [], [], [], []
+    latencies = []
+    warm = cv2.imread(str(images[0]))
+    if warm is None:
+        raise EvaluationError(f"golden image {images[0]} cannot be read")
+    for _ in range(LATENCY_WARMUP):
+        detector.detect(warm, conf=EVAL_CONF)
+    for image_path in images:
+        image = cv2.imread(str(image_path))
+        if image is None:
+            raise EvaluationError(f"golden image {image_path} cannot be read")
+        started = time.perf_counter()
+        try:
+            dets = detector.detect(image, conf=EVAL_CONF)
+        except Exception as exc:
+            raise EvaluationError(f"{onnx_path} failed on {image_path}: {exc}") from exc
+        latencies.append((time.perf_counter() - started) * 1000)
+        true_cls, true_boxes = _targets(image_path, image.shape[1], image.shape[0])
+        stats_tp.append(match(dets, true_cls, true_boxes))
+        stats_conf.append(np.array([d.confidence for d in dets]))
+        stats_pred.append(np.array([d.class_id for d in dets], int))
+        stats_target.append(true_cls)
+    tp = np.concatenate(stats_tp) if stats_tp else np.zeros((0, 10), bool)
+    conf, pred, target = (np.concatenate(x) for x in (stats_conf, stats_pred, stats_target))
+    per_class = {name: 0.0 for name in detector.names.values()}
+    if len(target) and len(conf):
+        _, _, p, r, _, ap, classes, *_ = ap_per_class(tp, conf, pred, target)
+        for c, ap_c in zip(classes, ap, strict=True):
+            per_class[detector.names[int(c)]] = float(ap_c.mean())
+        map50, map50_95, precision, recall = float(ap[:, 0].mean()), float(ap.mean()), float(p.mean()), float(r.mean())
+    else:  # nothing detected at all: a real, measured zero (the model ran), not a failure
+        map50 = map50_95 = precision = recall = 0.0
+    lat = np.asarray(latencies)
+    return EvaluationResult(
+        mAP50=map50, mAP50_95=map50_95, precision=precision, recall=recall, per_class_ap50_95=per_class,
+        latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p95=float(np.percentile(lat, 95)),
+        file_size_mb=Path(onnx_path).stat().st_size / 1e6, images=len(images), imgsz=detector.imgsz[0],
+        golden_fingerprint=golden_fingerprint,
+    )

@@ -1,0 +1,193 @@
+"""Registry-side promotion: evaluate versions (cached per version), record decisions, promote, reject, roll back.
+
+Every decision is written onto the version as tags a person can read in the MLflow UI:
+``alpr_decision`` (promoted / rejected / forced), ``alpr_decision_reasons``, ``alpr_decision_metrics`` (candidate and
+champion numbers, JSON), ``alpr_decision_time``, ``alpr_decision_run_id``, ``alpr_decided_by``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
+from alpr_pipelines.lib.exports import sha256_file
+from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES
+from alpr_pipelines.lib.registry import RegistryError, alias_version, reconcile_aliases, set_stage
+
+EVAL_TAG = "alpr_eval"
+PARITY_TAG = "alpr_parity"
+DECISION_TAG = "alpr_decision"
+
+
+class PromotionError(Exception):
+    """A promotion cannot be carried out; the message says why and what to do."""
+
+
+def download_verified(client: MlflowClient, name: str, version: str, dest: Path) -> dict[str, Path]:
+    """Download a version's files, check each against the manifest's sha256, return role -> path.
+
+    Files are fetched into a temporary folder beside ``dest`` and moved into place only when every hash matches.
+
+    Raises:
+        PromotionError: no manifest, or a file whose hash differs from the manifest.
+    """
+    mv = client.get_model_version(name, version)
+    if not mv.run_id:
+        raise PromotionError(f"{name} version {version} has no source run; register it with alpr")
+    if dest.is_dir() and (dest / "manifest.json").is_file():
+        manifest = json.loads((dest / "manifest.json").read_text())
+        return {role: dest / f["name"] for role, f in manifest["files"].items()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+    try:
+        local = Path(client.download_artifacts(mv.run_id, f"{(mv.source or '').rsplit('/', 1)[-1]}/artifacts",
+                                               str(tmp)))
+        if not (local / "manifest.json").is_file():
+            raise PromotionError(f"{name} version {version} has no manifest.json; register it with alpr")
+        manifest = json.loads((local / "manifest.json").read_text())
+        for f in manifest["files"].values():
+            got = sha256_file(local / f["name"])
+            if got != f["sha256"]:
+                raise PromotionError(f"{name} v{version}: {f['name']} sha256 {got[:12]} != manifest {f['sha256'][:12]}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(local, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {role: dest / f["name"] for role, f in manifest["files"].items()}
+
+
+def cached_evaluation(client: MlflowClient, name: str, version: str, golden_fingerprint: str) -> EvaluationResult | None:
+    raw = client.get_model_version(name, version).tags.get(EVAL_TAG)
+    if not raw:
+        return None
+    data = json.loads(raw)
+    if data.get("golden_fingerprint") != golden_fingerprint or data.get("evaluator_version") != EVALUATOR_VERSION:
+        return None
+    return EvaluationResult(**data)
+
+
+def evaluate_version(client: MlflowClient, name: str, version: str, golden_yaml: Path, golden_fingerprint: str,
+                     work_dir: Path) -> tuple[EvaluationResult, bool]:
+    """Score a registered version's ONNX on the golden set; cached on the version per golden set and evaluator.
+
+    Returns:
+        (result, cached)
+    """
+    cached = cached_evaluation(client, name, version, golden_fingerprint)
+    if cached is not None:
+        return cached, True
+    files = download_verified(client, name, version, work_dir / name / str(version))
+    if "onnx" not in files:
+        raise EvaluationError(f"{name} version {version} has no ONNX file to evaluate")
+    result = evaluate_onnx(files["onnx"], golden_yaml, golden_fingerprint)
+    client.set_model_version_tag(name, version, EVAL_TAG, json.dumps(result.as_dict(), sort_keys=True))
+    for key, value in result.headline().items():
+        client.set_model_version_tag(name, version, f"eval_{key}", f"{value:.5f}")
+    return result, False
+
+
+def candidates(client: MlflowClient, name: str, after_version: int = 0) -> list[str]:
+    """Versions awaiting a decision: in Staging or holding the candidate alias, undecided, newer than ``after``."""
+    alias = alias_version(client, name, STAGE_ALIASES["Staging"])
+    out = []
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if int(mv.version) <= after_version or mv.tags.get(DECISION_TAG):
+            continue
+        if mv.current_stage == "Staging" or str(mv.version) == alias:
+            out.append(str(mv.version))
+    return sorted(out, key=int)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    name: str
+    version: str
+    verdict: str
+    reasons: list[str]
+    candidate: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    decided_by: str
+    dagster_run_id: str | None
+    time: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def record_decision(client: MlflowClient, record: DecisionRecord) -> None:
+    tags = {
+        DECISION_TAG: record.verdict,
+        "alpr_decision_reasons": "; ".join(record.reasons),
+        "alpr_decision_metrics": json.dumps({"candidate": record.candidate, "champion": record.champion,
+                                             "champion_version": record.champion_version}, sort_keys=True),
+        "alpr_decision_time": record.time,
+        "alpr_decision_run_id": record.dagster_run_id or "",
+        "alpr_decided_by": record.decided_by,
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(record.name, record.version, k, v)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def promote_to_production(client: MlflowClient, name: str, version: str) -> dict[str, str | None]:
+    """Production stage (archiving the old one) and the production alias, then read both back.
+
+    Raises:
+        PromotionError: stage and alias disagree after the change (a concurrent change raced us).
+    """
+    set_stage(client, name, version, "Production", archive_existing=True)
+    return verify_agreement(client, name, expect_production=version)
+
+
+def verify_agreement(client: MlflowClient, name: str, expect_production: str | None = None) -> dict[str, str | None]:
+    """Read back the Production stage and the production alias; they must name the same version."""
+    aliases = reconcile_aliases(client, name)
+    latest = client.get_latest_versions(name, stages=["Production"])
+    by_stage = str(latest[0].version) if latest else None
+    by_alias = alias_version(client, name, STAGE_ALIASES["Production"])
+    if by_stage != by_alias or (expect_production is not None and by_alias != expect_production):
+        raise PromotionError(
+            f"{name}: after the change the Production stage names {by_stage} and the alias names {by_alias}"
+            f"{'' if expect_production is None else f' (expected {expect_production})'}; another change raced "
+            "this one. Check `alpr status` and promote again."
+        )
+    return {**aliases, PREVIOUS_ALIAS: alias_version(client, name, PREVIOUS_ALIAS)}
+
+
+def reject(client: MlflowClient, name: str, version: str) -> None:
+    """Out of Staging (back to None) so it holds no candidate alias; the decision tags say why."""
+    if client.get_model_version(name, version).current_stage in ("Staging",):
+        set_stage(client, name, version, "None")
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+    """Production goes back to the version holding the ``previous`` alias.
+
+    Returns:
+        (demoted version, restored version)
+    """
+    restored = alias_version(client, name, PREVIOUS_ALIAS)
+    current = alias_version(client, name, STAGE_ALIASES["Production"])
+    if restored is None:
+        raise PromotionError(f"{name} has no '{PREVIOUS_ALIAS}' version to roll back to")
+    if current is None:
+        raise PromotionError(f"{name} has no Production version to roll back from")
+    try:
+        promote_to_production(client, name, restored)
+    except RegistryError as exc:
+        raise PromotionError(str(exc)) from exc
+    return current, restored

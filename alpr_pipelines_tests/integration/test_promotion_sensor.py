@@ -1,0 +1,75 @@
+"""The promotion sensor with build_sensor_context, against its own real `mlflow server` (fixed model names)."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from alpr_pipelines.defs.promotion.sensors import promotion_sensor, run_key
+from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines_tests.conftest import MlflowServer
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("sensor-mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _new_version(client, name: str, stage: str = "Staging") -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException:
+        pass
+    mv = client.create_model_version(name, source="file:///nowhere/detector")
+    if stage != "None":
+        client.transition_model_version_stage(name, mv.version, stage)
+    return str(mv.version)
+
+
+def _tick(registry, cursor):
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"mlflow_registry": MlflowRegistryResource(tracking_uri=registry.uri)})
+    result = promotion_sensor(context)
+    return result, context.cursor if result.cursor is None else result.cursor
+
+
+def test_sensor_ticks(registry):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    # First tick, nothing registered at all.
+    result, cursor = _tick(registry, None)
+    assert not result.run_requests and result.skip_reason is not None
+    # One new candidate.
+    v1 = _new_version(client, "alpr-plate-detector")
+    result, cursor = _tick(registry, cursor)
+    assert [r.run_key for r in result.run_requests] == [run_key("alpr-plate-detector", v1)]
+    request = result.run_requests[0]
+    assert request.run_config["ops"]["gate_and_promote"]["config"] == {"model": "plate", "version": v1}
+    assert json.loads(cursor) == {"plate": int(v1)}
+    # Nothing new: same cursor, no runs.
+    result, cursor2 = _tick(registry, cursor)
+    assert not result.run_requests and cursor2 == cursor
+    # Several new, across both models; a version registered with stage None is no candidate.
+    v2 = _new_version(client, "alpr-plate-detector")
+    v3 = _new_version(client, "alpr-plate-detector")
+    _new_version(client, "alpr-plate-detector", stage="None")
+    w1 = _new_version(client, "alpr-vehicle-detector")
+    result, cursor = _tick(registry, cursor)
+    assert sorted(r.run_key for r in result.run_requests) == sorted([
+        run_key("alpr-plate-detector", v2), run_key("alpr-plate-detector", v3), run_key("alpr-vehicle-detector", w1)])
+    assert json.loads(cursor) == {"plate": int(v3), "vehicle": int(w1)}
+    # A lost cursor (restarted daemon) re-requests, but with the same run keys, which Dagster launches only once.
+    result, _ = _tick(registry, None)
+    assert {r.run_key for r in result.run_requests} >= {run_key("alpr-plate-detector", v2)}
+    # A decided version is no longer a candidate, even with a lost cursor.
+    client.set_model_version_tag("alpr-plate-detector", v1, "alpr_decision", "rejected")
+    result, _ = _tick(registry, None)
+    assert run_key("alpr-plate-detector", v1) not in {r.run_key for r in result.run_requests}
+
