@@ -25,7 +25,9 @@ def _new_version(client, name: str, stage: str = "Staging") -> str:
         client.create_registered_model(name)
     except MlflowException:
         pass
-    mv = client.create_model_version(name, source="file:///nowhere/detector")
+    exp = client.get_experiment_by_name("sensor") or client.get_experiment(client.create_experiment("sensor"))
+    run = client.create_run(exp.experiment_id)
+    mv = client.create_model_version(name, source=f"runs:/{run.info.run_id}/detector", run_id=run.info.run_id)
     if stage != "None":
         client.transition_model_version_stage(name, mv.version, stage)
     return str(mv.version)
