@@ -293,6 +293,36 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
+    """The edge service; imports only the edge runtime (no dagster, torch or ultralytics)."""
+    import logging
+
+    from alpr_pipelines.edge.loader import ModelLoadError
+    from alpr_pipelines.edge.service import ConfigError, EdgeConfig, EdgeService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = EdgeConfig.load(args.config)
+        if args.port is not None:
+            config.http_port = args.port
+        service = EdgeService(config)
+    except (ConfigError, ModelLoadError) as exc:
+        raise CliError(str(exc)) from exc
+    serving = [f"{s.name} v{s.version}" if s.version else f"{s.name} ({s.metadata.get('source')})"
+               for s in service.detector.slots()]
+    print("edge: serving " + ", ".join(serving), file=sys.stderr)
+    try:
+        frames = service.run(max_frames=args.max_frames)
+    except KeyboardInterrupt:
+        service.stop()
+        frames = dict(service.frames_by_camera)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    summary = {"frames": frames, "versions": {k: sorted(v) for k, v in service.versions_seen.items()}}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     _require_mlflow(settings)
     print_table(versions_table(settings))
@@ -322,6 +352,44 @@ def _wait_for_decisions(settings: Settings, versions: list[dict], timeout: float
         print(f"  {name} v{version}: no decision yet; the sensor runs in the Dagster daemon (see the Dagster UI)")
 
 
+def _demo_edge(settings: Settings) -> None:
+    """The edge service on the sample clip, following the registry's Production versions."""
+    import yaml
+
+    from alpr_pipelines.edge.loader import ModelLoadError
+    from alpr_pipelines.edge.service import EdgeConfig, EdgeService
+    from alpr_pipelines.lib.synth import write_sample_clip
+
+    clip = settings.home / "clips" / "sample.avi"
+    if not clip.is_file():
+        write_sample_clip(clip, frames=60, width=640, height=384)
+    edge_dir = settings.home / "edge"
+    edge_dir.mkdir(parents=True, exist_ok=True)
+    config_path = edge_dir / "cameras.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "registry": {"tracking_uri": settings.mlflow_tracking_uri, "stage": "Production", "poll_interval": 10},
+        "cameras": [{"name": "sample", "source": str(clip), "fps_limit": 0}],
+        "output": {"detections": str(edge_dir / "detections.jsonl")},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "cache_dir": str(edge_dir / "cache"),
+    }))
+    print(f"\nedge: `alpr edge --config {config_path}` on the sample clip {clip} ...")
+    try:
+        service = EdgeService(EdgeConfig.load(config_path))
+    except ModelLoadError as exc:
+        print(f"edge: not started: {exc}")
+        return
+    started = time.monotonic()
+    frames = service.run(serve_http=False)["sample"]
+    elapsed = time.monotonic() - started
+    lines = (edge_dir / "detections.jsonl").read_text().splitlines()[-frames:]
+    results = [json.loads(line) for line in lines]
+    print(f"edge: {frames} frames in {elapsed:.1f}s ({frames / elapsed:.1f} fps), "
+          f"{sum(len(r['vehicles']) for r in results)} vehicles, {sum(len(r['plates']) for r in results)} plates; "
+          f"versions used: " + ", ".join(f"{k} v{'/'.join(sorted(v))}" for k, v in service.versions_seen.items()))
+    print(f"edge: detections in {edge_dir / 'detections.jsonl'}")
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.defs.presets import demo_run_config
     from alpr_pipelines.lib import stack
@@ -340,6 +408,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _wait_for_decisions(settings, registered, timeout=args.wait)
     print()
     print_table(versions_table(settings))
+    _demo_edge(settings)
     print(f"\nDagster UI: http://{settings.dagster_host}:{settings.dagster_port}/asset-groups"
           f"\nMLflow UI:  {settings.mlflow_tracking_uri}/#/models"
           "\nStop the stack with `alpr stack down`.")
@@ -403,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--model", required=True)
     rb.add_argument("--reason")
     rb.set_defaults(func=cmd_rollback)
+
+    ed = sub.add_parser("edge", help="run the edge detector service on the cameras of a config file")
+    ed.add_argument("--config", default="config/cameras.yaml")
+    ed.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
+    ed.add_argument("--port", type=int, help="override the /metrics and /health port")
+    ed.set_defaults(func=cmd_edge)
 
     st = sub.add_parser("status", help="registered versions with stage, aliases, metrics and the last decision")
     st.set_defaults(func=cmd_status)

@@ -70,13 +70,19 @@ class MlflowServer:
         self.proc = None
 
 
+def _served(root: Path) -> Iterator[MlflowServer]:
+    server = MlflowServer(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
     """A real MLflow tracking server (SQLite backend, served artifacts) for the whole session."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _served(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture()
@@ -95,6 +101,25 @@ def tiny_views(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny") / "views"
     return write_synthetic_views(root, MODEL_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
                                  width=256, height=160)
+
+
+def copy_dataset(data_yaml: Path, dest: Path) -> Path:
+    """A private, breakable copy of a dataset; its data.yaml points at the copy."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(data_yaml.parent, dest)
+    data = yaml.safe_load((dest / "data.yaml").read_text())
+    data["path"] = str(dest)
+    (dest / "data.yaml").write_text(yaml.safe_dump(data))
+    return dest / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def module_mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A real MLflow server of the test module's own, for tests that need the fixed model names to themselves."""
+    yield from _served(tmp_path_factory.mktemp("module-mlflow"))
 
 
 @pytest.fixture()

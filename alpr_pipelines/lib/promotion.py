@@ -21,7 +21,13 @@ from mlflow import MlflowClient
 from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
 from alpr_pipelines.lib.exports import sha256_file
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES
-from alpr_pipelines.lib.registry import RegistryError, alias_version, reconcile_aliases, set_stage
+from alpr_pipelines.lib.registry import (
+    RegistryError,
+    alias_version,
+    reconcile_aliases,
+    set_stage,
+    version_artifact_path,
+)
 
 EVAL_TAG = "alpr_eval"
 PARITY_TAG = "alpr_parity"
@@ -49,7 +55,7 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:
-        local = Path(client.download_artifacts(mv.run_id, f"{(mv.source or '').rsplit('/', 1)[-1]}/artifacts",
+        local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
                                                str(tmp)))
         if not (local / "manifest.json").is_file():
             raise PromotionError(f"{name} version {version} has no manifest.json; register it with alpr")

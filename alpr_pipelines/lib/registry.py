@@ -28,7 +28,14 @@ from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, Mod
 CONTENT_TAG = "alpr_content_id"
 MANIFEST_SHA_TAG = "alpr_manifest_sha256"
 INITIAL_STAGE_TAG = "alpr_initial_stage"
-PYFUNC_PATH = "detector"  # artifact path of the pyfunc model inside the training run
+PYFUNC_PATH = "detector"  # the pyfunc models of a run live under detector/<content id>/, one folder per version
+
+
+def version_artifact_path(source: str) -> str:
+    """The artifact path inside the run of a version whose source is ``runs:/<run_id>/<path>``."""
+    if not source.startswith("runs:/"):
+        raise RegistryError(f"version source {source!r} is not a runs:/ URI; register it with alpr")
+    return source.split("/", 2)[2]
 
 
 class RegistryError(Exception):
@@ -198,7 +205,10 @@ def register_version(
             manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
             model_dir = Path(tmp) / PYFUNC_PATH
             save_pyfunc(model_dir, files, manifest_path)
-            client.log_artifacts(run_id, str(model_dir), PYFUNC_PATH)
+            # Its own folder per version: a run can hold several versions (other image size, an engine added
+            # later), and a version's files must never be overwritten by the next one's.
+            artifact_path = f"{PYFUNC_PATH}/{cid[:16]}"
+            client.log_artifacts(run_id, str(model_dir), artifact_path)
             tags = {
                 CONTENT_TAG: cid,
                 MANIFEST_SHA_TAG: sha256_file(manifest_path),
@@ -209,7 +219,7 @@ def register_version(
                 **(version_tags or {}),
             }
             mv = client.create_model_version(
-                spec.registered_name, source=f"runs:/{run_id}/{PYFUNC_PATH}", run_id=run_id, tags=tags,
+                spec.registered_name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags,
                 description=f"{spec.description}; classes: {', '.join(spec.classes)}",
             )
         mv = wait_until_ready(client, spec.registered_name, mv.version)

@@ -297,3 +297,29 @@ def generate_scene(seed: int, purpose: str, index: int, width: int = 640, height
         cv2.rectangle(img, (ox, oy), (ox + ow, height), colour, -1)
     scene.image = _effects(img, rng)
     return scene
+
+
+def write_sample_clip(path: Path, seed: int = 0, frames: int = 60, fps: int = 10, width: int = 640,
+                      height: int = 384, hold: int = 6) -> Path:
+    """A short MJPG clip of synthetic traffic (the "clip" stream): each scene pans slowly for ``hold`` frames.
+
+    Written to a temporary name and renamed, so a reader never sees half a clip.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG video to {tmp}")
+    try:
+        scene = None
+        for i in range(frames):
+            if i % hold == 0:
+                scene = generate_scene(seed, "clip", i // hold, width, height).image
+            assert scene is not None
+            shift = np.array([[1, 0, -2.0 * (i % hold)], [0, 1, 0]], dtype=np.float32)
+            writer.write(cv2.warpAffine(scene, shift, (width, height), borderMode=cv2.BORDER_REPLICATE))
+    finally:
+        writer.release()
+    tmp.replace(path)
+    return path

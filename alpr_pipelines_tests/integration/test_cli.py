@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from alpr_pipelines_tests.conftest import copy_dataset
+
 ALPR = str(Path(sys.executable).parent / "alpr")
 
 
@@ -69,10 +71,7 @@ def test_missing_base_weights_fail_before_any_work(cli_env, tiny_views, tmp_path
 
 
 def test_dataset_validate_names_bad_files(tiny_views, tmp_path):
-    broken = tmp_path / "d"
-    shutil.copytree(tiny_views["vehicle"].parent, broken)
-    (broken / "data.yaml").write_text((broken / "data.yaml").read_text().replace(
-        str(tiny_views["vehicle"].parent), str(broken)))
+    broken = copy_dataset(tiny_views["vehicle"], tmp_path / "d").parent
     bad = sorted((broken / "labels" / "val").glob("*.txt"))[0]
     bad.write_text("9 0.5 0.5 0.1 0.1\n")
     out = run_alpr("dataset", "validate", "--data", str(broken / "data.yaml"), "--model", "vehicle")

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from alpr_pipelines.definitions import ALL_ASSETS
 from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import tiny_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines_tests.conftest import copy_dataset
 
 
 def _resources(home: Path, uri: str, experiment: str) -> dict:
@@ -72,14 +72,7 @@ def test_rerun_reuses_training_and_registers_nothing_new(graph_run, mlflow_serve
 
 
 def test_bad_dataset_stops_the_chain(mlflow_server, mlflow_client, tiny_views, tmp_path):
-    import shutil
-
-    src = tiny_views["plate"].parent
-    broken = tmp_path / "broken"
-    shutil.copytree(src, broken)
-    data = yaml.safe_load((broken / "data.yaml").read_text())
-    data["path"] = str(broken)
-    (broken / "data.yaml").write_text(yaml.safe_dump(data))
+    broken = copy_dataset(tiny_views["plate"], tmp_path / "broken").parent
     bad_label = sorted((broken / "labels" / "train").glob("*.txt"))[0]
     bad_label.write_text("0 0.5 0.5 3.0 0.2\n")
     experiment = "bad-dataset-tests"

@@ -12,7 +12,6 @@ from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import graph_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines_tests.conftest import MlflowServer
 
 NAME = "alpr-vehicle-detector"
 # Small enough for the default test run, big enough that a trained vehicle model beats an untrained one clearly.
@@ -20,11 +19,8 @@ GOLDEN = {"golden_images": 24, "golden_width": 320, "golden_height": 192}
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("promotion-mlflow"))
-    server.start()
-    yield server
-    server.stop()
+def registry(module_mlflow_server):
+    return module_mlflow_server
 
 
 @pytest.fixture(scope="module")

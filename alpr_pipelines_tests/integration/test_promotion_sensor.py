@@ -7,15 +7,11 @@ import pytest
 
 from alpr_pipelines.defs.promotion.sensors import promotion_sensor, run_key
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
-from alpr_pipelines_tests.conftest import MlflowServer
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("sensor-mlflow"))
-    server.start()
-    yield server
-    server.stop()
+def registry(module_mlflow_server):
+    return module_mlflow_server
 
 
 def _new_version(client, name: str, stage: str = "Staging") -> str:

@@ -18,18 +18,13 @@ from alpr_pipelines.lib.datasets import (
     write_synthetic_views,
 )
 from alpr_pipelines.lib.models import MODEL_SPECS, PLATE, VEHICLE
+from alpr_pipelines_tests.conftest import copy_dataset
 
 
 @pytest.fixture()
 def plate_copy(tiny_views, tmp_path) -> Path:
     """A private copy of the tiny plate dataset that a test may break."""
-    src = tiny_views["plate"].parent
-    dst = tmp_path / "plate"
-    shutil.copytree(src, dst)
-    data = yaml.safe_load((dst / "data.yaml").read_text())
-    data["path"] = str(dst)
-    (dst / "data.yaml").write_text(yaml.safe_dump(data))
-    return dst / "data.yaml"
+    return copy_dataset(tiny_views["plate"], tmp_path / "plate")
 
 
 def test_views_share_images_and_have_their_own_classes(tiny_views):

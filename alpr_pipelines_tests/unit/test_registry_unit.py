@@ -35,3 +35,11 @@ def test_contract_names():
     assert STAGE_ALIASES == {"Staging": "candidate", "Production": "production"}
     with pytest.raises(ValueError, match="unknown model"):
         spec_for("ocr")
+
+
+def test_version_artifact_path_parses_runs_uris():
+    from alpr_pipelines.lib.registry import RegistryError, version_artifact_path
+
+    assert version_artifact_path("runs:/abc123/detector/0f1e2d3c4b5a6978") == "detector/0f1e2d3c4b5a6978"
+    with pytest.raises(RegistryError, match="not a runs:/ URI"):
+        version_artifact_path("models:/m-123")

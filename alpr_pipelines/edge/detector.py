@@ -1,0 +1,238 @@
+"""Two-stage ALPR detection with hot-swappable models: vehicles in the frame, then plates within each vehicle.
+
+A :class:`ModelSlot` holds the model that serves frames. A new version is loaded and warmed up off the frame path,
+then put in the slot with one reference assignment between frames; the frame path reads the slot once per frame, so
+a frame is served entirely by one version and no frame waits for a download or a load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError
+from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
+
+log = logging.getLogger(__name__)
+
+VEHICLE_MODEL = "alpr-vehicle-detector"
+PLATE_MODEL = "alpr-plate-detector"
+
+
+class Backend(Protocol):
+    names: dict[int, str]
+    imgsz: tuple[int, int]
+    model_version: str | None
+
+    def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> list[Detection]: ...
+
+
+def load_backend(path: str | Path, version: str | None, threads: int | None = None) -> Backend:
+    """ONNX Runtime for ``.onnx`` (CPU, CUDA or TensorRT provider, whichever this box has); TensorRT for ``.engine``."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxDetector(path, threads=threads, model_version=version)
+    if path.suffix == ".engine":
+        from alpr_pipelines.edge.tensorrt_backend import TensorRTDetector
+
+        return TensorRTDetector(path, model_version=version)
+    raise ModelLoadError(f"{path}: the edge loads only .onnx or .engine files, never {path.suffix or 'this'}")
+
+
+def warm_up(backend: Backend, runs: int = 2) -> None:
+    h, w = backend.imgsz
+    frame = np.full((h, w, 3), 114, np.uint8)
+    for _ in range(runs):
+        backend.detect(frame)
+
+
+@dataclass
+class ModelSlot:
+    """The model serving one role; ``swap`` replaces it atomically and keeps the previous one for fallback."""
+
+    name: str
+    model: Backend | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    previous: Backend | None = None
+    swaps: int = 0
+
+    @property
+    def version(self) -> str | None:
+        return self.metadata.get("version")
+
+    def swap(self, model: Backend, metadata: dict[str, Any]) -> None:
+        self.previous, self.model, self.metadata = self.model, model, metadata
+        self.swaps += 1
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Detections of one frame; every detection carries the version of the model that produced it."""
+
+    vehicles: list[Detection]
+    plates: list[Detection]
+    vehicle_version: str | None
+    plate_version: str | None
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        def det(d: Detection) -> dict[str, Any]:
+            return {"box": [round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1)], "class": d.class_name,
+                    "confidence": round(d.confidence, 4), "model_version": d.model_version}
+
+        return {"vehicles": [det(d) for d in self.vehicles], "plates": [det(d) for d in self.plates],
+                "vehicle_version": self.vehicle_version, "plate_version": self.plate_version,
+                "latency_ms": round(self.latency_ms, 2)}
+
+
+class YOLOv11Detector:
+    """The seed's detector API.
+
+    ``YOLOv11Detector(vehicle_model_path=..., plate_model_path=..., use_mlflow=True, mlflow_tracking_uri=...)``:
+    with ``use_mlflow`` the registry's current version of each model is loaded (falling back to the cache, then to
+    the given local files); without it, the local files only. Paths must be ``.onnx`` or ``.engine``.
+    """
+
+    def __init__(
+        self,
+        vehicle_model_path: str | None = None,
+        plate_model_path: str | None = None,
+        use_mlflow: bool = True,
+        mlflow_tracking_uri: str | None = None,
+        loader: MLflowModelLoader | None = None,
+        conf: float = 0.25,
+        plate_conf: float = 0.25,
+        threads: int | None = None,
+        vehicle_model_name: str = VEHICLE_MODEL,
+        plate_model_name: str = PLATE_MODEL,
+    ):
+        self.conf, self.plate_conf, self.threads = conf, plate_conf, threads
+        self.use_mlflow = use_mlflow
+        self.loader = loader or (MLflowModelLoader(tracking_uri=mlflow_tracking_uri) if use_mlflow else None)
+        self.vehicle = ModelSlot(vehicle_model_name)
+        self.plate = ModelSlot(plate_model_name)
+        for slot, fallback in ((self.vehicle, vehicle_model_path), (self.plate, plate_model_path)):
+            path, meta = self._resolve(slot.name, fallback)
+            model = load_backend(path, meta.get("version"), threads)
+            warm_up(model)
+            slot.swap(model, meta)
+            log.info("%s: serving %s (%s)", slot.name, meta.get("version") or path, meta.get("source"))
+
+    def _resolve(self, name: str, fallback: str | None) -> tuple[str, dict[str, Any]]:
+        if self.loader is not None:
+            return self.loader.get_model_path(name, fallback_filename=fallback)
+        if not fallback:
+            raise ModelLoadError(f"{name}: use_mlflow=False needs a local model path")
+        path = Path(fallback)
+        if not path.is_file():
+            raise ModelLoadError(f"{name}: local model {path} does not exist")
+        return str(path), {"source": "local", "version": None}
+
+    def slots(self) -> list[ModelSlot]:
+        return [self.vehicle, self.plate]
+
+    def detect(self, frame: np.ndarray) -> FrameResult:
+        """Vehicles in the frame, then plates within each vehicle box (the full frame when no vehicle is found)."""
+        started = time.perf_counter()
+        vehicle_model, plate_model = self.vehicle.model, self.plate.model  # one version per frame, whatever swaps
+        assert vehicle_model is not None and plate_model is not None
+        vehicles = vehicle_model.detect(frame, conf=self.conf)
+        plates: list[Detection] = []
+        h, w = frame.shape[:2]
+        regions = [(int(v.x1), int(v.y1), int(np.ceil(v.x2)), int(np.ceil(v.y2))) for v in vehicles] or [(0, 0, w, h)]
+        for x1, y1, x2, y2 in regions:
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+            if x2 - x1 < 8 or y2 - y1 < 8:
+                continue
+            for p in plate_model.detect(frame[y1:y2, x1:x2], conf=self.plate_conf):
+                plates.append(Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id,
+                                        p.class_name, p.model_version))
+        return FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version,
+                           (time.perf_counter() - started) * 1000)
+
+
+@dataclass
+class PollStats:
+    polls: int = 0
+    errors: int = 0
+    swaps: int = 0
+    failed_swaps: int = 0
+    reachable: bool = True
+    last_error: str | None = None
+
+
+class RegistryPoller(threading.Thread):
+    """Follows the registry for one slot: one small request per interval, a download only when the version changed.
+
+    The interval gets up to ``jitter`` of random spread (a fleet does not poll in lockstep) and backs off
+    exponentially, up to ``max_backoff``, while the registry is unreachable. Any failure in download, verification,
+    load or warm-up leaves the serving model in place and is reported through ``on_event``.
+    """
+
+    def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
+                 max_backoff: float = 120.0, threads: int | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None):
+        super().__init__(name=f"poller-{slot.name}", daemon=True)
+        if interval > 15:
+            log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
+        self.loader, self.slot, self.interval, self.jitter = loader, slot, interval, jitter
+        self.max_backoff, self.threads = max_backoff, threads
+        self.on_event = on_event or (lambda kind, data: None)
+        self.stats = PollStats()
+        self._stop = threading.Event()
+        self._rng = np.random.default_rng()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def next_delay(self) -> float:
+        base = self.interval if self.stats.reachable else min(
+            self.max_backoff, self.interval * 2 ** min(self.stats.errors, 10))
+        return base * (1 + self._rng.uniform(-self.jitter, self.jitter))
+
+    def poll_once(self) -> bool:
+        """One poll; returns True when a new version was swapped in."""
+        self.stats.polls += 1
+        try:
+            remote = self.loader.current_version(self.slot.name)
+        except Exception as exc:  # noqa: BLE001 - any registry failure means: keep serving, back off
+            self.stats.errors += 1
+            self.stats.reachable = False
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self.on_event("poll_error", {"model": self.slot.name, "error": self.stats.last_error})
+            return False
+        self.stats.reachable, self.stats.errors = True, 0
+        self.on_event("poll_ok", {"model": self.slot.name})
+        if remote is None or remote.version == self.slot.version:
+            return False
+        try:
+            path, manifest = self.loader.fetch(remote)
+            model = load_backend(path, remote.version, self.threads)
+            warm_up(model)
+        except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
+            self.stats.failed_swaps += 1
+            self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,
+                                          "error": f"{type(exc).__name__}: {exc}"})
+            log.error("%s v%s could not be loaded, still serving v%s: %s", self.slot.name, remote.version,
+                      self.slot.version, exc)
+            return False
+        old = self.slot.version
+        sha = next(f["sha256"] for f in manifest["files"].values() if f["name"] == Path(path).name)
+        self.slot.swap(model, {"source": "mlflow", "version": remote.version, "via": remote.via, "sha256": sha})
+        self.loader.mark_current(self.slot.name, remote.version, Path(path), sha, remote.via)
+        self.loader.prune(self.slot.name, {v for v in (remote.version, old) if v})
+        self.stats.swaps += 1
+        self.on_event("swapped", {"model": self.slot.name, "from": old, "to": remote.version})
+        log.info("%s: swapped v%s -> v%s", self.slot.name, old, remote.version)
+        return True
+
+    def run(self) -> None:
+        while not self._stop.wait(self.next_delay()):
+            self.poll_once()

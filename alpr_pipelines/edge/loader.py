@@ -1,0 +1,287 @@
+"""Find, download, verify and cache registered detectors on an edge box, over MLflow's REST API only.
+
+An edge box installs no MLflow client (nor torch, ultralytics or dagster): ``requests`` talks to the tracking
+server, which also serves the artifacts (``mlflow server --serve-artifacts``), so the box holds no storage
+credentials.
+
+Resolution order in :meth:`MLflowModelLoader.get_model_path`: the stage's alias (``production`` / ``candidate``), then
+the stage itself (``get-latest-versions``), then the last verified version in the local cache (so a restart with the
+registry away starts from it), then the local fallback file.
+
+Cache layout: ``<cache>/<model>/<version>/`` holds one version's files and its ``manifest.json``; a file is written to
+a temporary name, checked against the manifest's sha256 and moved into place, so a partial or corrupted file is never
+loaded. ``<cache>/<model>/current.json`` names the last version that was verified and loaded.
+
+Environment:
+    MLFLOW_TRACKING_URI: registry URL (default http://127.0.0.1:5000).
+    MLFLOW_MODEL_STAGE: Production (default) or Staging, as in the seed.
+    ALPR_EDGE_CACHE: cache folder (default ``~/.cache/alpr-edge``).
+    ALPR_EDGE_MODELS_DIR: where local fallback files live (default ``models``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+STAGE_ALIASES = {"Production": "production", "Staging": "candidate"}  # mirrors alpr_pipelines.lib.models
+LOADABLE_SUFFIXES = {".onnx", ".engine"}
+CHUNK = 1 << 16
+
+
+class ModelLoadError(Exception):
+    """No usable model could be found or verified; the message says where it looked."""
+
+
+class IntegrityError(ModelLoadError):
+    """A downloaded file does not match the sha256 in the version's manifest."""
+
+
+@dataclass(frozen=True)
+class RemoteVersion:
+    name: str
+    version: str
+    run_id: str
+    source: str
+    via: str  # "alias:production" or "stage:Production"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_gpu_compute_capability() -> str | None:
+    """This box's GPU compute capability ("8.0"), read without torch; None without a usable NVIDIA GPU."""
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+class MLflowModelLoader:
+    """The seed's loader: ``get_model_path(name, fallback_filename=...) -> (path, metadata)``.
+
+    ``metadata``: ``source`` ("mlflow", "cache" or "local"), ``version``, ``stage``, ``alias`` (or ``via``), ``sha256``.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        preferred_stage: str | None = None,
+        cache_dir: str | Path | None = None,
+        models_dir: str | Path | None = None,
+        timeout: float = 5.0,
+        session: requests.Session | None = None,
+        prefer_engine: bool = True,
+    ):
+        self.tracking_uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000").rstrip("/")
+        stage = preferred_stage or os.environ.get("MLFLOW_MODEL_STAGE") or "Production"
+        if stage not in STAGE_ALIASES:
+            raise ValueError(f"preferred stage {stage!r} must be Production or Staging (MLFLOW_MODEL_STAGE)")
+        self.preferred_stage = stage
+        self.cache_dir = Path(cache_dir or os.environ.get("ALPR_EDGE_CACHE") or Path.home() / ".cache" / "alpr-edge")
+        self.models_dir = Path(models_dir or os.environ.get("ALPR_EDGE_MODELS_DIR") or "models")
+        self.timeout = timeout
+        self.http = session or requests.Session()
+        self.prefer_engine = prefer_engine
+        self._mlflow_connected = self.check_connection()
+
+    # ------------------------------------------------------------------------------------------- registry
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        resp = self.http.get(f"{self.tracking_uri}{path}", params=params, timeout=self.timeout)
+        if resp.status_code == 404:
+            return {}
+        resp.raise_for_status()
+        return resp.json()
+
+    def check_connection(self) -> bool:
+        try:
+            ok = self.http.get(f"{self.tracking_uri}/health", timeout=self.timeout).status_code == 200
+        except requests.RequestException:
+            ok = False
+        self._mlflow_connected = ok
+        return ok
+
+    def current_version(self, name: str) -> RemoteVersion | None:
+        """What the registry names for the preferred stage: alias first, then the stage. One small request when the
+        alias exists. Raises ``requests.RequestException`` when the registry is unreachable."""
+        alias = STAGE_ALIASES[self.preferred_stage]
+        body = self._get("/api/2.0/mlflow/registered-models/alias", name=name, alias=alias)
+        mv = body.get("model_version")
+        via = f"alias:{alias}"
+        if not mv:
+            latest = self._get("/api/2.0/mlflow/registered-models/get-latest-versions", name=name,
+                               stages=self.preferred_stage).get("model_versions", [])
+            mv = latest[0] if latest else None
+            via = f"stage:{self.preferred_stage}"
+        self._mlflow_connected = True
+        if not mv:
+            return None
+        return RemoteVersion(name=name, version=str(mv["version"]), run_id=mv.get("run_id", ""),
+                             source=mv.get("source", ""), via=via)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Registered models with their latest versions per stage (``registered-models/search``; ``list`` is gone)."""
+        body = self._get("/api/2.0/mlflow/registered-models/search", max_results=100)
+        return [
+            {"name": m["name"], "aliases": {a["alias"]: a["version"] for a in m.get("aliases", [])},
+             "latest_versions": {v.get("current_stage", "None"): v["version"] for v in m.get("latest_versions", [])}}
+            for m in body.get("registered_models", [])
+        ]
+
+    def _artifact_url(self, run_id: str, path: str) -> str:
+        run = self._get("/api/2.0/mlflow/runs/get", run_id=run_id).get("run")
+        if not run:
+            raise ModelLoadError(f"run {run_id} not found on {self.tracking_uri}")
+        root = run["info"]["artifact_uri"]
+        if root.startswith("mlflow-artifacts:"):
+            rel = root.split(":", 1)[1].lstrip("/")
+            return f"{self.tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{rel}/{path}"
+        # Not proxied by the server (e.g. s3:// directly): the legacy endpoint streams it through the server.
+        return f"{self.tracking_uri}/get-artifact?run_uuid={run_id}&path={path}"
+
+    # ------------------------------------------------------------------------------------------- download
+
+    def _download(self, url: str, dest: Path, expected_sha256: str | None,
+                  progress: Callable[[int], None] | None = None) -> Path:
+        """Stream ``url`` to a temporary file beside ``dest``, verify, then move it into place atomically."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
+        h = hashlib.sha256()
+        try:
+            with self.http.get(url, stream=True, timeout=self.timeout) as resp:
+                resp.raise_for_status()
+                with tmp.open("wb") as f:
+                    for chunk in resp.iter_content(CHUNK):
+                        f.write(chunk)
+                        h.update(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                expected_len = resp.headers.get("Content-Length")
+            if expected_len is not None and tmp.stat().st_size != int(expected_len):
+                raise IntegrityError(f"{dest.name}: got {tmp.stat().st_size} bytes, expected {expected_len}")
+            if expected_sha256 is not None and h.hexdigest() != expected_sha256:
+                raise IntegrityError(f"{dest.name}: sha256 {h.hexdigest()[:12]} does not match the manifest's "
+                                     f"{expected_sha256[:12]}; the file was discarded")
+            os.replace(tmp, dest)
+            return dest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _pick_file(self, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        files = manifest["files"]
+        engine = files.get("engine")
+        if self.prefer_engine and engine is not None:
+            cc = local_gpu_compute_capability()
+            if cc is not None and f"sm{cc.replace('.', '')}" in engine["name"]:
+                return "engine", engine
+        if "onnx" not in files:
+            raise ModelLoadError(f"{manifest.get('model')}: the version has no ONNX file (the edge loads only ONNX "
+                                 "or a TensorRT engine built for its own GPU)")
+        return "onnx", files["onnx"]
+
+    def fetch(self, remote: RemoteVersion, progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+        """Download (or reuse from cache) the loadable file of ``remote``; returns (path, manifest)."""
+        vdir = self.cache_dir / remote.name / remote.version
+        if not remote.source.startswith("runs:/") or remote.source.count("/") < 2:
+            raise ModelLoadError(f"{remote.name} v{remote.version}: source {remote.source!r} is not a runs:/ URI "
+                                 "of an alpr registration; the edge cannot find its manifest")
+        prefix = remote.source.split("/", 2)[2]
+        manifest_path = vdir / "manifest.json"
+        if not manifest_path.is_file():
+            url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/manifest.json")
+            self._download(url, manifest_path, None)
+        manifest = json.loads(manifest_path.read_text())
+        role, entry = self._pick_file(manifest)
+        target = vdir / entry["name"]
+        if not target.is_file() or _sha256(target) != entry["sha256"]:
+            url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/{entry['name']}")
+            self._download(url, target, entry["sha256"], progress)
+        return target, manifest
+
+    # ------------------------------------------------------------------------------------------- cache
+
+    def _current_file(self, name: str) -> Path:
+        return self.cache_dir / name / "current.json"
+
+    def mark_current(self, name: str, version: str, path: Path, sha256: str, via: str) -> None:
+        """Record the last verified, loaded version (atomically), so a restart can start from it."""
+        f = self._current_file(name)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".current-{uuid.uuid4().hex[:8]}.json")
+        tmp.write_text(json.dumps({"version": version, "path": str(path), "sha256": sha256, "via": via}))
+        os.replace(tmp, f)
+
+    def cached(self, name: str) -> tuple[Path, dict[str, Any]] | None:
+        f = self._current_file(name)
+        if not f.is_file():
+            return None
+        info = json.loads(f.read_text())
+        path = Path(info["path"])
+        if not path.is_file() or _sha256(path) != info["sha256"]:
+            log.warning("cached %s v%s is missing or altered; not using it", name, info.get("version"))
+            return None
+        return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],
+                      "stage": self.preferred_stage}
+
+    def prune(self, name: str, keep: set[str]) -> None:
+        """Delete cached versions other than ``keep`` (the serving and the previous one)."""
+        root = self.cache_dir / name
+        for d in root.iterdir() if root.is_dir() else []:
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------- public
+
+    def get_model_path(self, name: str, fallback_filename: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Path of the model to load for ``name`` and where it came from (see the module docstring for the order)."""
+        tried = []
+        try:
+            remote = self.current_version(name)
+            if remote is not None:
+                path, manifest = self.fetch(remote)
+                sha = manifest["files"][[r for r, f in manifest["files"].items() if f["name"] == path.name][0]]["sha256"]
+                self.mark_current(name, remote.version, path, sha, remote.via)
+                kind, label = remote.via.split(":", 1)
+                return str(path), {"source": "mlflow", "version": remote.version, "sha256": sha,
+                                   "stage": self.preferred_stage, "alias" if kind == "alias" else "via": label}
+            tried.append(f"no {self.preferred_stage} version of {name} in the registry")
+        except (requests.RequestException, ModelLoadError) as exc:
+            self._mlflow_connected = False if isinstance(exc, requests.RequestException) else self._mlflow_connected
+            tried.append(f"registry {self.tracking_uri}: {exc}")
+        cached = self.cached(name)
+        if cached is not None:
+            return str(cached[0]), cached[1]
+        tried.append("no verified cached version")
+        if fallback_filename:
+            local = Path(fallback_filename)
+            local = local if local.is_absolute() or local.exists() else self.models_dir / local
+            if local.is_file():
+                if local.suffix not in LOADABLE_SUFFIXES:
+                    raise ModelLoadError(f"{local} is a {local.suffix} file; the edge loads only .onnx or .engine "
+                                         "(it never unpickles .pt files). Export it with `alpr register-existing`.")
+                return str(local), {"source": "local", "version": None, "sha256": _sha256(local),
+                                    "stage": None}
+            tried.append(f"no local file {local}")
+        raise ModelLoadError(f"no model for {name}: " + "; ".join(tried))

@@ -1,0 +1,290 @@
+"""The edge runtime against a real `mlflow server`: loader sources and fallbacks, verified cache, hot swap."""
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from alpr_pipelines.edge.detector import RegistryPoller, YOLOv11Detector
+from alpr_pipelines.edge.loader import IntegrityError, MLflowModelLoader, ModelLoadError
+from alpr_pipelines.edge.service import EdgeConfig, EdgeService
+from alpr_pipelines.lib.datasets import validate_dataset
+from alpr_pipelines.lib.exports import export_onnx
+from alpr_pipelines.lib.models import PLATE, VEHICLE
+from alpr_pipelines.lib.registry import register_version, set_stage
+from alpr_pipelines.lib.synth import write_sample_clip
+from alpr_pipelines.lib.training import TrainingParams, train
+
+
+@pytest.fixture(scope="module")
+def registry(module_mlflow_server):
+    return module_mlflow_server
+
+
+@pytest.fixture(scope="module")
+def models(registry, tiny_views, tmp_path_factory):
+    """Both detectors, tiny-trained, each registered twice (v1 Production, v2 not yet promoted)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    work = tmp_path_factory.mktemp("edge-models")
+    out = {}
+    for spec in (VEHICLE, PLATE):
+        fp = validate_dataset(tiny_views[spec.key]).fingerprint
+        result = train(spec, tiny_views[spec.key], fp, TrainingParams(epochs=1, imgsz=64, batch=4, workers=0), client,
+                       "edge-tests", work)
+        onnx = Path(export_onnx(result.best_pt, work / spec.key, 64).path or "")
+        versions = []
+        for i in range(2):
+            weights = work / f"{spec.key}-{i}.pt"
+            weights.write_bytes(result.best_pt.read_bytes() + bytes([i]))  # distinct content -> distinct version
+            versions.append(register_version(client, spec, result.run_id, {"weights": weights, "onnx": onnx}, 64,
+                                             {}).version)
+        set_stage(client, spec.registered_name, versions[0], "Production", archive_existing=True)
+        out[spec.key] = {"versions": versions, "onnx": onnx}
+    return out
+
+
+def test_loader_resolves_alias_and_verifies(registry, models, tmp_path):
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    assert loader._mlflow_connected
+    path, meta = loader.get_model_path("alpr-plate-detector", fallback_filename="yolo11n-plate.onnx")
+    assert meta["source"] == "mlflow" and meta["version"] == models["plate"]["versions"][0]
+    assert meta["alias"] == "production" and meta["stage"] == "Production"
+    assert Path(path).suffix == ".onnx" and Path(path).is_relative_to(tmp_path / "cache")
+    names = {m["name"] for m in loader.list_models()}
+    assert {"alpr-plate-detector", "alpr-vehicle-detector"} <= names
+
+
+def test_stage_selected_by_env(registry, models, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    set_stage(MlflowClient(registry.uri), "alpr-plate-detector", models["plate"]["versions"][1], "Staging")
+    monkeypatch.setenv("MLFLOW_MODEL_STAGE", "Staging")
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    _, meta = loader.get_model_path("alpr-plate-detector")
+    assert meta["version"] == models["plate"]["versions"][1] and meta["alias"] == "candidate"
+    monkeypatch.setenv("MLFLOW_MODEL_STAGE", "Archived")
+    with pytest.raises(ValueError, match="MLFLOW_MODEL_STAGE"):
+        MLflowModelLoader(tracking_uri=registry.uri)
+
+
+def test_registry_away_falls_back_to_cache_then_local(registry, models, tmp_path):
+    cache = tmp_path / "cache"
+    MLflowModelLoader(tracking_uri=registry.uri, cache_dir=cache).get_model_path("alpr-vehicle-detector")
+    away = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=cache, timeout=1)
+    assert not away._mlflow_connected
+    path, meta = away.get_model_path("alpr-vehicle-detector", fallback_filename="missing.onnx")
+    assert meta["source"] == "cache" and meta["version"] == models["vehicle"]["versions"][0]
+    # A fresh box with the registry away: the local file.
+    local = tmp_path / "models" / "yolo11n.onnx"
+    local.parent.mkdir()
+    local.write_bytes(models["vehicle"]["onnx"].read_bytes())
+    fresh = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=tmp_path / "empty", timeout=1,
+                              models_dir=local.parent)
+    path, meta = fresh.get_model_path("alpr-vehicle-detector", fallback_filename="yolo11n.onnx")
+    assert meta["source"] == "local" and path == str(local)
+    # Nothing anywhere: a clear error naming each place it looked.
+    with pytest.raises(ModelLoadError, match="no verified cached version; no local file"):
+        fresh.get_model_path("alpr-vehicle-detector", fallback_filename="nope.onnx")
+
+
+def test_pt_files_are_refused(tmp_path):
+    pt = tmp_path / "yolo11n.pt"
+    pt.write_bytes(b"pickle")
+    loader = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=tmp_path / "c", timeout=1)
+    with pytest.raises(ModelLoadError, match="never unpickles"):
+        loader.get_model_path("alpr-plate-detector", fallback_filename=str(pt))
+    with pytest.raises(ModelLoadError, match="never"):
+        YOLOv11Detector(vehicle_model_path=str(pt), plate_model_path=str(pt), use_mlflow=False)
+
+
+class _Interrupted(requests.RequestException):
+    pass
+
+
+def test_interrupted_download_is_never_loaded(registry, models, tmp_path, monkeypatch):
+    """Cut the model download at a random point: nothing lands in the cache, the next try succeeds."""
+    import random
+
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    remote = loader.current_version("alpr-plate-detector")
+    real_get = loader.http.get
+    cut_at = random.Random(7).randint(1, models["plate"]["onnx"].stat().st_size - 1)
+
+    class Cut:
+        def __init__(self, resp):
+            self.resp, self.headers = resp, resp.headers
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.resp.close()
+
+        def raise_for_status(self):
+            self.resp.raise_for_status()
+
+        def iter_content(self, size):
+            sent = 0
+            for chunk in self.resp.iter_content(size):
+                if sent + len(chunk) >= cut_at:
+                    yield chunk[: cut_at - sent]
+                    raise _Interrupted(f"connection lost after {cut_at} bytes")
+                sent += len(chunk)
+                yield chunk
+
+    def flaky_get(url, *args, **kwargs):
+        resp = real_get(url, *args, **kwargs)
+        return Cut(resp) if url.endswith("model.onnx") else resp
+
+    monkeypatch.setattr(loader.http, "get", flaky_get)
+    with pytest.raises(_Interrupted):
+        loader.fetch(remote)
+    vdir = tmp_path / "cache" / "alpr-plate-detector" / remote.version
+    assert not (vdir / "model.onnx").exists()
+    assert not list(vdir.glob("*partial*"))
+    assert loader.cached("alpr-plate-detector") is None
+    monkeypatch.setattr(loader.http, "get", real_get)
+    path, _ = loader.fetch(remote)
+    assert path.is_file()
+
+
+def test_sha256_mismatch_is_rejected(registry, models, tmp_path):
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    remote = loader.current_version("alpr-plate-detector")
+    vdir = tmp_path / "cache" / "alpr-plate-detector" / remote.version
+    loader.fetch(remote)
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    manifest["files"]["onnx"]["sha256"] = "0" * 64  # what a tampered or corrupted transfer looks like
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    (vdir / "model.onnx").unlink()
+    with pytest.raises(IntegrityError, match="does not match the manifest"):
+        loader.fetch(remote)
+    assert not (vdir / "model.onnx").exists()
+    # A cached file altered on disk after verification is not used either.
+    ok = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache2")
+    path, _ = ok.get_model_path("alpr-plate-detector")
+    Path(path).write_bytes(b"bit rot")
+    assert ok.cached("alpr-plate-detector") is None
+
+
+def test_bad_new_version_keeps_the_old_one_serving(registry, models, tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    spec = replace(VEHICLE, registered_name="alpr-vehicle-detector-broken")
+    run_id = client.get_model_version("alpr-vehicle-detector", models["vehicle"]["versions"][0]).run_id
+    good = register_version(client, spec, run_id, {"onnx": models["vehicle"]["onnx"]}, 64, {})
+    set_stage(client, spec.registered_name, good.version, "Production")
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    detector = YOLOv11Detector(loader=loader, vehicle_model_name=spec.registered_name)
+    assert detector.vehicle.version == good.version
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    bad = register_version(client, spec, run_id, {"onnx": garbage}, 64, {})
+    set_stage(client, spec.registered_name, bad.version, "Production", archive_existing=True)
+    events = []
+    poller = RegistryPoller(loader, detector.vehicle, on_event=lambda kind, data: events.append(kind))
+    assert poller.poll_once() is False
+    assert "swap_failed" in events and detector.vehicle.version == good.version
+    assert poller.stats.failed_swaps == 1
+
+
+def test_poller_backs_off_while_the_registry_is_away(tmp_path):
+    loader = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=tmp_path, timeout=0.5)
+    from alpr_pipelines.edge.detector import ModelSlot
+
+    poller = RegistryPoller(loader, ModelSlot("alpr-plate-detector"), interval=2.0, jitter=0.0, max_backoff=30.0)
+    assert poller.next_delay() == 2.0
+    delays = []
+    for _ in range(5):
+        poller.poll_once()
+        delays.append(poller.next_delay())
+    assert delays == [4.0, 8.0, 16.0, 30.0, 30.0] and not poller.stats.reachable
+
+
+def test_hot_swap_during_a_stream(registry, models, tmp_path):
+    """Promote a new version while frames flow: every frame is processed, frames after the swap carry it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    set_stage(client, "alpr-plate-detector", models["plate"]["versions"][0], "Production", archive_existing=True)
+    clip = write_sample_clip(tmp_path / "clip.avi", frames=80, width=256, height=160)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(yaml.safe_dump({
+        "registry": {"tracking_uri": registry.uri, "poll_interval": 0.3},
+        "cameras": [{"name": "cam", "source": str(clip), "fps_limit": 20}],
+        "output": {"detections": str(tmp_path / "out.jsonl")},
+        "http": {"port": 0},
+        "cache_dir": str(tmp_path / "cache"),
+    }))
+    service = EdgeService(EdgeConfig.load(config))
+    port = service.start_http()
+    old, new = models["plate"]["versions"]
+    assert service.detector.plate.version == old
+
+    seen_health = []
+
+    def promote_soon():
+        time.sleep(1.0)
+        set_stage(client, "alpr-plate-detector", new, "Production", archive_existing=True)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # /health answers while frames flow, and shows the swap
+            seen_health.append(requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json())
+            if seen_health[-1]["models"]["alpr-plate-detector"]["version"] == new:
+                break
+            time.sleep(0.2)
+
+    promoter = threading.Thread(target=promote_soon)
+    promoter.start()
+    frames = service.run(serve_http=False)
+    promoter.join()
+    assert frames == {"cam": 80}
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(80))  # no frame dropped
+    versions = [r["plate_version"] for r in rows]
+    first_new = versions.index(new)
+    assert set(versions[:first_new]) == {old} and set(versions[first_new:]) == {new}
+    assert 0 < first_new < 80
+    assert seen_health[0]["models"]["alpr-plate-detector"]["loaded"]
+    assert seen_health[-1]["models"]["alpr-plate-detector"]["version"] == new
+
+
+def test_metrics_and_health_endpoints(registry, models, tmp_path):
+    clip = write_sample_clip(tmp_path / "clip.avi", frames=5, width=256, height=160)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(yaml.safe_dump({
+        "registry": {"tracking_uri": registry.uri, "poll_interval": 5},
+        "cameras": [{"name": "cam", "source": "clip.avi"}],
+        "output": {"detections": "out.jsonl", "annotated_dir": "annotated"}, "http": {"port": 0}, "cache_dir": "cache",
+    }))
+    service = EdgeService(EdgeConfig.load(config))
+    service.run(serve_http=False)
+    port = service.start_http()  # run() stops its server at the end; serve again to read the final numbers
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for name in ("alpr_inference_latency_seconds", "alpr_detection_confidence", "alpr_model_version_info",
+                 "alpr_model_swaps_total", "alpr_registry_poll_errors_total", "alpr_frames_total"):
+        assert name in metrics
+    assert 'alpr_frames_total{camera="cam"} 5.0' in metrics
+    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+    assert health["status"] == "ok" and all(m["loaded"] for m in health["models"].values())
+    service.stop()
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5 and clip.is_file()
+    assert len(list((tmp_path / "annotated" / "cam").glob("*.jpg"))) == 5
+
+
+def test_config_errors_are_clear(tmp_path):
+    from alpr_pipelines.edge.service import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        EdgeConfig.load(tmp_path / "none.yaml")
+    bad = tmp_path / "c.yaml"
+    bad.write_text(yaml.safe_dump({"cameras": [{"name": "x"}]}))
+    with pytest.raises(ConfigError, match="has no 'source'"):
+        EdgeConfig.load(bad)

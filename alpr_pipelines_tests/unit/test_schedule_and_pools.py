@@ -1,0 +1,47 @@
+import dagster as dg
+import pytest
+import yaml
+
+from alpr_pipelines.definitions import defs, train_and_register
+from alpr_pipelines.defs.promotion.ops import PROMOTION_POOL
+from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule, retrain_run_config
+from alpr_pipelines.lib.stack import DAGSTER_YAML
+from alpr_pipelines.settings import load_settings
+
+
+def test_schedule_defaults_weekly_utc_and_targets_the_whole_chain():
+    schedule = defs.get_schedule_def("retrain_weekly")
+    assert schedule.cron_schedule == "0 3 * * 1" and schedule.execution_timezone == "UTC"
+    assert schedule.job_name == "train_and_register"
+
+
+def test_schedule_cron_and_timezone_come_from_settings(tmp_path):
+    settings = load_settings({"ALPR_RETRAIN_CRON": "30 1 * * *", "ALPR_RETRAIN_TIMEZONE": "Europe/Berlin"})
+    schedule = build_retraining_schedule(train_and_register, settings)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 1 * * *", "Europe/Berlin")
+
+
+def test_scheduled_run_config_retrains_only_when_forced(tmp_path):
+    assert retrain_run_config(load_settings({})) == {"ops": {}}  # unchanged data reuses the previous training
+    forced = retrain_run_config(load_settings({"ALPR_RETRAIN_FORCE": "1"}))
+    assert forced["ops"]["plate__weights"]["config"]["force"] is True
+    assert forced["ops"]["vehicle__weights"]["config"]["force"] is True
+    custom = tmp_path / "retrain.yaml"
+    custom.write_text(yaml.safe_dump({"ops": {"plate__weights": {"config": {"epochs": 50}}}}))
+    cfg = retrain_run_config(load_settings({"ALPR_RETRAIN_RUN_CONFIG": str(custom), "ALPR_RETRAIN_FORCE": "true"}))
+    assert cfg["ops"]["plate__weights"]["config"] == {"epochs": 50, "force": True}
+    with pytest.raises(FileNotFoundError, match="ALPR_RETRAIN_RUN_CONFIG"):
+        retrain_run_config(load_settings({"ALPR_RETRAIN_RUN_CONFIG": str(tmp_path / "missing.yaml")}))
+
+
+def test_schedule_tick_requests_a_run():
+    schedule = defs.get_schedule_def("retrain_weekly")
+    request = schedule(dg.build_schedule_context())
+    assert isinstance(request, dg.RunRequest) and request.tags["alpr/trigger"] == "schedule"
+
+
+def test_promotions_and_trainings_are_serialized_by_pools():
+    job = defs.get_job_def("promote_version")
+    assert job.graph.node_dict["gate_and_promote"].definition.pool == PROMOTION_POOL
+    assert defs.get_job_def("rollback_model").graph.node_dict["rollback_production"].definition.pool == PROMOTION_POOL
+    assert yaml.safe_load(DAGSTER_YAML)["concurrency"]["pools"]["default_limit"] == 1
