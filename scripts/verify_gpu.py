@@ -97,8 +97,24 @@ def main() -> int:
 
         engine = YOLO(result.path, task="detect")
         preds = engine.predict([str(p) for p in golden_images], imgsz=args.imgsz, device=0, verbose=False)
+        # The edge's own engine backend (TensorRT runtime + cuda-python, no torch) against ONNX Runtime.
+        import cv2
+
+        from alpr_pipelines.edge.onnx_backend import OnnxDetector, letterbox, to_tensor
+        from alpr_pipelines.edge.tensorrt_backend import TensorRTDetector
+
+        edge_engine = TensorRTDetector(result.path)
+        onnx = OnnxDetector(state["onnx"], providers=["CPUExecutionProvider"])
+        diffs = []
+        for p in golden_images:
+            image = cv2.imread(str(p))
+            tensor = to_tensor(letterbox(image, onnx.imgsz)[0])
+            diffs.append(float(abs(edge_engine.raw(tensor)[4:] - onnx.raw(tensor)[4:]).max()))
+        if max(diffs) > 0.02:  # FP16 engine vs FP32 ONNX: scores agree to about 1e-2
+            raise AssertionError(f"edge TensorRT backend disagrees with ONNX: max score diff {max(diffs):.4f}")
         return {"engine": result.path, "details": result.details, "size_bytes": result.size_bytes,
-                "golden_detections": sum(len(p.boxes) for p in preds)}
+                "golden_detections_ultralytics": sum(len(p.boxes) for p in preds),
+                "edge_backend_max_score_diff_vs_onnx": max(diffs)}
 
     check("cuda_training", cuda_training)
     if checks["cuda_training"]["passed"]:
