@@ -331,7 +331,10 @@ def sample_mosaic(data_yaml: Path, out_path: Path, n: int = 16, tile: int = 192)
     images = split_images(data, "train")[:n]
     cols = 4
     rows = max(1, (len(images) + cols - 1) // cols)
-    canvas = np.full((rows * tile, cols * tile, 3), 40, np.uint8)
+    first = cv2.imread(str(images[0])) if images else None
+    # Tiles take the images' aspect ratio (wide road scenes), so the mosaic has no empty bands.
+    tile_h = tile if first is None else max(1, round(tile * first.shape[0] / first.shape[1]))
+    canvas = np.full((rows * tile_h, cols * tile, 3), 40, np.uint8)
     palette = [(0, 200, 0), (0, 128, 255), (255, 128, 0), (200, 0, 200), (0, 0, 255)]
     for i, image in enumerate(images):
         img = cv2.imread(str(image))
@@ -346,10 +349,10 @@ def sample_mosaic(data_yaml: Path, out_path: Path, n: int = 16, tile: int = 192)
             colour = palette[int(c) % len(palette)]
             cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
             cv2.putText(img, names.get(int(c), c), (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
-        scale = tile / max(h, w)
+        scale = min(tile / w, tile_h / h)
         small = cv2.resize(img, (int(w * scale), int(h * scale)))
         row, col = divmod(i, cols)
-        canvas[row * tile : row * tile + small.shape[0], col * tile : col * tile + small.shape[1]] = small
+        canvas[row * tile_h : row * tile_h + small.shape[0], col * tile : col * tile + small.shape[1]] = small
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ok, jpg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:
