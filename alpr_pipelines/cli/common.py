@@ -1,0 +1,142 @@
+"""Shared pieces of the `alpr` commands: errors, the Dagster instance, running jobs in-process, tables."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from alpr_pipelines.settings import Settings
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _instance(settings: Settings):
+    """The persistent Dagster instance of the embedded stack, so CLI runs show up in the Dagster UI."""
+    from dagster import DagsterInstance
+
+    from alpr_pipelines.lib.stack import _ensure_dagster_home
+
+    _ensure_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return DagsterInstance.get()
+
+
+def _quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
+    return {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+PID_TAG, HOST_TAG = "alpr/pid", "alpr/host"
+
+
+def reap_dead_cli_runs(instance) -> list[str]:
+    """Mark failed the in-process runs of `alpr` commands that died (killed, power cut), and free their pool slots.
+
+    Without this, a run killed while holding the ``alpr_training`` slot would block every later training.
+    Only runs started on this host, whose recorded process no longer exists, are touched.
+    """
+    import socket
+
+    from dagster import DagsterRunStatus, RunsFilter
+
+    reaped = []
+    host = socket.gethostname()
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or run_host != host or Path(f"/proc/{pid}").exists():
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
+    import socket
+
+    from alpr_pipelines.definitions import defs
+
+    instance = _instance(settings)
+    for run_id in reap_dead_cli_runs(instance):
+        print(f"marked run {run_id} failed: its alpr process is gone (its pool slots are free again)")
+    job = defs.get_job_def(job_name)
+    result = job.execute_in_process(run_config=_quiet_logs(run_config), instance=instance,
+                                    asset_selection=asset_selection, raise_on_error=False,
+                                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
+    if not result.success:
+        failures = []
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = getattr(event.event_specific_data, "error", None)
+                failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        raise CliError(f"run {result.run_id} failed:\n  " + "\n  ".join(failures or ["see the Dagster UI"]))
+    return result
+
+
+def _require_mlflow(settings: Settings) -> None:
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
+    try:
+        with urlopen(url, timeout=5):
+            return
+    except (URLError, OSError) as exc:
+        raise CliError(
+            f"MLflow is not reachable at {settings.mlflow_tracking_uri} ({exc}). Start the embedded stack with "
+            "`alpr stack up`, or point MLFLOW_TRACKING_URI at your server."
+        ) from exc
+
+
+def versions_table(settings: Settings, names: list[str] | None = None) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from alpr_pipelines.lib.models import MODEL_SPECS
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    rows = []
+    for spec in MODEL_SPECS.values():
+        if names and spec.registered_name not in names:
+            continue
+        try:
+            aliases_of = client.get_registered_model(spec.registered_name).aliases
+        except MlflowException:
+            continue  # not registered yet
+        for mv in sorted(client.search_model_versions(f"name = '{spec.registered_name}'"), key=lambda v: int(v.version)):
+            aliases = sorted(a for a, v in aliases_of.items() if str(v) == str(mv.version))
+            rows.append({
+                "model": spec.registered_name,
+                "version": mv.version,
+                "stage": mv.current_stage,
+                "aliases": ",".join(aliases) or "-",
+                "train mAP50-95": mv.tags.get("train_mAP50-95", "-"),
+                "golden mAP50-95": mv.tags.get("eval_mAP50-95", "-"),
+                "p95 ms": mv.tags.get("eval_latency_ms_p95", "-"),
+                "decision": mv.tags.get("alpr_decision", "-"),
+                "decided by": mv.tags.get("alpr_decided_by", "-"),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
+            })
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+

@@ -1,0 +1,147 @@
+"""`alpr train`, `register-existing`, `dataset`, `promote`, `rollback`, `status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from alpr_pipelines.cli.common import CliError, _require_mlflow, _run_job, print_table, versions_table
+from alpr_pipelines.settings import Settings
+
+
+def _spec_from_args(name: str | None, data: str) -> Any:
+    from alpr_pipelines.lib.datasets import load_data_yaml
+    from alpr_pipelines.lib.models import PLATE, VEHICLE, spec_for
+
+    if name:
+        lowered = name.lower()
+        if "plate" in lowered:
+            return PLATE
+        if "vehicle" in lowered:
+            return VEHICLE
+        return spec_for(name)
+    if data == "synthetic":
+        raise CliError("with --data synthetic, say which detector with --name plate-detector or --name vehicle-detector")
+    names = load_data_yaml(Path(data))["names"]
+    return PLATE if list(names.values()) == ["license_plate"] else VEHICLE
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    import dagster as dg
+
+    from alpr_pipelines.lib.datasets import DatasetError
+
+    try:
+        spec = _spec_from_args(args.name, args.data)
+    except (DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    _require_mlflow(settings)
+    dataset_cfg: dict[str, Any] = {"source": "synthetic"} if args.data == "synthetic" else {
+        "source": "yaml", "data_yaml": str(Path(args.data).resolve())}
+    train_cfg = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
+                 "device": args.device, "lr0": args.lr0, "optimizer": args.optimizer, "restart": args.restart}
+    ops: dict[str, Any] = {
+        f"{spec.key}__dataset": {"config": dataset_cfg},
+        f"{spec.key}__weights": {"config": train_cfg},
+    }
+    keys = [["datasets", "golden_set"], *[[spec.key, s] for s in ("dataset", "weights", "onnx", "tensorrt")]]
+    if args.register:
+        if args.stage not in ("None", "Staging"):
+            raise CliError(f"--stage must be None or Staging at registration, got {args.stage}; use `alpr promote`")
+        ops[f"{spec.key}__registered_version"] = {"config": {"initial_stage": args.stage}}
+        keys.append([spec.key, "registered_version"])
+    result = _run_job(settings, f"train_and_register_{spec.key}", {"ops": ops},
+                      asset_selection=[dg.AssetKey(k) for k in keys])
+    weights = result.output_for_node(f"{spec.key}__weights")
+    print(f"MLflow run: {weights['run_id']} ({'reused' if weights['reused'] else 'trained'})")
+    print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in weights["final_metrics"].items()))
+    if args.register:
+        version = result.output_for_node(f"{spec.key}__registered_version")
+        print(f"registered {version['name']} version {version['version']} ({version['stage']}; "
+              f"aliases {', '.join(version['aliases']) or '-'})")
+    return 0
+
+
+def cmd_register_existing(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.existing import RegisterExistingError, register_existing
+
+    _require_mlflow(settings)
+    try:
+        registered = register_existing(settings, Path(args.models_dir), stage=args.stage, only=args.model)
+    except RegisterExistingError as exc:
+        raise CliError(str(exc)) from exc
+    for v in registered:
+        print(f"{v.name} version {v.version} ({v.stage}; aliases {', '.join(v.aliases) or '-'})"
+              f"{'' if v.created else ' (already registered)'}")
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.coco import convert_coco
+    from alpr_pipelines.lib.datasets import DatasetError, validate_dataset
+    from alpr_pipelines.lib.models import spec_for
+
+    try:
+        if args.action == "validate":
+            expected = spec_for(args.model).names if args.model else None
+            summary = validate_dataset(Path(args.data), expected)
+            print(json.dumps(summary.as_dict(), indent=2))
+        else:
+            path = convert_coco(Path(args.annotations), Path(args.images), Path(args.out), args.val_fraction)
+            summary = validate_dataset(path)
+            print(f"wrote {path}: {summary.images}")
+    except (DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def _person() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown user"
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.models import spec_for
+
+    _require_mlflow(settings)
+    if args.force and not args.reason:
+        raise CliError("--force needs --reason TEXT: every forced promotion says why")
+    spec = spec_for(args.model)
+    config: dict[str, Any] = {"model": spec.key, "version": str(args.version), "stage": args.stage,
+                              "force": args.force, "decided_by": f"alpr promote ({_person()})"}
+    if args.reason:
+        config["reason"] = args.reason
+    result = _run_job(settings, "promote_version", {"ops": {"gate_and_promote": {"config": config}}})
+    record = result.output_for_node("gate_and_promote")
+    print(f"{spec.registered_name} v{args.version}: {record['verdict']}")
+    for reason in record.get("reasons", []):
+        print(f"  {reason}")
+    return 0 if record["verdict"] != "rejected" else 1
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines.lib.models import spec_for
+
+    _require_mlflow(settings)
+    spec = spec_for(args.model)
+    config: dict[str, Any] = {"model": spec.key, "decided_by": f"alpr rollback ({_person()})"}
+    if args.reason:
+        config["reason"] = args.reason
+    result = _run_job(settings, "rollback_model", {"ops": {"rollback_production": {"config": config}}})
+    out = result.output_for_node("rollback_production")
+    print(f"{spec.registered_name}: Production v{out['demoted']} -> v{out['restored']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    _require_mlflow(settings)
+    print_table(versions_table(settings))
+    return 0
+
+
