@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from alpr_pipelines.cli.common import HOST_TAG, PID_TAG, CliError, reap_dead_cli_runs
 from alpr_pipelines.cli.edge import cmd_edge
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stack", help="the embedded MLflow + Dagster stack on loopback")
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health (up)")
+    s.add_argument("--profile", choices=["embedded", "production"], default="embedded",
+                   help="embedded: SQLite + local artifacts; production: PostgreSQL + S3 + MLflow auth (up)")
+    s.add_argument("--env-file", type=Path, help="credentials for the production profile (config/production.env)")
     s.set_defaults(func=cmd_stack)
 
     t = sub.add_parser("train", help="train one detector (the seed's train_with_mlflow.py)")

@@ -15,7 +15,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.lib import stack
 
     if args.action == "up":
-        statuses = stack.up(settings, timeout=args.timeout)
+        statuses = stack.up(settings, timeout=args.timeout, profile=args.profile, env_file=args.env_file)
     elif args.action == "down":
         stopped = stack.down(settings)
         print("stopped: " + (", ".join(stopped) or "nothing was running"))

@@ -15,6 +15,7 @@ loaded. ``<cache>/<model>/current.json`` names the last version that was verifie
 Environment:
     MLFLOW_TRACKING_URI: registry URL (default http://127.0.0.1:5000).
     MLFLOW_MODEL_STAGE: Production (default) or Staging, as in the seed.
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: basic-auth principal (a read-only one on edge devices).
     ALPR_EDGE_CACHE: cache folder (default ``~/.cache/alpr-edge``).
     ALPR_EDGE_MODELS_DIR: where local fallback files live (default ``models``).
 """
@@ -93,6 +94,8 @@ class MLflowModelLoader:
         timeout: float = 5.0,
         session: requests.Session | None = None,
         prefer_engine: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ):
         self.tracking_uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000").rstrip("/")
         stage = preferred_stage or os.environ.get("MLFLOW_MODEL_STAGE") or "Production"
@@ -103,6 +106,10 @@ class MLflowModelLoader:
         self.models_dir = Path(models_dir or os.environ.get("ALPR_EDGE_MODELS_DIR") or "models")
         self.timeout = timeout
         self.http = session or requests.Session()
+        username = username or os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = password or os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if username and password:
+            self.http.auth = (username, password)
         self.prefer_engine = prefer_engine
         self._mlflow_connected = self.check_connection()
 
@@ -112,6 +119,9 @@ class MLflowModelLoader:
         resp = self.http.get(f"{self.tracking_uri}{path}", params=params, timeout=self.timeout)
         if resp.status_code == 404:
             return {}
+        if resp.status_code in (401, 403):
+            raise ModelLoadError(f"{self.tracking_uri} refused {path} (HTTP {resp.status_code}); set "
+                                 "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to the edge principal")
         resp.raise_for_status()
         return resp.json()
 

@@ -166,9 +166,27 @@ def _port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _recorded_services(settings: Settings) -> list[Service]:
+    """The services the last ``up`` started (either profile), else the embedded ones."""
+    import json
+
+    record = settings.stack_dir / "services.json"
+    if record.is_file():
+        return [Service(d["name"], d["command"], d["health_url"], d["marker"]) for d in json.loads(record.read_text())]
+    return services(settings)
+
+
+def _record_services(settings: Settings, svcs: list[Service]) -> None:
+    import json
+    from dataclasses import asdict
+
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    (settings.stack_dir / "services.json").write_text(json.dumps([asdict(s) for s in svcs], indent=1))
+
+
 def status(settings: Settings) -> list[ServiceStatus]:
     out = []
-    for svc in services(settings):
+    for svc in _recorded_services(settings):
         pid = _our_pid(settings, svc)
         out.append(ServiceStatus(svc.name, pid, pid is not None, pid is not None and _healthy(svc.health_url),
                                  svc.health_url.rsplit("/", 1)[0] if svc.health_url else None))
@@ -182,23 +200,45 @@ def _ensure_dagster_home(settings: Settings) -> None:
         cfg.write_text(DAGSTER_YAML)
 
 
-def up(settings: Settings, timeout: float = 120.0, only: list[str] | None = None) -> list[ServiceStatus]:
+def up(settings: Settings, timeout: float = 120.0, only: list[str] | None = None, profile: str = "embedded",
+       env_file: Path | None = None) -> list[ServiceStatus]:
     """Start every service not already running, then wait until all are healthy.
 
+    ``profile`` "embedded" (SQLite, local artifacts, no auth) or "production" (PostgreSQL, S3, MLflow auth; needs
+    ``env_file``, see :mod:`alpr_pipelines.lib.stack_production`).
+
     Raises:
-        StackError: a port is taken by another program, or a service exits or stays unhealthy past ``timeout``
-            (the message points at its log).
+        StackError: a port is taken by another program, a service exits or stays unhealthy past ``timeout`` (the
+            message points at its log), or the production env file is missing or incomplete.
     """
-    _ensure_dagster_home(settings)
-    (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    env = service_env(settings)
-    chosen = [s for s in services(settings) if only is None or s.name in only]
+    hooks: dict = {}
+    if profile == "production":
+        from alpr_pipelines.lib import stack_production as prod
+
+        if env_file is None:
+            raise StackError("the production profile needs --env-file (copy config/production.env.example)")
+        cfg = prod.production_config(env_file)
+        prod.prepare(settings, cfg)
+        env = prod.stack_environment(settings, cfg)
+        all_services = prod.services(settings, cfg)
+        hooks = {"s3": lambda: prod.ensure_bucket(cfg), "mlflow": lambda: prod.ensure_users(settings, cfg)}
+    elif profile == "embedded":
+        _ensure_dagster_home(settings)
+        (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+        env = service_env(settings)
+        all_services = services(settings)
+    else:
+        raise StackError(f"unknown profile {profile!r}; use embedded or production")
+    _record_services(settings, all_services)
+    chosen = [s for s in all_services if only is None or s.name in only]
     deadline = time.monotonic() + timeout
     # One at a time, each healthy before the next: the Dagster webserver and daemon must not both create the
     # instance's SQLite schema at once (alembic then records two heads and the instance will not open).
     for svc in chosen:
         proc = _start(settings, svc, env) if _our_pid(settings, svc) is None else None
         _wait_healthy(settings, svc, proc, deadline, timeout)
+        if svc.name in hooks:
+            hooks[svc.name]()
     return [s for s in status(settings) if only is None or s.name in only]
 
 
@@ -208,7 +248,7 @@ def _start(settings: Settings, svc: Service, env: dict[str, str]) -> subprocess.
         if _port_in_use(host, int(port)):
             raise StackError(
                 f"cannot start {svc.name}: {host}:{port} is already in use by another program. Stop it, or pick "
-                "another port (ALPR_MLFLOW_PORT / ALPR_DAGSTER_PORT)."
+                "another port (ALPR_MLFLOW_PORT / ALPR_DAGSTER_PORT / ALPR_S3_PORT)."
             )
     log = _logfile(settings, svc.name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +278,7 @@ def _wait_healthy(settings: Settings, svc: Service, proc: subprocess.Popen | Non
 def down(settings: Settings, timeout: float = 20.0) -> list[str]:
     """Stop our services by PID (SIGTERM to the process group, SIGKILL after ``timeout``); return those stopped."""
     stopped = []
-    for svc in reversed(services(settings)):
+    for svc in reversed(_recorded_services(settings)):
         pid = _our_pid(settings, svc)
         if pid is not None:
             try:

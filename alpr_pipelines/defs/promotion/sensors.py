@@ -24,8 +24,14 @@ def run_key(model: str, version: str) -> str:
 def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: MlflowRegistryResource):
     cursor: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     client = mlflow_registry.get_client()
+    # Which models exist: with MLflow's auth app on, asking for a missing model answers "permission denied", not
+    # "does not exist", so we never ask about one that is not there.
+    existing = {m.name for m in client.search_registered_models()}
     requests = []
+    failures = []
     for spec in MODEL_SPECS.values():
+        if spec.registered_name not in existing:
+            continue
         try:
             # Stage changes made with the seed's MlflowClient workflow are mirrored onto the aliases each tick.
             before = {a: alias_version(client, spec.registered_name, a) for a in STAGE_ALIASES.values()}
@@ -34,9 +40,9 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
                 context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
             pending = candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                continue  # not registered yet
-            raise
+            # One model's trouble must not hold up the other's promotions: report it, go on, fail the tick after.
+            failures.append(f"{spec.registered_name}: {exc}")
+            continue
         for version in pending:
             requests.append(dg.RunRequest(
                 run_key=run_key(spec.registered_name, version),
@@ -45,6 +51,10 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
             ))
             cursor[spec.key] = max(cursor.get(spec.key, 0), int(version))
     new_cursor = json.dumps(cursor, sort_keys=True)
+    if failures and not requests:
+        raise RuntimeError("promotion sensor could not read the registry: " + "; ".join(failures))
+    for failure in failures:
+        context.log.error(failure)
     if not requests:
         return dg.SensorResult(skip_reason="no new candidates", cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -1,0 +1,204 @@
+"""The production-like stack on one machine, without Docker: the seed's architecture with local processes.
+
+- PostgreSQL (already running, ``ALPR_POSTGRES_HOST``/``ALPR_POSTGRES_PORT``, default 127.0.0.1:5432): databases
+  ``mlflow_db`` (user ``mlflow``, as in the seed), ``mlflow_auth`` (MLflow's user store) and ``dagster``; the env
+  file may rename them (``ALPR_MLFLOW_DB``, ``ALPR_MLFLOW_AUTH_DB``, ``ALPR_DAGSTER_DB``).
+- An S3-compatible server on loopback (moto's server mode, ``ALPR_S3_PORT``, default 9000) with the bucket
+  ``alpr-mlflow-artifacts``; MLflow reaches it through ``MLFLOW_S3_ENDPOINT_URL`` with boto3.
+- ``mlflow server`` with the PostgreSQL backend, S3 artifacts served through the server (edge boxes hold no storage
+  credentials) and its basic-auth app. Principals: ``admin``, ``alpr-pipeline`` (may write: training, registration,
+  promotion) and ``alpr-edge`` (read-only, for edge devices).
+- Dagster webserver and daemon with their instance on PostgreSQL (dagster-postgres).
+
+Every credential comes from an env file the user writes from ``config/production.env.example``
+(``alpr stack up --profile production --env-file config/production.env``); a missing file or key is a clear error
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from alpr_pipelines.lib.stack import Service, StackError, _bin, workspace_file
+from alpr_pipelines.settings import Settings
+
+BUCKET = "alpr-mlflow-artifacts"
+REQUIRED_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "ALPR_PIPELINE_PASSWORD",
+                 "ALPR_EDGE_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+PIPELINE_USER, EDGE_USER, ADMIN_USER = "alpr-pipeline", "alpr-edge", "admin"
+
+DAGSTER_POSTGRES_YAML = """\
+# Written by `alpr stack up --profile production`: the Dagster instance on PostgreSQL.
+telemetry:
+  enabled: false
+storage:
+  postgres:
+    postgres_db:
+      username: dagster
+      password: ""
+      hostname: {host}
+      db_name: {db}
+      port: {port}
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+AUTH_INI = """\
+# Written by `alpr stack up --profile production`. The admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
+[mlflow]
+default_permission = READ
+database_uri = {database_uri}
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+@dataclass(frozen=True)
+class ProductionConfig:
+    env: dict[str, str]
+    pg_host: str
+    pg_port: int
+    s3_port: int
+    mlflow_db: str = "mlflow_db"
+    auth_db: str = "mlflow_auth"
+    dagster_db: str = "dagster"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines; raise naming the file and every missing key."""
+    if not path.is_file():
+        raise StackError(
+            f"env file {path} does not exist. Copy config/production.env.example to {path} and set every value "
+            "(nothing secret is kept in the repository)."
+        )
+    values: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise StackError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    missing = [k for k in REQUIRED_KEYS if not values.get(k) or values[k] == "change-me"]
+    if missing:
+        raise StackError(f"{path} lacks values for {', '.join(missing)} (see config/production.env.example)")
+    return values
+
+
+def production_config(env_file: Path) -> ProductionConfig:
+    env = load_env_file(env_file)
+    return ProductionConfig(env=env, pg_host=env.get("ALPR_POSTGRES_HOST", "127.0.0.1"),
+                            pg_port=int(env.get("ALPR_POSTGRES_PORT", "5432")), s3_port=int(env.get("ALPR_S3_PORT", "9000")),
+                            mlflow_db=env.get("ALPR_MLFLOW_DB", "mlflow_db"),
+                            auth_db=env.get("ALPR_MLFLOW_AUTH_DB", "mlflow_auth"),
+                            dagster_db=env.get("ALPR_DAGSTER_DB", "dagster"))
+
+
+def ensure_databases(cfg: ProductionConfig) -> None:
+    """Create the roles and databases if absent (connects as the ``postgres`` superuser)."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user="postgres", dbname="postgres")
+    except psycopg2.OperationalError as exc:
+        raise StackError(f"cannot reach PostgreSQL at {cfg.pg_host}:{cfg.pg_port} as postgres: {exc}") from exc
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction block
+    with conn.cursor() as cur:
+        for role in ("mlflow", "dagster"):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if not cur.fetchone():
+                cur.execute(f'CREATE ROLE "{role}" LOGIN')
+        for db, owner in ((cfg.mlflow_db, "mlflow"), (cfg.auth_db, "mlflow"), (cfg.dagster_db, "dagster")):
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+            if not cur.fetchone():
+                cur.execute(f'CREATE DATABASE "{db}" OWNER "{owner}"')
+    conn.close()
+
+
+def ensure_bucket(cfg: ProductionConfig) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=cfg.env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=cfg.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=BUCKET)
+
+
+def service_env(settings: Settings, cfg: ProductionConfig) -> dict[str, str]:
+    """Environment of the stack's processes: the pipeline principal for Dagster, S3 access for MLflow."""
+    return {
+        "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": cfg.env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": cfg.env["AWS_SECRET_ACCESS_KEY"],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": cfg.env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": cfg.env["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+        "MLFLOW_AUTH_CONFIG_PATH": str(settings.stack_dir / "mlflow" / "basic_auth.ini"),
+        "MLFLOW_TRACKING_USERNAME": PIPELINE_USER,
+        "MLFLOW_TRACKING_PASSWORD": cfg.env["ALPR_PIPELINE_PASSWORD"],
+    }
+
+
+def services(settings: Settings, cfg: ProductionConfig) -> list[Service]:
+    pg = f"{cfg.pg_host}:{cfg.pg_port}"
+    workspace = str(workspace_file(settings))
+    return [
+        Service("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(cfg.s3_port)],
+                f"{cfg.s3_endpoint}/moto-api/", "moto_server"),
+        Service(
+            "mlflow",
+            [_bin("mlflow"), "server", "--app-name", "basic-auth", "--host", settings.mlflow_host, "--port",
+             str(settings.mlflow_port), "--backend-store-uri", f"postgresql+psycopg2://mlflow@{pg}/{cfg.mlflow_db}",
+             "--artifacts-destination", f"s3://{BUCKET}", "--serve-artifacts"],
+            f"http://{settings.mlflow_host}:{settings.mlflow_port}/health",
+            "mlflow",
+        ),
+        Service("dagster-webserver", [_bin("dagster-webserver"), "-h", settings.dagster_host, "-p",
+                                      str(settings.dagster_port), "-w", workspace],
+                f"http://{settings.dagster_host}:{settings.dagster_port}/server_info", "dagster-webserver"),
+        Service("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", workspace], None, "dagster-daemon"),
+    ]
+
+
+def prepare(settings: Settings, cfg: ProductionConfig) -> None:
+    """Everything before the processes start: databases, config files."""
+    ensure_databases(cfg)
+    (settings.stack_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    (settings.stack_dir / "mlflow" / "basic_auth.ini").write_text(
+        AUTH_INI.format(database_uri=f"postgresql+psycopg2://mlflow@{cfg.pg_host}:{cfg.pg_port}/{cfg.auth_db}"))
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg_file = settings.dagster_home / "dagster.yaml"
+    if not cfg_file.exists():
+        cfg_file.write_text(DAGSTER_POSTGRES_YAML.format(host=cfg.pg_host, port=cfg.pg_port, db=cfg.dagster_db))
+
+
+def ensure_users(settings: Settings, cfg: ProductionConfig, timeout: float = 30.0) -> None:
+    """The writer and the read-only principal (idempotent); needs the MLflow server up."""
+    base = settings.mlflow_tracking_uri.rstrip("/")
+    admin = (ADMIN_USER, cfg.env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    deadline = time.monotonic() + timeout
+    for user, password in ((PIPELINE_USER, cfg.env["ALPR_PIPELINE_PASSWORD"]), (EDGE_USER, cfg.env["ALPR_EDGE_PASSWORD"])):
+        while True:
+            resp = requests.post(f"{base}/api/2.0/mlflow/users/create", json={"username": user, "password": password},
+                                 auth=admin, timeout=10)
+            if resp.status_code == 200 or "already exists" in resp.text.lower() or resp.status_code == 409:
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"could not create MLflow user {user}: HTTP {resp.status_code} {resp.text[:200]}")
+            time.sleep(1)
+
+
+def stack_environment(settings: Settings, cfg: ProductionConfig) -> dict[str, str]:
+    return {**os.environ, **service_env(settings, cfg), "ALPR_HOME": str(settings.home),
+            "DAGSTER_HOME": str(settings.dagster_home), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
