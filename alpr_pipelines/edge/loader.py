@@ -119,6 +119,14 @@ class MLflowModelLoader:
         resp = self.http.get(f"{self.tracking_uri}{path}", params=params, timeout=self.timeout)
         if resp.status_code == 404:
             return {}
+        if resp.status_code == 400:
+            # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE (not 404): treat as "none".
+            try:
+                code = resp.json().get("error_code")
+            except ValueError:
+                code = None
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return {}
         if resp.status_code in (401, 403):
             raise ModelLoadError(f"{self.tracking_uri} refused {path} (HTTP {resp.status_code}); set "
                                  "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to the edge principal")

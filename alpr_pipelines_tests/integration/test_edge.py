@@ -61,6 +61,20 @@ def test_loader_resolves_alias_and_verifies(registry, models, tmp_path):
     assert {"alpr-plate-detector", "alpr-vehicle-detector"} <= names
 
 
+def test_stage_without_alias_is_found_the_seeds_way(registry, models, tmp_path):
+    """A version put in Production with the seed's transition_model_version_stage only (no alias yet)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    spec = replace(PLATE, registered_name="alpr-plate-detector-stage-only")
+    run_id = client.get_model_version("alpr-plate-detector", models["plate"]["versions"][0]).run_id
+    v = register_version(client, spec, run_id, {"onnx": models["plate"]["onnx"]}, 64, {})
+    client.transition_model_version_stage(spec.registered_name, v.version, "Production")
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    remote = loader.current_version(spec.registered_name)
+    assert remote is not None and remote.version == v.version and remote.via == "stage:Production"
+
+
 def test_stage_selected_by_env(registry, models, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
