@@ -21,6 +21,7 @@ from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.assets import training_assets
 from alpr_pipelines.lib.models import MODEL_SPECS
+from alpr_pipelines.settings import Settings, load_settings
 
 # Data versions on outputs are how datasets and trainings report their fingerprints; the beta notice is noise.
 warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
@@ -43,6 +44,19 @@ per_model_jobs = [
     for spec in MODEL_SPECS.values()
 ]
 
+def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
+    """``ALPR_EXECUTOR=k8s``: one Kubernetes pod per step (GPU steps carry their own ``dagster-k8s/config``)."""
+    if settings.executor == "default":
+        return None
+    if settings.executor != "k8s":
+        raise ValueError(f"ALPR_EXECUTOR={settings.executor!r} is unknown; use k8s, or leave it unset")
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as exc:
+        raise ImportError("ALPR_EXECUTOR=k8s needs dagster-k8s: pip install 'alpr-pipelines[k8s]'") from exc
+    return k8s_job_executor
+
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=parity_checks,
@@ -50,4 +64,5 @@ defs = dg.Definitions(
     sensors=[promotion_sensor],
     schedules=[build_retraining_schedule(train_and_register)],
     resources={"state": AlprStateResource(), "mlflow_registry": MlflowRegistryResource()},
+    executor=executor_for(load_settings()),
 )

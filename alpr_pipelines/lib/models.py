@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STAGES = ("None", "Staging", "Production", "Archived")
+# What a GPU step (training, TensorRT build) asks Kubernetes for when runs use dagster-k8s's k8s_job_executor; other
+# executors ignore this tag. Node selectors are cluster-specific: add them per deployment (docker/k8s/values.yaml).
+GPU_STEP_K8S_CONFIG = {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+}
 # Stages are deprecated in MLflow (since 2.9) in favour of aliases. We keep both, and these aliases mirror the stages:
 # the version holding an alias is the newest version in that stage.
 STAGE_ALIASES = {"Staging": "candidate", "Production": "production"}

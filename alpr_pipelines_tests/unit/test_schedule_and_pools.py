@@ -1,3 +1,5 @@
+import json
+
 import dagster as dg
 import pytest
 import yaml
@@ -45,3 +47,23 @@ def test_promotions_and_trainings_are_serialized_by_pools():
     assert job.graph.node_dict["gate_and_promote"].definition.pool == PROMOTION_POOL
     assert defs.get_job_def("rollback_model").graph.node_dict["rollback_production"].definition.pool == PROMOTION_POOL
     assert yaml.safe_load(DAGSTER_YAML)["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_gpu_steps_carry_their_k8s_config_and_the_executor_is_selectable():
+    from alpr_pipelines.definitions import executor_for
+    from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG
+
+    for key in (["plate", "weights"], ["vehicle", "tensorrt"]):
+        tags = defs.get_assets_def(dg.AssetKey(key)).op.tags
+        assert json.loads(tags["dagster-k8s/config"]) == GPU_STEP_K8S_CONFIG  # Dagster stores op tags as JSON
+    assert "dagster-k8s/config" not in defs.get_assets_def(dg.AssetKey(["plate", "evaluation"])).op.tags
+    assert executor_for(load_settings({})) is None
+    with pytest.raises(ValueError, match="ALPR_EXECUTOR='slurm' is unknown"):
+        executor_for(load_settings({"ALPR_EXECUTOR": "slurm"}))
+    try:
+        import dagster_k8s  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"pip install 'alpr-pipelines\[k8s\]'"):
+            executor_for(load_settings({"ALPR_EXECUTOR": "k8s"}))
+    else:
+        assert executor_for(load_settings({"ALPR_EXECUTOR": "k8s"})).name == "k8s"

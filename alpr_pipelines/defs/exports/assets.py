@@ -7,7 +7,7 @@ import dagster as dg
 
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.exports import ExportError, ExportResult, export_onnx, export_tensorrt
-from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, MODEL_SPECS, ModelSpec
 
 
 class ExportConfig(dg.Config):
@@ -44,7 +44,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(key=[spec.key, "tensorrt"], group_name=f"{spec.key}_detector",
               ins={"weights": dg.AssetIn([spec.key, "weights"]), "onnx": dg.AssetIn([spec.key, "onnx"])},
-              kinds={"tensorrt"},
+              kinds={"tensorrt"}, op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
               description="TensorRT FP16 engine for this machine's GPU, tagged with GPU name, compute capability and "
               "TensorRT version; 'skipped: no CUDA device' elsewhere, and the chain goes on with ONNX.")
     def _tensorrt(context: dg.AssetExecutionContext, state: AlprStateResource, weights: dict,

@@ -8,7 +8,7 @@ import dagster as dg
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.config import TrainConfig
-from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, MODEL_SPECS, ModelSpec
 from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, train
 
 
@@ -25,6 +25,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         ins={"dataset": dg.AssetIn([spec.key, "dataset"])},
         kinds={"pytorch", "mlflow"},
         tags={"alpr/training": "true"},
+        op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
         pool="alpr_training",
         # A retry continues the same MLflow run from last.pt (see lib.training); config errors are not retried.
         retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
