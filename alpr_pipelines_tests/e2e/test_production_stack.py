@@ -113,7 +113,8 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     client.transition_model_version_stage(NAME, v1, "Production", archive_existing_versions=True)
 
     # An edge service with the read-only principal follows the registry.
-    clip = write_sample_clip(tmp_path / "clip.avi", frames=400, width=320, height=192)
+    # Long enough to outlast training v2 plus the sensor; the test stops the edge once it has swapped.
+    clip = write_sample_clip(tmp_path / "clip.avi", frames=1600, width=320, height=192)
     cameras = tmp_path / "cameras.yaml"
     # This test follows the vehicle detector; the plate slot serves a local file (the edge's fallback path).
     from alpr_pipelines.lib.promotion import download_verified
