@@ -35,6 +35,8 @@ from typing import Any
 
 import requests
 
+from alpr_pipelines.edge.integrity import sha256_file
+
 log = logging.getLogger(__name__)
 
 STAGE_ALIASES = {"Production": "production", "Staging": "candidate"}  # mirrors alpr_pipelines.lib.models
@@ -57,14 +59,6 @@ class RemoteVersion:
     run_id: str
     source: str
     via: str  # "alias:production" or "stage:Production"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def local_gpu_compute_capability() -> str | None:
@@ -233,7 +227,7 @@ class MLflowModelLoader:
         manifest = json.loads(manifest_path.read_text())
         role, entry = self._pick_file(manifest)
         target = vdir / entry["name"]
-        if not target.is_file() or _sha256(target) != entry["sha256"]:
+        if not target.is_file() or sha256_file(target) != entry["sha256"]:
             url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/{entry['name']}")
             self._download(url, target, entry["sha256"], progress)
         return target, manifest
@@ -257,7 +251,7 @@ class MLflowModelLoader:
             return None
         info = json.loads(f.read_text())
         path = Path(info["path"])
-        if not path.is_file() or _sha256(path) != info["sha256"]:
+        if not path.is_file() or sha256_file(path) != info["sha256"]:
             log.warning("cached %s v%s is missing or altered; not using it", name, info.get("version"))
             return None
         return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],
@@ -299,7 +293,7 @@ class MLflowModelLoader:
                 if local.suffix not in LOADABLE_SUFFIXES:
                     raise ModelLoadError(f"{local} is a {local.suffix} file; the edge loads only .onnx or .engine "
                                          "(it never unpickles .pt files). Export it with `alpr register-existing`.")
-                return str(local), {"source": "local", "version": None, "sha256": _sha256(local),
+                return str(local), {"source": "local", "version": None, "sha256": sha256_file(local),
                                     "stage": None}
             tried.append(f"no local file {local}")
         raise ModelLoadError(f"no model for {name}: " + "; ".join(tried))

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import yaml
 
+from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import ModelSpec
 from alpr_pipelines.lib.synth import Scene, generate_scene
 
@@ -223,14 +224,6 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def validate_dataset(
     data_yaml: Path,
     expected_names: dict[int, str] | None = None,
@@ -310,12 +303,12 @@ def validate_dataset(
 
 def check_disjoint(data_yaml: Path, other_yaml: Path) -> None:
     """Raise if any image of ``other_yaml`` (e.g. the golden set) also appears in ``data_yaml`` (by content)."""
-    ours = {_sha256(p): p for s in SPLITS for p in split_images(load_data_yaml(data_yaml), s)}
+    ours = {sha256_file(p): p for s in SPLITS for p in split_images(load_data_yaml(data_yaml), s)}
     problems = [
         Problem("leak", str(p), f"golden image also in training data as {ours[h]}")
         for s in SPLITS
         for p in split_images(load_data_yaml(other_yaml), s)
-        if (h := _sha256(p)) in ours
+        if (h := sha256_file(p)) in ours
     ]
     if problems:
         raise DatasetValidationError(Path(data_yaml), problems)

@@ -7,7 +7,6 @@ into the ONNX ``metadata_props``; :func:`export_onnx` checks they are there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector, decode, letterbox, to_tensor
 
 # Parity tolerances between PyTorch and ONNX Runtime (both FP32 on the same preprocessed tensor).
@@ -26,14 +26,6 @@ PARITY_MATCH_IOU = 0.95  # a detection matches its twin when IoU >= this, same c
 
 class ExportError(Exception):
     """An export failed or produced an unusable file."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

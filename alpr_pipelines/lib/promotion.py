@@ -18,8 +18,8 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
-from alpr_pipelines.lib.exports import sha256_file
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES
 from alpr_pipelines.lib.registry import (
     RegistryError,

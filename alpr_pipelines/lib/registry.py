@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import alpr_pipelines
-from alpr_pipelines.lib.exports import sha256_file
+from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, ModelSpec
 
 CONTENT_TAG = "alpr_content_id"

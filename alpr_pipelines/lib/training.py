@@ -29,6 +29,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import ModelSpec
 
 TRAINING_KEY_TAG = "alpr_training_key"
@@ -132,14 +133,6 @@ class TrainingResult:
         return d
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingParams) -> str:
     """Identity of a training: same model, data and parameters give the same key (device excluded)."""
     p = asdict(params)
@@ -148,7 +141,7 @@ def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingPara
     if not p["retrain_nonce"]:
         p.pop("retrain_nonce")  # absent unless forced, so keys made before the field existed stay valid
     base = Path(params.model)
-    p["model"] = _sha256_file(base) if base.suffix == ".pt" else base.name
+    p["model"] = sha256_file(base) if base.suffix == ".pt" else base.name
     blob = json.dumps({"model": spec.key, "data": dataset_fingerprint, "params": p}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
