@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alpr-installed
 
-.PHONY: demo test test-slow gpu-check stack-up stack-down lint clean
+.PHONY: demo test test-slow bench bench-quick gpu-check stack-up stack-down lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,19 @@ demo: $(STAMP)
 
 ## test: lint, type-check and the default test suite (no GPU, no network; about 10 minutes on 2 cores)
 test: $(STAMP)
-	$(BIN)/ruff check alpr_pipelines alpr_pipelines_tests scripts
+	$(BIN)/ruff check alpr_pipelines alpr_pipelines_tests scripts bench
 	$(BIN)/mypy alpr_pipelines
 	$(BIN)/pytest -m "not slow and not gpu"
 
 ## test-slow: the long tests (the full demo graph, longer trainings)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+
+## bench: edge benchmarks beside their baselines (medians, ratios) -> docs/benchmarks.md; bench-quick: smoke run
+bench: $(STAMP)
+	$(BIN)/python bench/edge_bench.py
+bench-quick: $(STAMP)
+	$(BIN)/python bench/edge_bench.py --quick
 
 ## gpu-check: verify CUDA training, GPU ONNX export and TensorRT engines on a machine with a GPU
 gpu-check: $(STAMP)
