@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError
+from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, manifest_sha256
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class RegistryPoller(threading.Thread):
                       self.slot.version, exc)
             return False
         old = self.slot.version
-        sha = next(f["sha256"] for f in manifest["files"].values() if f["name"] == Path(path).name)
+        sha = manifest_sha256(manifest, path)
         self.slot.swap(model, {"source": "mlflow", "version": remote.version, "via": remote.via, "sha256": sha})
         self.loader.mark_current(self.slot.name, remote.version, Path(path), sha, remote.via)
         self.loader.prune(self.slot.name, {v for v in (remote.version, old) if v})

@@ -61,6 +61,14 @@ class RemoteVersion:
     via: str  # "alias:production" or "stage:Production"
 
 
+def manifest_sha256(manifest: dict[str, Any], path: Path) -> str:
+    """The sha256 the manifest records for the file at ``path`` (matched by name)."""
+    for entry in manifest["files"].values():
+        if entry["name"] == Path(path).name:
+            return entry["sha256"]
+    raise IntegrityError(f"{Path(path).name} is not listed in the version's manifest")
+
+
 def local_gpu_compute_capability() -> str | None:
     """This box's GPU compute capability ("8.0"), read without torch; None without a usable NVIDIA GPU."""
     try:
@@ -273,7 +281,7 @@ class MLflowModelLoader:
             remote = self.current_version(name)
             if remote is not None:
                 path, manifest = self.fetch(remote)
-                sha = manifest["files"][[r for r, f in manifest["files"].items() if f["name"] == path.name][0]]["sha256"]
+                sha = manifest_sha256(manifest, path)
                 self.mark_current(name, remote.version, path, sha, remote.via)
                 kind, label = remote.via.split(":", 1)
                 return str(path), {"source": "mlflow", "version": remote.version, "sha256": sha,

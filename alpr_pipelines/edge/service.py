@@ -131,10 +131,12 @@ class EdgeMetrics:
                                     ["model"], registry=r)
         self.poll_errors = Counter("alpr_registry_poll_errors_total", "Failed registry polls", ["model"], registry=r)
         self.reachable = Gauge("alpr_registry_reachable", "1 while the registry answers", ["model"], registry=r)
+        self._versions: dict[str, tuple[str, str]] = {}
 
     def set_version(self, model: str, version: str | None, source: str | None) -> None:
+        """One info series per model: the old version's series goes when a new one is set."""
         self.model_info.clear()
-        self._versions = {**getattr(self, "_versions", {}), model: (version or "local", source or "local")}
+        self._versions[model] = (version or "local", source or "local")
         for m, (v, s) in self._versions.items():
             self.model_info.labels(model=m, version=v, source=s).set(1)
 
