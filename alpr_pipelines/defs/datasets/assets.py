@@ -29,13 +29,23 @@ def _config_hash(cfg: dg.Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# The golden set's defaults, shared by the golden_set asset and the promotion runs (they must evaluate on one set).
+GOLDEN_SEED, GOLDEN_IMAGES, GOLDEN_WIDTH, GOLDEN_HEIGHT = 20241101, 100, 640, 384
+
+
 class GoldenSetConfig(dg.Config):
     """The frozen evaluation set, from a scene stream training never draws from."""
 
-    seed: int = 20241101
-    images: int = 100
-    width: int = 640
-    height: int = 384
+    seed: int = GOLDEN_SEED
+    images: int = GOLDEN_IMAGES
+    width: int = GOLDEN_WIDTH
+    height: int = GOLDEN_HEIGHT
+
+
+def write_golden_views(config: GoldenSetConfig, state: AlprStateResource) -> dict[str, Path]:
+    """Model key -> data YAML of the golden set of ``config`` (generated once; deterministic)."""
+    return write_synthetic_views(golden_dir(config, state), MODEL_SPECS.values(), config.seed, {"val": config.images},
+                                 config.width, config.height, purpose="golden")
 
 
 def golden_dir(config: "GoldenSetConfig", state: AlprStateResource) -> Path:
@@ -52,8 +62,7 @@ def _mosaic_md(path: Path) -> dg.MetadataValue:
           description="Frozen golden evaluation set (both models' labels), disjoint from every training scene.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
     out = golden_dir(config, state)
-    views = write_synthetic_views(out, MODEL_SPECS.values(), config.seed, {"val": config.images}, config.width,
-                                  config.height, purpose="golden")
+    views = write_golden_views(config, state)
     result: dict[str, dict[str, str]] = {}
     metadata: dict[str, Any] = {}
     for key, data_yaml in views.items():

@@ -5,12 +5,20 @@ from typing import Literal
 
 import dagster as dg
 
+from alpr_pipelines.defs.datasets.assets import (
+    GOLDEN_HEIGHT,
+    GOLDEN_IMAGES,
+    GOLDEN_SEED,
+    GOLDEN_WIDTH,
+    GoldenSetConfig,
+    write_golden_views,
+)
 from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, GatePolicy, decide
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.lib.datasets import validate_dataset, write_synthetic_views
+from alpr_pipelines.lib.datasets import validate_dataset
 from alpr_pipelines.lib.evaluation import EvaluationError
-from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec, spec_for
+from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion import (
     PARITY_TAG,
     DecisionRecord,
@@ -31,20 +39,17 @@ PROMOTION_POOL = "alpr_promotion"  # limit 1 (dagster.yaml): promotions are seri
 class GoldenConfig(dg.Config):
     """The frozen golden set the evaluations use (the same defaults as the golden_set asset)."""
 
-    golden_seed: int = 20241101
-    golden_images: int = 100
-    golden_width: int = 640
-    golden_height: int = 384
+    golden_seed: int = GOLDEN_SEED
+    golden_images: int = GOLDEN_IMAGES
+    golden_width: int = GOLDEN_WIDTH
+    golden_height: int = GOLDEN_HEIGHT
 
 
 def golden_for(spec: ModelSpec, cfg: GoldenConfig, state: AlprStateResource) -> tuple[Path, str]:
     """The golden set's data YAML and fingerprint for ``spec``, generating it if absent (it is deterministic)."""
-    from alpr_pipelines.defs.datasets.assets import GoldenSetConfig, golden_dir
-
     golden = GoldenSetConfig(seed=cfg.golden_seed, images=cfg.golden_images, width=cfg.golden_width,
                              height=cfg.golden_height)
-    views = write_synthetic_views(golden_dir(golden, state), MODEL_SPECS.values(), golden.seed,
-                                  {"val": golden.images}, golden.width, golden.height, purpose="golden")
+    views = write_golden_views(golden, state)
     return views[spec.key], validate_dataset(views[spec.key], spec.names, required_splits=("val",)).fingerprint
 
 
