@@ -26,11 +26,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
-## bench: edge benchmarks beside their baselines (medians, ratios) -> docs/benchmarks.md; bench-quick: smoke run
+## bench: every figure of docs/benchmarks.md beside its baseline (medians, ratios; ~40 min); bench-quick: smoke run
 bench: $(STAMP)
-	$(BIN)/python bench/edge_bench.py
+	$(BIN)/python bench/run_all.py
 bench-quick: $(STAMP)
-	$(BIN)/python bench/edge_bench.py --quick
+	$(BIN)/python bench/run_all.py --quick
 
 ## gpu-check: verify CUDA training, GPU ONNX export and TensorRT engines on a machine with a GPU
 gpu-check: $(STAMP)

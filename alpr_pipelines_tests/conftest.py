@@ -50,12 +50,13 @@ class MlflowServer:
 
     def start(self) -> None:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as the stack runs it (lib/stack.py)
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                  "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"],
-                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         wait_http(f"{self.uri}/health", 120, self.proc, self.log)
 

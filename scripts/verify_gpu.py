@@ -20,6 +20,14 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+# Run as `python scripts/verify_gpu.py` from a plain checkout (no `pip install -e .`): Python puts scripts/ on the
+# path, not the repository root, so add the root when the package is not importable otherwise.
+_ROOT = Path(__file__).resolve().parents[1]
+if (_ROOT / "alpr_pipelines").is_dir() and str(_ROOT) not in sys.path:
+    try:
+        import alpr_pipelines  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(_ROOT))
 
 
 def main() -> int:
@@ -57,7 +65,11 @@ def main() -> int:
             checks[name] = {"passed": False, "error": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc()[-2000:]}
         checks[name]["seconds"] = round(time.perf_counter() - started, 2)
-        print(f"{name}: {'ok' if checks[name]['passed'] else 'FAILED'} ({checks[name]['seconds']}s)")
+        c = checks[name]
+        skipped = c.get("skipped") or (c.get("cuda_execution_provider") if c.get("cuda_execution_provider") != "used"
+                                       else None)
+        status = ("ok" if c["passed"] else "FAILED") + (f"; {skipped}" if skipped else "")
+        print(f"{name}: {status} ({c['seconds']}s)" + ("" if c["passed"] else f"\n{c['traceback']}"))
 
     views = write_synthetic_views(work / "data", MODEL_SPECS.values(), 0, {"train": 64, "val": 16}, 512, 320)
     golden = write_synthetic_views(work / "golden", MODEL_SPECS.values(), 1, {"val": 8}, 512, 320, purpose="golden")
@@ -83,11 +95,20 @@ def main() -> int:
         providers = ort.get_available_providers()
         detector = OnnxDetector(state["onnx"], providers=[p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                                           if p in providers])
+        session_providers = detector.session.get_providers()
+        if "CUDAExecutionProvider" in session_providers:
+            cuda_ep = "used"
+        elif "CUDAExecutionProvider" in providers:
+            cuda_ep = ("skipped: onnxruntime offers CUDAExecutionProvider but the session fell back to the CPU "
+                       "(CUDA/cuDNN libraries that this onnxruntime-gpu build needs are not loadable)")
+        else:
+            cuda_ep = (f"skipped: onnxruntime {ort.__version__} is a CPU build without CUDAExecutionProvider "
+                       "(onnxruntime-gpu is not installed: pip install '.[gpu]')")
         parity = onnx_parity(state["best"], state["onnx"], golden_images)
         if not parity.passed:
             raise AssertionError(f"ONNX parity failed: {parity.as_dict()}")
-        return {"providers_available": providers, "session_providers": detector.session.get_providers(),
-                "parity": parity.as_dict()}
+        return {"providers_available": providers, "session_providers": session_providers,
+                "cuda_execution_provider": cuda_ep, "parity": parity.as_dict()}
 
     def tensorrt_engine():
         result = export_tensorrt(state["best"], work / "export", args.imgsz)
@@ -122,6 +143,13 @@ def main() -> int:
         check("tensorrt_engine", tensorrt_engine)
     failed = [name for name, c in checks.items() if not c["passed"]]
     report["result"] = "failed: " + ", ".join(failed) if failed else "passed"
+    # What was not verified here, and why (a pass does not cover these).
+    report["skipped"] = {
+        "tensorrt": checks.get("tensorrt_engine", {}).get("skipped"),
+        "onnxruntime_cuda_execution_provider": (
+            None if checks.get("onnx_export_and_parity", {}).get("cuda_execution_provider") == "used"
+            else checks.get("onnx_export_and_parity", {}).get("cuda_execution_provider", "not reached")),
+    }
     Path(args.report).write_text(json.dumps(report, indent=2, default=str))
     print(f"report: {args.report} ({report['result']})")
     return 1 if failed else 0

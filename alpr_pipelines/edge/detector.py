@@ -31,14 +31,23 @@ class Backend(Protocol):
     imgsz: tuple[int, int]
     model_version: str | None
 
-    def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> list[Detection]: ...
+    def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
+               scaleup: bool = True) -> list[Detection]: ...
 
 
-def load_backend(path: str | Path, version: str | None, threads: int | None = None) -> Backend:
-    """ONNX Runtime for ``.onnx`` (CPU, CUDA or TensorRT provider, whichever this box has); TensorRT for ``.engine``."""
+def load_backend(path: str | Path, version: str | None, threads: int | None = None,
+                 imgsz: int | None = None) -> Backend:
+    """ONNX Runtime for ``.onnx`` (CPU, CUDA or TensorRT provider, whichever this box has); TensorRT for ``.engine``.
+
+    ``imgsz`` runs a dynamic-shape ONNX model at another size than it was exported at; a fixed-shape model or an
+    engine keeps its own size.
+    """
     path = Path(path)
     if path.suffix == ".onnx":
-        return OnnxDetector(path, threads=threads, model_version=version)
+        detector = OnnxDetector(path, threads=threads, model_version=version)
+        if imgsz is not None and detector.dynamic:
+            detector.resize(imgsz)
+        return detector
     if path.suffix == ".engine":
         from alpr_pipelines.edge.tensorrt_backend import TensorRTDetector
 
@@ -112,15 +121,19 @@ class YOLOv11Detector:
         threads: int | None = None,
         vehicle_model_name: str = VEHICLE_MODEL,
         plate_model_name: str = PLATE_MODEL,
+        imgsz: int | None = None,
+        plate_imgsz: int | None = None,
     ):
         self.conf, self.plate_conf, self.threads = conf, plate_conf, threads
+        # Serving sizes for dynamic-shape models (None: the size each model was exported at).
+        self.imgsz, self.plate_imgsz = imgsz, plate_imgsz
         self.use_mlflow = use_mlflow
         self.loader = loader or (MLflowModelLoader(tracking_uri=mlflow_tracking_uri) if use_mlflow else None)
         self.vehicle = ModelSlot(vehicle_model_name)
         self.plate = ModelSlot(plate_model_name)
         for slot, fallback in ((self.vehicle, vehicle_model_path), (self.plate, plate_model_path)):
             path, meta = self._resolve(slot.name, fallback)
-            model = load_backend(path, meta.get("version"), threads)
+            model = load_backend(path, meta.get("version"), threads, self.serving_imgsz(slot))
             warm_up(model)
             slot.swap(model, meta)
             log.info("%s: serving %s (%s)", slot.name, meta.get("version") or path, meta.get("source"))
@@ -138,8 +151,15 @@ class YOLOv11Detector:
     def slots(self) -> list[ModelSlot]:
         return [self.vehicle, self.plate]
 
+    def serving_imgsz(self, slot: ModelSlot) -> int | None:
+        return self.imgsz if slot is self.vehicle else self.plate_imgsz
+
     def detect(self, frame: np.ndarray) -> FrameResult:
-        """Vehicles in the frame, then plates within each vehicle box (the full frame when no vehicle is found)."""
+        """Vehicles in the frame, then plates within each vehicle box (the full frame when no vehicle is found).
+
+        Crops are never enlarged: a plate keeps the pixel scale it has in the frame, the scale the plate model was
+        trained at on full frames, and a dynamic-shape plate model runs on a small input instead of a full square.
+        """
         started = time.perf_counter()
         vehicle_model, plate_model = self.vehicle.model, self.plate.model  # one version per frame, whatever swaps
         assert vehicle_model is not None and plate_model is not None
@@ -147,11 +167,14 @@ class YOLOv11Detector:
         plates: list[Detection] = []
         h, w = frame.shape[:2]
         regions = [(int(v.x1), int(v.y1), int(np.ceil(v.x2)), int(np.ceil(v.y2))) for v in vehicles] or [(0, 0, w, h)]
-        for x1, y1, x2, y2 in regions:
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-            if x2 - x1 < 8 or y2 - y1 < 8:
-                continue
-            for p in plate_model.detect(frame[y1:y2, x1:x2], conf=self.plate_conf):
+        regions = [(max(0, x1), max(0, y1), min(w, x2), min(h, y2)) for x1, y1, x2, y2 in regions]
+        regions = [r for r in regions if r[2] - r[0] >= 8 and r[3] - r[1] >= 8]
+        crops = [frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions]
+        many = getattr(plate_model, "detect_many", None)
+        found = (many(crops, conf=self.plate_conf) if many is not None
+                 else [plate_model.detect(c, conf=self.plate_conf, scaleup=False) for c in crops])
+        for (x1, y1, _, _), dets in zip(regions, found, strict=True):
+            for p in dets:
                 plates.append(Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id,
                                         p.class_name, p.model_version))
         return FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version,
@@ -178,12 +201,12 @@ class RegistryPoller(threading.Thread):
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
                  max_backoff: float = 120.0, threads: int | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None):
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None):
         super().__init__(name=f"poller-{slot.name}", daemon=True)
         if interval > 15:
             log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
         self.loader, self.slot, self.interval, self.jitter = loader, slot, interval, jitter
-        self.max_backoff, self.threads = max_backoff, threads
+        self.max_backoff, self.threads, self.imgsz = max_backoff, threads, imgsz
         self.on_event = on_event or (lambda kind, data: None)
         self.stats = PollStats()
         self._stop = threading.Event()
@@ -214,7 +237,7 @@ class RegistryPoller(threading.Thread):
             return False
         try:
             path, manifest = self.loader.fetch(remote)
-            model = load_backend(path, remote.version, self.threads)
+            model = load_backend(path, remote.version, self.threads, self.imgsz)
             warm_up(model)
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1

@@ -81,6 +81,17 @@ def local_gpu_compute_capability() -> str | None:
         return None
 
 
+# auto: a TensorRT engine built for this GPU, else INT8 ONNX on a CPU-only box (when the version has one), else FP32.
+PRECISIONS = ("auto", "fp32", "int8")
+
+
+def cpu_only() -> bool:
+    """True when this box's ONNX Runtime has no GPU provider (INT8 QDQ models are fast on CPUs, slow on CUDA)."""
+    import onnxruntime as ort
+
+    return not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+
+
 class MLflowModelLoader:
     """The seed's loader: ``get_model_path(name, fallback_filename=...) -> (path, metadata)``.
 
@@ -98,6 +109,7 @@ class MLflowModelLoader:
         prefer_engine: bool = True,
         username: str | None = None,
         password: str | None = None,
+        precision: str | None = None,
     ):
         self.tracking_uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000").rstrip("/")
         stage = preferred_stage or os.environ.get("MLFLOW_MODEL_STAGE") or "Production"
@@ -113,6 +125,10 @@ class MLflowModelLoader:
         if username and password:
             self.http.auth = (username, password)
         self.prefer_engine = prefer_engine
+        self.precision = (precision or os.environ.get("ALPR_EDGE_PRECISION") or "auto").lower()
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} "
+                             "(ALPR_EDGE_PRECISION)")
         self._mlflow_connected = self.check_connection()
 
     # ------------------------------------------------------------------------------------------- registry
@@ -216,6 +232,9 @@ class MLflowModelLoader:
             cc = local_gpu_compute_capability()
             if cc is not None and f"sm{cc.replace('.', '')}" in engine["name"]:
                 return "engine", engine
+        int8 = files.get("onnx_int8")
+        if int8 is not None and (self.precision == "int8" or (self.precision == "auto" and cpu_only())):
+            return "onnx_int8", int8
         if "onnx" not in files:
             raise ModelLoadError(f"{manifest.get('model')}: the version has no ONNX file (the edge loads only ONNX "
                                  "or a TensorRT engine built for its own GPU)")

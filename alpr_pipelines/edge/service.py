@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL, FrameResult, RegistryPoller, YOLOv11Detector
+from alpr_pipelines.edge.frames import FrameReader, SourceError
 from alpr_pipelines.edge.loader import MLflowModelLoader
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class EdgeConfig:
     http_port: int = 9108
     cache_dir: str | None = None
     use_mlflow: bool = True
+    imgsz: int | None = None  # serving size of a dynamic-shape vehicle model; None: as exported
+    plate_imgsz: int | None = None
+    threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -108,7 +112,18 @@ class EdgeConfig:
             detections=detections if detections == "-" else str(rel(detections)),
             annotated_dir=rel(out.get("annotated_dir")), http_host=http.get("host", "127.0.0.1"),
             http_port=int(http.get("port", 9108)), cache_dir=rel(raw.get("cache_dir")),
+            imgsz=_opt_int(vehicle.get("imgsz"), "models.vehicle.imgsz", path),
+            plate_imgsz=_opt_int(plate.get("imgsz"), "models.plate.imgsz", path),
+            threads=_opt_int(raw.get("threads"), "threads", path),
         )
+
+
+def _opt_int(value: Any, name: str, path: Path) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: {name} must be a positive integer, got {value!r}")
+    return value
 
 
 class EdgeMetrics:
@@ -158,7 +173,8 @@ class EdgeService:
         self.detector = detector or YOLOv11Detector(
             vehicle_model_path=config.vehicle_fallback, plate_model_path=config.plate_fallback,
             use_mlflow=config.use_mlflow, loader=self.loader, vehicle_model_name=config.vehicle_name,
-            plate_model_name=config.plate_name)
+            plate_model_name=config.plate_name, imgsz=config.imgsz, plate_imgsz=config.plate_imgsz,
+            threads=config.threads)
         for slot in self.detector.slots():
             self.metrics.set_version(slot.name, slot.version, slot.metadata.get("source"))
         self.pollers: list[RegistryPoller] = []
@@ -225,7 +241,8 @@ class EdgeService:
         if self.loader is None:
             return
         for slot in self.detector.slots():
-            poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event)
+            poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event,
+                                    threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot))
             poller.start()
             self.pollers.append(poller)
 
@@ -250,16 +267,17 @@ class EdgeService:
 
     def process_camera(self, camera: Camera, out: TextIO, max_frames: int | None = None) -> int:
         """Read ``camera`` until it ends (files), ``max_frames``, or stop; every decoded frame is processed."""
-        cap = cv2.VideoCapture(camera.source)
-        if not cap.isOpened():
-            raise ConfigError(f"camera {camera.name}: cannot open {camera.source}")
+        try:
+            reader = FrameReader(camera.source, name=camera.name)  # decodes ahead, overlapping inference
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from exc
         index, window_start, window_frames = 0, time.monotonic(), 0
         min_gap = 1.0 / camera.fps_limit if camera.fps_limit > 0 else 0.0
         next_due = time.monotonic()
         try:
             while not self._stop.is_set() and (max_frames is None or index < max_frames):
-                ok, frame = cap.read()
-                if not ok:
+                frame = reader.read()
+                if frame is None:
                     break
                 if min_gap:
                     delay = next_due - time.monotonic()
@@ -280,7 +298,7 @@ class EdgeService:
                     self.metrics.fps.labels(camera=camera.name).set(window_frames / elapsed)
                     window_start, window_frames = time.monotonic(), 0
         finally:
-            cap.release()
+            reader.close()
         self.frames_by_camera[camera.name] = index
         return index
 

@@ -84,7 +84,10 @@ class TensorRTDetector:
         _check(cudart.cudaStreamSynchronize(self.stream))
         return self.host_out[0].astype(np.float32)
 
-    def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> list[Detection]:
+    def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
+               scaleup: bool = True) -> list[Detection]:
+        """As :meth:`OnnxDetector.detect`; an engine has a fixed input, so every image fills it (``scaleup`` is
+        accepted for the common interface and has no effect)."""
         padded, box = letterbox(image_bgr, self.imgsz)
         raw = self.raw(to_tensor(padded))
         return decode(raw, box, image_bgr.shape[:2], self.names, conf, iou, model_version=self.model_version)

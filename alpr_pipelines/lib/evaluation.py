@@ -8,6 +8,7 @@ numbers read like the ones its validator prints. A model that cannot be loaded o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,38 +90,40 @@ def match(dets: list[Detection], true_cls: np.ndarray, true_boxes: np.ndarray) -
     return correct
 
 
-def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, threads: int | None = None,
-                  max_images: int | None = None) -> EvaluationResult:
-    """Score ``onnx_path`` on the golden set's ``val`` split.
+@dataclass(frozen=True)
+class Scores:
+    """COCO-style detection scores of a set of images."""
+
+    mAP50: float
+    mAP50_95: float
+    precision: float
+    recall: float
+    per_class_ap50_95: dict[str, float]
+    latencies_ms: list[float]
+
+
+def score_detections(detect: Callable[[np.ndarray], list[Detection]], names: dict[int, str],
+                     images: list[Path]) -> Scores:
+    """Score ``detect`` (BGR image -> detections in image pixels, low confidence kept) on labelled ``images``.
+
+    Any detector can be scored the same way: ours, or Ultralytics' predict wrapped to return :class:`Detection`.
 
     Raises:
-        EvaluationError: the model does not load or run, or the golden set is empty.
+        EvaluationError: an image cannot be read or the detector fails on it.
     """
     from ultralytics.utils.metrics import ap_per_class
 
-    try:
-        detector = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"], threads=threads)
-    except Exception as exc:
-        raise EvaluationError(f"cannot load {onnx_path} for evaluation: {exc}") from exc
-    images = split_images(load_data_yaml(golden_yaml), "val")[:max_images]
-    if not images:
-        raise EvaluationError(f"golden set {golden_yaml} has no images")
     stats_tp, stats_conf, stats_pred, stats_target = [], [], [], []
     latencies = []
-    warm = cv2.imread(str(images[0]))
-    if warm is None:
-        raise EvaluationError(f"golden image {images[0]} cannot be read")
-    for _ in range(LATENCY_WARMUP):
-        detector.detect(warm, conf=EVAL_CONF)
     for image_path in images:
         image = cv2.imread(str(image_path))
         if image is None:
             raise EvaluationError(f"golden image {image_path} cannot be read")
         started = time.perf_counter()
         try:
-            dets = detector.detect(image, conf=EVAL_CONF)
+            dets = detect(image)
         except Exception as exc:
-            raise EvaluationError(f"{onnx_path} failed on {image_path}: {exc}") from exc
+            raise EvaluationError(f"the detector failed on {image_path}: {exc}") from exc
         latencies.append((time.perf_counter() - started) * 1000)
         true_cls, true_boxes = _targets(image_path, image.shape[1], image.shape[0])
         stats_tp.append(match(dets, true_cls, true_boxes))
@@ -129,17 +132,41 @@ def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, t
         stats_target.append(true_cls)
     tp = np.concatenate(stats_tp) if stats_tp else np.zeros((0, 10), bool)
     conf, pred, target = (np.concatenate(x) for x in (stats_conf, stats_pred, stats_target))
-    per_class = {name: 0.0 for name in detector.names.values()}
+    per_class = {name: 0.0 for name in names.values()}
     if len(target) and len(conf):
         _, _, p, r, _, ap, classes, *_ = ap_per_class(tp, conf, pred, target)
         for c, ap_c in zip(classes, ap, strict=True):
-            per_class[detector.names[int(c)]] = float(ap_c.mean())
+            per_class[names[int(c)]] = float(ap_c.mean())
         map50, map50_95, precision, recall = float(ap[:, 0].mean()), float(ap.mean()), float(p.mean()), float(r.mean())
     else:  # nothing detected at all: a real, measured zero (the model ran), not a failure
         map50 = map50_95 = precision = recall = 0.0
-    lat = np.asarray(latencies)
+    return Scores(map50, map50_95, precision, recall, per_class, latencies)
+
+
+def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, threads: int | None = None,
+                  max_images: int | None = None, imgsz: int | None = None) -> EvaluationResult:
+    """Score ``onnx_path`` on the golden set's ``val`` split (at ``imgsz`` for a dynamic-shape model, if given).
+
+    Raises:
+        EvaluationError: the model does not load or run, or the golden set is empty.
+    """
+    try:
+        detector = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"], threads=threads, imgsz=imgsz)
+    except Exception as exc:
+        raise EvaluationError(f"cannot load {onnx_path} for evaluation: {exc}") from exc
+    images = split_images(load_data_yaml(golden_yaml), "val")[:max_images]
+    if not images:
+        raise EvaluationError(f"golden set {golden_yaml} has no images")
+    warm = cv2.imread(str(images[0]))
+    if warm is None:
+        raise EvaluationError(f"golden image {images[0]} cannot be read")
+    for _ in range(LATENCY_WARMUP):
+        detector.detect(warm, conf=EVAL_CONF)
+    scores = score_detections(lambda image: detector.detect(image, conf=EVAL_CONF), detector.names, images)
+    lat = np.asarray(scores.latencies_ms)
     return EvaluationResult(
-        mAP50=map50, mAP50_95=map50_95, precision=precision, recall=recall, per_class_ap50_95=per_class,
+        mAP50=scores.mAP50, mAP50_95=scores.mAP50_95, precision=scores.precision, recall=scores.recall,
+        per_class_ap50_95=scores.per_class_ap50_95,
         latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p95=float(np.percentile(lat, 95)),
         file_size_mb=Path(onnx_path).stat().st_size / 1e6, images=len(images), imgsz=detector.imgsz[0],
         golden_fingerprint=golden_fingerprint,

@@ -50,8 +50,15 @@ def _place(produced: Path, dest: Path) -> Path:
 
 
 def export_onnx(weights: Path, out_dir: Path, imgsz: int, simplify: bool = True, opset: int | None = None) -> ExportResult:
-    """Export ``weights`` to ``out_dir/model.onnx`` (static shape, FP32); reuse it when already there."""
+    """Export ``weights`` to ``out_dir/model.onnx`` (FP32, dynamic batch/height/width); reuse it when already there.
+
+    Dynamic shape lets the edge run rectangular inference (a 640x384 frame is not padded to 640x640) and serve at
+    another size than the training one; the metadata's ``imgsz`` stays the default serving size.
+    """
     dest = out_dir / "model.onnx"
+    if dest.is_file() and not OnnxDetector(dest, providers=["CPUExecutionProvider"]).dynamic:
+        dest.unlink()  # a fixed-shape export from before exports were dynamic: export again
+        (out_dir / "model.int8.onnx").unlink(missing_ok=True)
     if not dest.is_file():
         from alpr_pipelines.lib.training import _offline_ultralytics
 
@@ -65,7 +72,7 @@ def export_onnx(weights: Path, out_dir: Path, imgsz: int, simplify: bool = True,
         src = shutil.copyfile(weights, scratch / "best.pt")
         try:
             produced = YOLO(str(src)).export(format="onnx", imgsz=imgsz, simplify=simplify, opset=opset,
-                                             dynamic=False, half=False, device="cpu")
+                                             dynamic=True, half=False, device="cpu")
         except Exception as exc:
             raise ExportError(f"ONNX export of {weights} failed: {exc}") from exc
         _place(Path(produced), dest)

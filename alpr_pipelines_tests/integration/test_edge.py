@@ -302,3 +302,68 @@ def test_config_errors_are_clear(tmp_path):
     bad.write_text(yaml.safe_dump({"cameras": [{"name": "x"}]}))
     with pytest.raises(ConfigError, match="has no 'source'"):
         EdgeConfig.load(bad)
+
+
+def test_int8_version_is_what_a_cpu_box_loads(registry, models, tiny_views, tmp_path):
+    """The pipeline's INT8 file, kept when accuracy holds, is what the loader picks on a CPU-only box; pinning
+    fp32 (ALPR_EDGE_PRECISION) gets the FP32 file of the same version."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.lib.datasets import load_data_yaml, split_images
+    from alpr_pipelines.lib.quantize import build_int8
+
+    client = MlflowClient(registry.uri)
+    onnx = models["plate"]["onnx"]
+    splits = load_data_yaml(tiny_views["plate"])
+    result = build_int8(onnx, split_images(splits, "train"), split_images(splits, "val"))
+    assert result.path is not None and result.details["accepted"], result
+    assert abs(result.details["drop"]) <= result.details["max_drop"] or result.details["drop"] < 0
+    spec = replace(PLATE, registered_name="alpr-plate-detector-int8")
+    run_id = client.get_model_version("alpr-plate-detector", models["plate"]["versions"][0]).run_id
+    v = register_version(client, spec, run_id, {"onnx": onnx, "onnx_int8": Path(result.path)}, 64, {})
+    set_stage(client, spec.registered_name, v.version, "Production", archive_existing=True)
+
+    path, meta = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "a").get_model_path(
+        spec.registered_name)
+    assert Path(path).name == "model.int8.onnx" and meta["version"] == v.version
+    detector = OnnxDetector(path, providers=["CPUExecutionProvider"])
+    assert detector.precision == "int8" and detector.dynamic
+    pinned, _ = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "b",
+                                  precision="fp32").get_model_path(spec.registered_name)
+    assert Path(pinned).name == "model.onnx"
+
+
+def test_int8_that_loses_accuracy_is_not_published(models, tiny_views):
+    from alpr_pipelines.lib.datasets import load_data_yaml, split_images
+    from alpr_pipelines.lib.quantize import build_int8
+
+    splits = load_data_yaml(tiny_views["plate"])
+    result = build_int8(models["plate"]["onnx"], split_images(splits, "train"), split_images(splits, "val"),
+                        max_drop=-1.0)  # an impossible bar: every INT8 model "loses" accuracy
+    assert result.path is None and "keep the FP32 model" in (result.skipped_reason or "")
+    assert result.details is not None and result.details["accepted"] is False
+
+
+def test_crops_in_one_batch_match_one_by_one(models):
+    """detect_many (one batched run, crops padded, never scaled) finds exactly what per-crop detection finds when the
+    crops share a shape, and boxes of mixed-size crops stay inside their own crop."""
+    import numpy as np
+
+    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.lib.synth import generate_scene
+
+    det = OnnxDetector(models["plate"]["onnx"], providers=["CPUExecutionProvider"])
+    assert det.dynamic
+    frame = generate_scene(0, "clip", 0, 640, 384).image
+    same = [frame[0:128, 0:224], frame[100:228, 300:524], frame[256:384, 416:640]]
+    batched = det.detect_many(same, conf=0.01)
+    single = [det.detect(c, conf=0.01, scaleup=False) for c in same]
+    for b, s in zip(batched, single, strict=True):
+        assert len(b) == len(s)
+        assert np.allclose([[d.x1, d.y1, d.x2, d.y2, d.confidence] for d in b],
+                           [[d.x1, d.y1, d.x2, d.y2, d.confidence] for d in s], atol=0.01)
+    mixed = [frame[10:150, 20:260], frame[100:300, 300:620], frame[200:260, 0:90]]
+    for crop, dets in zip(mixed, det.detect_many(mixed, conf=0.01), strict=True):
+        for d in dets:
+            assert 0 <= d.x1 <= d.x2 <= crop.shape[1] and 0 <= d.y1 <= d.y2 <= crop.shape[0]

@@ -13,7 +13,8 @@ def test_definitions_load_with_the_whole_chain_per_model():
     graph = repo.asset_graph
     for key in MODEL_SPECS:
         reg = graph.get(dg.AssetKey([key, "registered_version"]))
-        assert {p.to_user_string() for p in reg.parent_keys} == {f"{key}/weights", f"{key}/onnx", f"{key}/tensorrt"}
+        assert {p.to_user_string() for p in reg.parent_keys} == {f"{key}/weights", f"{key}/onnx", f"{key}/onnx_int8",
+                                                              f"{key}/tensorrt"}
 
 
 def test_parity_checks_are_blocking():

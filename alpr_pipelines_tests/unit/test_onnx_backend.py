@@ -52,3 +52,24 @@ def test_decode_keeps_overlapping_boxes_of_different_classes():
 def test_decode_nothing_above_threshold():
     raw = _raw([[10, 10, 5, 5]], [[0.01]])
     assert decode(raw, Letterbox(1.0, 0, 0), (64, 64), {0: "license_plate"}) == []
+
+
+@pytest.mark.parametrize("shape", [(384, 640), (100, 333), (641, 333), (48, 200)])
+@pytest.mark.parametrize("scaleup", [True, False])
+def test_rectangular_letterbox_matches_ultralytics(shape, scaleup):
+    """auto=True (dynamic-shape models) pads only to a stride multiple, exactly as Ultralytics' predict does."""
+    from ultralytics.data.augment import LetterBox
+
+    image = np.random.default_rng(1).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    ours, box = letterbox(image, (640, 640), 32, auto=True, scaleup=scaleup)
+    theirs = LetterBox((640, 640), auto=True, stride=32, scaleup=scaleup, center=True)(image=image)
+    assert ours.shape == theirs.shape and ours.shape[0] % 32 == 0 and ours.shape[1] % 32 == 0
+    assert np.array_equal(ours, theirs)
+    if not scaleup:
+        assert box.gain <= 1.0
+
+
+def test_a_640x384_frame_is_not_padded_to_a_square():
+    image = np.zeros((384, 640, 3), np.uint8)
+    assert letterbox(image, (640, 640), 32, auto=True)[0].shape == (384, 640, 3)
+    assert letterbox(image, (640, 640), 32, auto=False)[0].shape == (640, 640, 3)

@@ -25,15 +25,18 @@ def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         ins={
             "weights": dg.AssetIn([spec.key, "weights"]),
             "onnx": dg.AssetIn([spec.key, "onnx"]),
+            "onnx_int8": dg.AssetIn([spec.key, "onnx_int8"]),
             "tensorrt": dg.AssetIn([spec.key, "tensorrt"]),
         },
         kinds={"mlflow"},
-        description=f"A version of {spec.registered_name} in the MLflow Model Registry: .pt, .onnx, the TensorRT "
-        "engine when built, and a manifest of sha256 hashes and provenance. Rerunning never duplicates a version.",
+        description=f"A version of {spec.registered_name} in the MLflow Model Registry: .pt, .onnx, the INT8 .onnx "
+        "when it kept accuracy, the TensorRT engine when built, and a manifest of sha256 hashes and provenance. Rerunning never duplicates a version.",
     )
     def _registered(context: dg.AssetExecutionContext, config: RegisterConfig, mlflow_registry: MlflowRegistryResource,
-                    weights: dict, onnx: dict, tensorrt: dict) -> dg.Output[dict]:
+                    weights: dict, onnx: dict, onnx_int8: dict, tensorrt: dict) -> dg.Output[dict]:
         files = {"weights": Path(weights["best_pt"]), "onnx": Path(onnx["path"])}
+        if onnx_int8.get("path"):
+            files["onnx_int8"] = Path(onnx_int8["path"])
         if tensorrt.get("path"):
             files["engine"] = Path(tensorrt["path"])
         provenance = {
@@ -41,6 +44,7 @@ def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "dagster_run_id": context.run.run_id,
             "training_key": weights["training_key"],
             "tensorrt": tensorrt.get("skipped_reason") or "built",
+            "int8": onnx_int8.get("details") or onnx_int8.get("skipped_reason"),
         }
         # This step runs only after the blocking ONNX parity check passed: recorded for the promotion gate.
         version_tags = {PARITY_TAG: "passed", **{f"train_{k}": f"{v:.5f}" for k, v in weights["final_metrics"].items()}}

@@ -1,0 +1,38 @@
+"""Shared by the benchmark scripts: the machine description and the JSON result every script prints last."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def machine(threads: int | None = None) -> str:
+    """CPU model, cores, memory and Python, as the report's header states them."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 ** 2:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    used = f", {threads} threads" if threads else ""
+    return f"{cpu}, {os.cpu_count()} cores{mem}, no GPU used{used}, Python {platform.python_version()}"
+
+
+def write_json(result: dict[str, Any], path: str | None) -> None:
+    """Print the result as the last thing on stdout (the runner and the smoke tests parse it); also to ``path``."""
+    text = json.dumps(result, indent=2, default=str)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    print(text, flush=True)
