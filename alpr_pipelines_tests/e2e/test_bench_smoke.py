@@ -29,3 +29,19 @@ def test_edge_bench_quick_reports_figures_1_to_3():
     assert result["details"]["blas"], "the matmul baseline must say which BLAS and how many threads it ran with"
     # Rectangular inference: a 640x384 frame is served at 640x384, not padded to a square.
     assert result["details"]["served_shape"] == [384, 640]
+
+
+def test_swap_bench_quick_follows_every_promotion():
+    result = run_quick("swap_bench.py")
+    d = result["details"]
+    assert result["figures"][0]["id"] == "4"
+    assert d["swaps"] == 2 and len(d["latencies_s"]) == 2 and all(x > 0 for x in d["latencies_s"])
+    assert d["dropped"] == 0 and d["out_of_order"] == 0 and d["frames"] > 0
+
+
+def test_memory_bench_quick_measures_every_process():
+    result = run_quick("memory_bench.py")
+    d = result["details"]
+    assert result["figures"][0]["id"] == "7"
+    for key in ("edge", "edge_ultralytics", "training", "training_ultralytics"):
+        assert d[key]["largest_process_mb"] > 0 and d[key]["tree_peak_mb"] > 0, key
