@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         f"{spec.key}__dataset": {"config": dataset_cfg},
         f"{spec.key}__weights": {"config": train_cfg},
     }
-    keys = [["datasets", "golden_set"], *[[spec.key, s] for s in ("dataset", "weights", "onnx", "tensorrt")]]
+    keys = [["datasets", "golden_set"],
+            *[[spec.key, s] for s in ("dataset", "weights", "onnx", "onnx_int8", "tensorrt")]]
     if args.register:
         if args.stage not in ("None", "Staging"):
             raise CliError(f"--stage must be None or Staging at registration, got {args.stage}; use `alpr promote`")
