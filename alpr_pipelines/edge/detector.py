@@ -23,6 +23,8 @@ from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 log = logging.getLogger(__name__)
 
 VEHICLE_MODEL = "alpr-vehicle-detector"
+# Vehicle crops covering at least this share of the frame (summed): search plates in the whole frame once instead.
+FULL_FRAME_SHARE = 0.6
 PLATE_MODEL = "alpr-plate-detector"
 
 
@@ -55,8 +57,10 @@ def load_backend(path: str | Path, version: str | None, threads: int | None = No
     raise ModelLoadError(f"{path}: the edge loads only .onnx or .engine files, never {path.suffix or 'this'}")
 
 
-def warm_up(backend: Backend, runs: int = 2) -> None:
-    h, w = backend.imgsz
+def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None = None) -> None:
+    """Run the model on grey frames before it serves: ONNX Runtime plans memory and picks kernels per input shape
+    on the first run, so warm up at the shape the camera delivers (``frame_shape``) when it is known."""
+    h, w = frame_shape[:2] if frame_shape else backend.imgsz
     frame = np.full((h, w, 3), 114, np.uint8)
     for _ in range(runs):
         backend.detect(frame)
@@ -125,6 +129,7 @@ class YOLOv11Detector:
         plate_imgsz: int | None = None,
     ):
         self.conf, self.plate_conf, self.threads = conf, plate_conf, threads
+        self.frame_shape: tuple[int, ...] | None = None  # the last frame's, for warming up new versions
         # Serving sizes for dynamic-shape models (None: the size each model was exported at).
         self.imgsz, self.plate_imgsz = imgsz, plate_imgsz
         self.use_mlflow = use_mlflow
@@ -159,8 +164,11 @@ class YOLOv11Detector:
 
         Crops are never enlarged: a plate keeps the pixel scale it has in the frame, the scale the plate model was
         trained at on full frames, and a dynamic-shape plate model runs on a small input instead of a full square.
+        When the crops add up to most of the frame, the plate model runs once on the whole frame instead and keeps
+        the plates centred in a vehicle box, so the plate stage never costs more than one full-frame pass.
         """
         started = time.perf_counter()
+        self.frame_shape = frame.shape
         vehicle_model, plate_model = self.vehicle.model, self.plate.model  # one version per frame, whatever swaps
         assert vehicle_model is not None and plate_model is not None
         vehicles = vehicle_model.detect(frame, conf=self.conf)
@@ -169,14 +177,22 @@ class YOLOv11Detector:
         regions = [(int(v.x1), int(v.y1), int(np.ceil(v.x2)), int(np.ceil(v.y2))) for v in vehicles] or [(0, 0, w, h)]
         regions = [(max(0, x1), max(0, y1), min(w, x2), min(h, y2)) for x1, y1, x2, y2 in regions]
         regions = [r for r in regions if r[2] - r[0] >= 8 and r[3] - r[1] >= 8]
-        crops = [frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions]
-        many = getattr(plate_model, "detect_many", None)
-        found = (many(crops, conf=self.plate_conf) if many is not None
-                 else [plate_model.detect(c, conf=self.plate_conf, scaleup=False) for c in crops])
-        for (x1, y1, _, _), dets in zip(regions, found, strict=True):
-            for p in dets:
-                plates.append(Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id,
-                                        p.class_name, p.model_version))
+        if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) >= FULL_FRAME_SHARE * h * w:
+            # The crops cover most of the frame (or overlap a lot): one pass over the whole frame costs less than
+            # the crops, then each plate is kept when its centre lies in a vehicle box.
+            for p in plate_model.detect(frame, conf=self.plate_conf, scaleup=False):
+                cx, cy = (p.x1 + p.x2) / 2, (p.y1 + p.y2) / 2
+                if any(x1 <= cx <= x2 and y1 <= cy <= y2 for x1, y1, x2, y2 in regions):
+                    plates.append(p)
+        else:
+            crops = [frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions]
+            many = getattr(plate_model, "detect_many", None)
+            found = (many(crops, conf=self.plate_conf) if many is not None
+                     else [plate_model.detect(c, conf=self.plate_conf, scaleup=False) for c in crops])
+            for (x1, y1, _, _), dets in zip(regions, found, strict=True):
+                for p in dets:
+                    plates.append(Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id,
+                                            p.class_name, p.model_version))
         return FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version,
                            (time.perf_counter() - started) * 1000)
 
@@ -201,12 +217,14 @@ class RegistryPoller(threading.Thread):
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
                  max_backoff: float = 120.0, threads: int | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None):
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None,
+                 frame_shape: Callable[[], tuple[int, ...] | None] = lambda: None):
         super().__init__(name=f"poller-{slot.name}", daemon=True)
         if interval > 15:
             log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
         self.loader, self.slot, self.interval, self.jitter = loader, slot, interval, jitter
         self.max_backoff, self.threads, self.imgsz = max_backoff, threads, imgsz
+        self.frame_shape = frame_shape  # where the frames' shape is read from, to warm up new versions at it
         self.on_event = on_event or (lambda kind, data: None)
         self.stats = PollStats()
         self._stop = threading.Event()
@@ -238,7 +256,7 @@ class RegistryPoller(threading.Thread):
         try:
             path, manifest = self.loader.fetch(remote)
             model = load_backend(path, remote.version, self.threads, self.imgsz)
-            warm_up(model)
+            warm_up(model, frame_shape=self.frame_shape())
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1
             self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,

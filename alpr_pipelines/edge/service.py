@@ -242,7 +242,8 @@ class EdgeService:
             return
         for slot in self.detector.slots():
             poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event,
-                                    threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot))
+                                    threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot),
+                                    frame_shape=lambda: self.detector.frame_shape)
             poller.start()
             self.pollers.append(poller)
 
