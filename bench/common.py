@@ -1,12 +1,24 @@
-"""Shared by the benchmark scripts: the machine description and the JSON result every script prints last."""
+"""Shared by the benchmark scripts: the machine description and the JSON result every script prints last.
+
+Importing it also sets up what every script needs before Ultralytics is imported: offline, no auto-install, quiet
+(each unless already set), and the repository root on ``sys.path`` (a script run as ``python bench/x.py`` has only
+``bench/`` there). Import it first.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+for _name, _value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "false"), ("YOLO_VERBOSE", "false")):
+    os.environ.setdefault(_name, _value)
 
 
 def machine(threads: int | None = None) -> str:

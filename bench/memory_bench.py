@@ -24,15 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-os.environ.setdefault("YOLO_VERBOSE", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import machine, write_json  # noqa: E402
+from common import ROOT, machine, write_json  # sets offline Ultralytics, puts the repo on sys.path
 
 EDGE_LIMIT_MB = 600
 BIN = Path(sys.executable).parent

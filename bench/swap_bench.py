@@ -32,16 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-os.environ.setdefault("YOLO_VERBOSE", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import numpy as np  # noqa: E402
-from common import machine, write_json  # noqa: E402
+import numpy as np
+from common import machine, write_json  # offline Ultralytics and the repository on sys.path, before Ultralytics loads
 
 SWAP_WINDOW_AFTER_S = 2.0
 

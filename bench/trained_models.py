@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import common  # noqa: F401 - first: offline Ultralytics, the repository on sys.path
 
 TRAIN_IMAGES, VAL_IMAGES, GOLDEN_IMAGES = 160, 40, 100
 EPOCHS, TRAIN_IMGSZ, BATCH, SEED = 12, 320, 16, 0

@@ -23,9 +23,9 @@ from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 log = logging.getLogger(__name__)
 
 VEHICLE_MODEL = "alpr-vehicle-detector"
+PLATE_MODEL = "alpr-plate-detector"
 # Vehicle crops covering at least this share of the frame (summed): search plates in the whole frame once instead.
 FULL_FRAME_SHARE = 0.6
-PLATE_MODEL = "alpr-plate-detector"
 
 
 class Backend(Protocol):

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-PRECISION_KEY = "alpr_precision"
-BATCH_PAD_WASTE = 1.3  # a batch of crops may hold at most 30% more pixels than its crops alone  # metadata_props key: "int8" on a statically quantized model, absent on FP32
+PRECISION_KEY = "alpr_precision"  # metadata_props key: "int8" on a statically quantized model, absent on FP32
+BATCH_PAD_WASTE = 1.3  # a batch of crops may hold at most 30% more pixels than its crops alone
 
 
 @dataclass(frozen=True)

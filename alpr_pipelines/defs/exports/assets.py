@@ -39,6 +39,12 @@ def _metadata(result: ExportResult) -> dict:
     return meta
 
 
+def _output(result: ExportResult) -> dg.Output[dict]:
+    """The asset's value, data version (the file's hash, or "skipped" when none was built) and metadata."""
+    return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or "skipped"),
+                     metadata=_metadata(result))
+
+
 def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(key=[spec.key, "onnx"], group_name=f"{spec.key}_detector",
               ins={"weights": dg.AssetIn([spec.key, "weights"])}, kinds={"onnx"},
@@ -51,7 +57,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             result = export_onnx(Path(weights["best_pt"]), out_dir, imgsz, config.simplify, config.opset)
         except ExportError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or ""), metadata=_metadata(result))
+        return _output(result)
 
     @dg.asset(key=[spec.key, "onnx_int8"], group_name=f"{spec.key}_detector",
               ins={"onnx": dg.AssetIn([spec.key, "onnx"]), "dataset": dg.AssetIn([spec.key, "dataset"])},
@@ -72,8 +78,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                 raise dg.Failure(description=str(exc)) from exc
         if result.path is None:
             context.log.info(f"{spec.key} INT8 model {result.skipped_reason}")
-        return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or "skipped"),
-                         metadata=_metadata(result))
+        return _output(result)
 
     @dg.asset(key=[spec.key, "tensorrt"], group_name=f"{spec.key}_detector",
               ins={"weights": dg.AssetIn([spec.key, "weights"]), "onnx": dg.AssetIn([spec.key, "onnx"])},
@@ -90,8 +95,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(exc)) from exc
         if result.path is None:
             context.log.info(f"{spec.key} TensorRT engine {result.skipped_reason}")
-        return dg.Output(result.as_dict(), data_version=dg.DataVersion(result.sha256 or "skipped"),
-                         metadata=_metadata(result))
+        return _output(result)
 
     return [_onnx, _onnx_int8, _tensorrt]
 

@@ -30,7 +30,8 @@ def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         },
         kinds={"mlflow"},
         description=f"A version of {spec.registered_name} in the MLflow Model Registry: .pt, .onnx, the INT8 .onnx "
-        "when it kept accuracy, the TensorRT engine when built, and a manifest of sha256 hashes and provenance. Rerunning never duplicates a version.",
+        "when it kept accuracy, the TensorRT engine when built, and a manifest of sha256 hashes and provenance. "
+        "Rerunning never duplicates a version.",
     )
     def _registered(context: dg.AssetExecutionContext, config: RegisterConfig, mlflow_registry: MlflowRegistryResource,
                     weights: dict, onnx: dict, onnx_int8: dict, tensorrt: dict) -> dg.Output[dict]:
