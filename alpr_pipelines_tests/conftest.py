@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
@@ -41,21 +43,26 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
 
 
 class MlflowServer:
-    def __init__(self, root: Path):
+    """``mlflow server`` on a free loopback port; ``extra_args``/``env`` add to its command line and environment
+    (e.g. ``--app-name basic-auth`` with its config)."""
+
+    def __init__(self, root: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None):
         self.root = root
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = root / "mlflow.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_args, self.env = extra_args or [], env or {}
 
     def start(self) -> None:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as the stack runs it (lib/stack.py)
+        # No job consumers, as the stack runs it (lib/stack.py).
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                 "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"],
+                 "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", *self.extra_args],
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         wait_http(f"{self.uri}/health", 120, self.proc, self.log)
@@ -78,6 +85,40 @@ def _served(root: Path) -> Iterator[MlflowServer]:
         yield server
     finally:
         server.stop()
+
+
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+@contextmanager
+def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s") -> Iterator[str]:
+    """The registry cache (nginx, the production profile's configuration) in front of ``upstream_uri``; yields its
+    URL. Skips the test when nginx is not installed."""
+    from alpr_pipelines.lib import registry_cache
+
+    if NGINX is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light); the registry cache runs on it")
+    port = free_port()
+    registry_cache.write_config(root, upstream_uri.split("//", 1)[1].rstrip("/"), "127.0.0.1", port, ttl)
+    log = root.with_suffix(".log")
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(registry_cache.service(root, "127.0.0.1", port).command, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # its port, not /health: that is MLflow's, and a test may point the cache at no MLflow at all
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited early; log:\n{log.read_text()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx not listening after 30s; log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(20)
 
 
 @pytest.fixture(scope="session")

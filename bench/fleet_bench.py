@@ -1,11 +1,14 @@
-"""Figure 6, the registry under a fleet: simulated edge devices polling a real MLflow server on PostgreSQL.
+"""Figure 6, the registry under a fleet: simulated edge devices polling a real MLflow server on PostgreSQL, through
+the registry cache (ours) and directly (the baseline), side by side in one run.
 
 The server is the production profile's ``mlflow server`` command (``alpr_pipelines.lib.stack_production``): the
 basic-auth app with its ``basic_auth.ini``, the PostgreSQL backend store, artifacts served by the server (to a
 temporary folder here instead of S3: an alias lookup never touches artifacts). Its stores live in throwaway databases
-(``alpr_fleet_<suffix>``, ``alpr_fleet_auth_<suffix>``), dropped at the end even on failure. The registry is seeded
-as production leaves it: both detectors with three versions each, the champion in Production holding ``production``,
-the one before it ``previous`` (Archived), the newest in Staging holding ``candidate``.
+(``alpr_fleet_<suffix>``, ``alpr_fleet_auth_<suffix>``), dropped at the end even on failure. In front of it runs the
+production profile's registry cache (nginx with ``alpr_pipelines/lib/nginx/registry-cache.conf.template``,
+:mod:`alpr_pipelines.lib.registry_cache`). The registry is seeded as production leaves it: both detectors with three
+versions each, the champion in Production holding ``production``, the one before it ``previous`` (Archived), the
+newest in Staging holding ``candidate``.
 
 Each simulated device does what an edge box does: one :class:`~alpr_pipelines.edge.detector.RegistryPoller` per model,
 each calling :meth:`~alpr_pipelines.edge.loader.MLflowModelLoader.current_version` every interval, i.e. the
@@ -17,22 +20,27 @@ The load is open-loop: every poll has a scheduled time (a random phase per devic
 its latency counts from that time, so a server that falls behind shows up as latency, not as fewer requests (no
 coordinated omission). Errors: any status but 200, a wrong version, a timeout (5 s), a connection error.
 
-The fleet grows step by step (a warm-up, then a measured window) until a size misses the target (p99 over 250 ms or
-any error); a missed size is run once more, since this machine is shared and a neighbour's burst can sink one window,
-and it breaks only when both runs miss. The gap between the last good and the first bad size is then bisected. Before
-each step the bench waits for the server to work off the previous step and for the machine to be quiet (both
-bounded), and the generator runs at a higher priority than the server (real devices do not share its CPU). Per step,
-psutil reads the CPU of the MLflow server's processes, of PostgreSQL's backends for our databases, of the generator
-and of everything else, so the report says what limits the figure; the server log's most frequent errors are kept.
-First, a fresh server takes three bursts of 40 concurrent lookups (what a restart under a fleet costs), and
-the full run measures what one lookup costs on an idle server, with and without the basic-auth app.
+Two ladders, the baseline first: the fleet polling MLflow directly, then the same fleet polling through the cache.
+Each grows the fleet step by step (a warm-up, then a measured window) until a size misses the target (p99 over
+250 ms or any error); a missed size is run once more, since this machine is shared and a neighbour's burst can sink
+one window, and it breaks only when both runs miss. The gap between the last good and the first bad size is then
+bisected. Before each step the bench waits for the server to work off the previous step and for the machine to be
+quiet (both bounded), and the generator runs at a higher priority than the server (real devices do not share its
+CPU). Per step, psutil reads the CPU of the MLflow server's processes, of PostgreSQL's backends for our databases, of
+nginx, of the generator and of everything else, so the report says what limits the figure; the cached steps also
+count how the cache answered (``X-Alpr-Registry-Cache``: HIT, or MISS/EXPIRED when MLflow was asked). First, a fresh
+server takes three bursts of 40 concurrent lookups (what a restart under a fleet costs), and the full run measures
+what one direct lookup costs on an idle server, with and without the basic-auth app.
 
-    .venv/bin/python bench/fleet_bench.py            # full: fleets from 25 devices up, 10 s interval, ~10 minutes
-    .venv/bin/python bench/fleet_bench.py --quick    # CI smoke: 20 devices at 1 s for ~5 s; asserts nothing about time
+    .venv/bin/python bench/fleet_bench.py            # full: both ladders at a 10 s interval, ~20 minutes
+    .venv/bin/python bench/fleet_bench.py --quick    # CI smoke: 20 devices at 1 s for ~5 s each way; asserts nothing
+                                                     # about time
 
 Environment:
     ALPR_POSTGRES_HOST / ALPR_POSTGRES_PORT: the PostgreSQL server (default 127.0.0.1:5432, superuser ``postgres``
         without a password, as on this team's machines).
+
+Needs nginx (``apt-get install nginx-light``) for the registry cache.
 """
 
 from __future__ import annotations
@@ -70,16 +78,20 @@ import psutil
 
 from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL
 from alpr_pipelines.edge.loader import STAGE_ALIASES
-from alpr_pipelines.lib import stack
+from alpr_pipelines.lib import registry_cache, stack
 from alpr_pipelines.lib import stack_production as prod
 from alpr_pipelines.settings import load_settings
 
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = (VEHICLE_MODEL, PLATE_MODEL)
 STAGE = "Production"  # what an edge box follows by default (MLFLOW_MODEL_STAGE)
 ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
 LATEST_PATH = "/api/2.0/mlflow/registered-models/get-latest-versions"
 TARGET_DEVICES, TARGET_INTERVAL_S, TARGET_P99_MS = 1000, 10.0, 250.0
-FULL_FLEETS = (25, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000)
+# The baseline (devices polling MLflow directly) breaks between 100 and 250 on this machine; the registry cache
+# is taken from there to where the load generator itself gives out.
+DIRECT_FLEETS = (25, 50, 100, 250, 500, 1000)
+CACHE_FLEETS = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
 MAX_IN_FLIGHT = 15000  # below the open-file limit; a poll beyond it is counted as an error, never silently dropped
 SERVER_START_TIMEOUT_S = 180.0
 SERVER_IDLE_PCT = 15.0  # % of a core: an MLflow server with no requests uses ~2%
@@ -230,6 +242,37 @@ def fleet_server(auth: bool = True, auth_cache_ttl: int | None = None, workers: 
             shutil.rmtree(home, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class CacheEndpoint:
+    """The registry cache (nginx, :mod:`alpr_pipelines.lib.registry_cache`) running in front of a fleet server."""
+
+    uri: str
+    pid: int
+    ttl: str
+    command: list[str]
+
+
+@contextmanager
+def cache_in_front(server: FleetServer, ttl: str = registry_cache.DEFAULT_TTL) -> Iterator[CacheEndpoint]:
+    """The production profile's registry cache in front of ``server``; stopped by PID after, its files removed."""
+    home = Path(tempfile.mkdtemp(prefix="alpr-fleet-cache-"))
+    settings = load_settings({"ALPR_HOME": str(home)})
+    port = free_port()
+    prefix = settings.stack_dir / "registry-cache"
+    registry_cache.write_config(prefix, server.uri.split("//", 1)[1].rstrip("/"), "127.0.0.1", port, ttl)
+    svc = registry_cache.service(prefix, "127.0.0.1", port)
+    try:
+        stack._record_services(settings, [svc])
+        proc = stack._start(settings, svc, dict(os.environ))
+        stack._wait_healthy(settings, svc, proc, time.monotonic() + 30, 30)
+        yield CacheEndpoint(uri=f"http://127.0.0.1:{port}", pid=proc.pid, ttl=ttl, command=svc.command)
+    finally:
+        try:
+            stack.down(settings)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def server_log_errors(log: Path, top: int = 6) -> list[dict[str, Any]]:
     """The most frequent error lines of the server's log (digits folded, so one message counts once)."""
     if not log.is_file():
@@ -309,18 +352,30 @@ def server_role(cmdline: str) -> str:
 
 class CpuMonitor:
     """CPU seconds per group of processes between two snapshots: the MLflow server's request-serving processes and
-    its background job executor, PostgreSQL (its backends serving our databases, and the rest of it), the load
-    generator (this process), and the whole machine."""
+    its background job executor, PostgreSQL (its backends serving our databases, and the rest of it), the registry
+    cache's nginx processes (when ``cache_pid`` is given), the load generator (this process), and the whole machine."""
 
-    def __init__(self, server_pid: int, databases: tuple[str, ...]):
-        self.server_pid, self.databases = server_pid, databases
+    def __init__(self, server_pid: int, databases: tuple[str, ...], cache_pid: int | None = None):
+        self.server_pid, self.databases, self.cache_pid = server_pid, databases, cache_pid
         self.me = psutil.Process()
 
-    def _group(self, proc: psutil.Process, server_tree: set[int]) -> str | None:
+    @staticmethod
+    def _tree(pid: int | None) -> set[int]:
+        if pid is None:
+            return set()
+        try:
+            root = psutil.Process(pid)
+            return {root.pid, *(c.pid for c in root.children(recursive=True))}
+        except psutil.Error:
+            return set()
+
+    def _group(self, proc: psutil.Process, server_tree: set[int], cache_tree: set[int]) -> str | None:
         if proc.pid == self.me.pid:
             return "generator"
         if proc.pid in server_tree:
             return "server"
+        if proc.pid in cache_tree:
+            return "cache"
         try:
             if proc.username() != "postgres" and not proc.name().startswith("postgres"):
                 return None
@@ -331,15 +386,11 @@ class CpuMonitor:
         return "postgres_ours" if any(f" {db} " in cmdline for db in self.databases) else "postgres_other"
 
     def snapshot(self) -> CpuSnapshot:
-        try:
-            root = psutil.Process(self.server_pid)
-            server_tree = {root.pid, *(c.pid for c in root.children(recursive=True))}
-        except psutil.Error:
-            server_tree = set()
+        server_tree, cache_tree = self._tree(self.server_pid), self._tree(self.cache_pid)
         processes: dict[int, tuple[str, float, float]] = {}
         roles: dict[int, str] = {}
         for proc in psutil.process_iter():
-            group = self._group(proc, server_tree)
+            group = self._group(proc, server_tree, cache_tree)
             if group is None:
                 continue
             try:
@@ -359,7 +410,8 @@ class CpuMonitor:
     def usage(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, Any]:
         """Percent of one core per group over the window (the machine has ``machine_capacity_pct``)."""
         wall = max(end.at - start.at, 1e-9)
-        groups = {"server": 0.0, "server_jobs": 0.0, "postgres_ours": 0.0, "postgres_other": 0.0, "generator": 0.0}
+        groups = {"server": 0.0, "server_jobs": 0.0, "postgres_ours": 0.0, "postgres_other": 0.0, "cache": 0.0,
+                  "generator": 0.0}
         server_roles: dict[str, float] = {}
         for pid, (group, cpu, created) in end.processes.items():
             before = start.processes.get(pid)
@@ -400,7 +452,8 @@ class StepResult:
     dispatch_lag_p99_ms: float  # how late the generator sent polls: a busy generator shows here, not as latency only
     max_in_flight: int
     cpu: dict[str, Any] = field(default_factory=dict)
-    cpu_ms_per_lookup: float | None = None  # request-serving server processes + their PostgreSQL backends
+    cpu_ms_per_lookup: float | None = None  # request-serving server processes, their PostgreSQL backends, the cache
+    cache_status: dict[str, int] = field(default_factory=dict)  # X-Alpr-Registry-Cache of the answers (cached ladder)
     met: bool = False
     before_step: dict[str, float] = field(default_factory=dict)  # the wait for an idle server and a quiet machine
 
@@ -408,9 +461,11 @@ class StepResult:
 class Fleet:
     """The pollers of simulated edge boxes against one server, on one asyncio event loop."""
 
-    def __init__(self, server: FleetServer, expected: dict[str, str], timeout: float = 5.0, keep_alive: bool = False):
-        base = server.uri.rstrip("/")
+    def __init__(self, server: FleetServer, expected: dict[str, str], timeout: float = 5.0, keep_alive: bool = False,
+                 via: CacheEndpoint | None = None):
+        base = (via.uri if via is not None else server.uri).rstrip("/")
         self.expected, self.timeout, self.keep_alive = expected, timeout, keep_alive
+        self.cache_status: Counter[str] = Counter()  # how the registry cache answered (HIT, UPDATING, MISS, ...)
         self.headers: dict[str, str] = {}
         if server.edge_auth is not None:
             token = base64.b64encode(":".join(server.edge_auth).encode()).decode()
@@ -429,6 +484,7 @@ class Fleet:
         alias_url, latest_url = self.urls[name]
         async with session.get(alias_url) as resp:
             status = resp.status
+            self.cache_status[resp.headers.get(registry_cache.HEADER, "-")] += 1
             body = await resp.json(content_type=None) if status in (200, 400, 404) else None
         mv = (body or {}).get("model_version") if status == 200 else None
         fallback = False
@@ -439,6 +495,7 @@ class Fleet:
                 return f"HTTP {status}", False
             fallback = True
             async with session.get(latest_url) as resp:
+                self.cache_status[resp.headers.get(registry_cache.HEADER, "-")] += 1
                 if resp.status != 200:
                     return f"HTTP {resp.status} (get-latest-versions)", True
                 latest = (await resp.json(content_type=None)).get("model_versions", [])
@@ -504,6 +561,7 @@ class Fleet:
         latencies: list[float] = []
         lags: list[float] = []
         errors: dict[str, int] = {}
+        self.cache_status.clear()
         ok = fallbacks = in_flight = max_in_flight = 0
         snapshots: dict[str, CpuSnapshot] = {}
         if monitor is not None:
@@ -562,12 +620,14 @@ class Fleet:
             p50_ms=round(float(np.percentile(lat_ms, 50)), 1), p95_ms=round(float(np.percentile(lat_ms, 95)), 1),
             p99_ms=round(p99, 1), max_ms=round(float(lat_ms.max()), 1),
             dispatch_lag_p99_ms=round(float(np.percentile(np.array(lags or [0.0]) * 1000, 99)), 1),
-            max_in_flight=max_in_flight, met=p99 <= TARGET_P99_MS and error_count == 0 and bool(latencies))
+            max_in_flight=max_in_flight, met=p99 <= TARGET_P99_MS and error_count == 0 and bool(latencies),
+            cache_status={k: v for k, v in self.cache_status.items() if k != "-"})
         if monitor is not None and "start" in snapshots and "end" in snapshots:
             result.cpu = CpuMonitor.usage(snapshots["start"], snapshots["end"])
             used = result.cpu["cpu_s"]
             if latencies:
-                result.cpu_ms_per_lookup = round(1000 * (used["server"] + used["postgres_ours"]) / len(latencies), 2)
+                registry_side = used["server"] + used["postgres_ours"] + used["cache"]
+                result.cpu_ms_per_lookup = round(1000 * registry_side / len(latencies), 2)
         return result
 
 
@@ -678,7 +738,8 @@ def step_line(r: StepResult) -> str:
     return (f"{r.devices:>6} devices{'' if r.attempt == 1 else ' (again)'}  {r.offered_lookups_per_s:>6.1f}/s offered"
             f"  {r.achieved_lookups_per_s:>6.1f}/s ok  p50 {r.p50_ms:>7.1f}  p95 {r.p95_ms:>7.1f}  p99 {r.p99_ms:>7.1f}"
             f"  max {r.max_ms:>7.1f} ms  errors {r.errors}  lag99 {r.dispatch_lag_p99_ms:.0f} ms"
-            + (f"  cpu% server {cpu['server_pct']:.0f} pg {cpu['postgres_ours_pct']:.0f} gen {cpu['generator_pct']:.0f}"
+            + (f"  cpu% server {cpu['server_pct']:.0f} pg {cpu['postgres_ours_pct']:.0f}"
+               + (f" cache {cpu['cache_pct']:.0f}" if r.cache_status else "") + f" gen {cpu['generator_pct']:.0f}"
                + (f" jobs {cpu['server_jobs_pct']:.0f}" if cpu["server_jobs_pct"] >= 1 else "")
                + f" others {cpu['others_pct']:.0f} busy {cpu['machine_busy_pct']:.0f}/{cpu['machine_capacity_pct']}"
                if cpu else "")
@@ -757,32 +818,82 @@ def limits_text(decisive: StepResult | None, broke: bool, server: FleetServer, p
     return f"{cost}. {at}."
 
 
-def figure(steps: list[StepResult], server: FleetServer, password_check: dict[str, Any], costs: dict[str, Any],
-           cold: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LadderVerdict:
+    largest: StepResult | None  # the largest size that met the target
+    breaking: StepResult | None  # the smallest size above it that missed every run
+    decisive: StepResult | None  # the breaking step, else the largest size tried
+    at_target: StepResult | None  # the run that decided TARGET_DEVICES, when tried
+
+
+def verdict(steps: list[StepResult]) -> LadderVerdict:
     by_size = verdicts(steps)
     good = [s for s in by_size.values() if s.met]
-    bad = [s for s in by_size.values() if not s.met]
     largest = max(good, key=lambda s: s.devices) if good else None
-    breaking = min((s for s in bad if largest is None or s.devices > largest.devices), key=lambda s: s.devices,
-                   default=None)
-    ours = largest.devices if largest else 0
+    breaking = min((s for s in by_size.values() if not s.met and (largest is None or s.devices > largest.devices)),
+                   key=lambda s: s.devices, default=None)
+    decisive = breaking or (max(by_size.values(), key=lambda s: s.devices) if by_size else None)
+    return LadderVerdict(largest, breaking, decisive, by_size.get(TARGET_DEVICES))
+
+
+def mlflow_share(step: StepResult) -> float | None:
+    """The share of a cached step's lookups that MLflow answered (a miss or an expired entry refreshed)."""
+    total = sum(step.cache_status.values())
+    return (step.cache_status.get("MISS", 0) + step.cache_status.get("EXPIRED", 0)) / total if total else None
+
+
+def ladder_text(v: LadderVerdict) -> str:
+    largest, breaking = v.largest, v.breaking
     parts = [f"{largest.devices} devices met the target (p99 {largest.p99_ms:.0f} ms, 0 errors, "
              f"{largest.achieved_lookups_per_s:.0f} lookups/s)" if largest else "no fleet size met the target"]
-    at_target = by_size.get(TARGET_DEVICES)
-    if at_target is not None and at_target is not largest:
-        parts.append(f"{TARGET_DEVICES} devices: p99 {at_target.p99_ms:.0f} ms, {at_target.errors} errors")
+    if largest is not None and (share := mlflow_share(largest)) is not None:
+        parts[0] += f", {100 * share:.2g}% of them answered by MLflow"
+    if v.at_target is not None and v.at_target is not largest:
+        parts.append(f"{TARGET_DEVICES} devices: p99 {v.at_target.p99_ms:.0f} ms, {v.at_target.errors} errors")
     if breaking:
         parts.append(f"breaks at {breaking.devices} devices: p99 {breaking.p99_ms:.0f} ms, {breaking.errors} errors "
                      f"({breaking.offered_lookups_per_s:.0f} lookups/s offered, {breaking.achieved_lookups_per_s:.0f}"
                      " answered)")
-    else:
-        parts.append("did not break within the sizes tried")
-    decisive = breaking or (max(by_size.values(), key=lambda s: s.devices) if by_size else None)
+    elif v.decisive is not None:
+        parts.append(f"did not break within the sizes tried (up to {v.decisive.devices})")
+    return "; ".join(parts)
+
+
+def cache_limits_text(v: LadderVerdict, cache: CacheEndpoint) -> str:
+    """What limits the cached fleet: where the CPU went at the breaking (or the largest) step."""
+    step = v.decisive
+    if step is None or not step.cpu:
+        return "not measured"
+    cpu = step.cpu
+    text = (f"Through the registry cache ({cache.ttl} entries) a lookup costs {step.cpu_ms_per_lookup} ms of CPU on "
+            f"the registry side (nginx, MLflow and PostgreSQL together) at {step.devices} devices, "
+            f"{'where it broke' if v.breaking else 'the largest size tried'}. There nginx used "
+            f"{cpu['cache_pct']:.0f}% of a core, "
+            f"MLflow {cpu['server_pct']:.0f}%, PostgreSQL {cpu['postgres_ours_pct']:.0f}%, the load generator "
+            f"{cpu['generator_pct']:.0f}% (p99 dispatch lag {step.dispatch_lag_p99_ms:.0f} ms), other processes "
+            f"{cpu['others_pct']:.0f}%, of the machine's {cpu['machine_capacity_pct']}%")
+    if v.breaking and cpu["generator_pct"] >= max(cpu["cache_pct"], cpu["server_pct"]):
+        text += ("; the simulated fleet itself (one Python process opening a connection per poll) is what gives out "
+                 "first, not the registry")
+    return text + "."
+
+
+def figure(direct: list[StepResult], cached: list[StepResult], server: FleetServer, cache: CacheEndpoint,
+           password_check: dict[str, Any], costs: dict[str, Any], cold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figure 6: the fleet through the registry cache (ours) against the same fleet polling MLflow directly."""
+    ours_v, base_v = verdict(cached), verdict(direct)
+    ours = ours_v.largest.devices if ours_v.largest else 0
+    base = base_v.largest.devices if base_v.largest else 0
     return {
-        "id": "6", "name": "the registry under a fleet", "ours": ours, "ours_text": "; ".join(parts),
-        "baseline_text": "target: >= 1000 devices at 10 s, p99 <= 250 ms, no errors",
-        "ratio": round(ours / TARGET_DEVICES, 2), "target": ">= 1000 devices", "met": ours >= TARGET_DEVICES,
-        "limits": limits_text(decisive, breaking is not None, server, password_check, costs, cold),
+        "id": "6", "name": "the registry under a fleet", "ours": ours,
+        "ours_text": (f"through the registry cache (nginx, {cache.ttl} entries) in front of the same MLflow: "
+                      + ladder_text(ours_v)),
+        "baseline_text": ("the fleet polling MLflow directly (basic-auth, PostgreSQL, as edge boxes did before): "
+                          + ladder_text(base_v)),
+        "ratio": round(ours / base, 1) if base else None, "target": ">= 1000 devices",
+        "met": ours >= TARGET_DEVICES,
+        "limits": (cache_limits_text(ours_v, cache) + " Without the cache: "
+                   + limits_text(base_v.decisive, base_v.breaking is not None, server, password_check, costs, cold)),
     }
 
 
@@ -823,51 +934,64 @@ def unauthenticated_cost(lookups: int, quiet_pct: float, quiet_wait: float) -> d
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
-        fleets, interval, warmup, measure, refine, retries = [20], 1.0, 1.0, 4.0, 0, 0
+        direct_fleets, cached_fleets = [20], [20]
+        interval, warmup, measure, refine, retries = 1.0, 1.0, 4.0, 0, 0
     else:
-        fleets = [int(x) for x in args.fleets.split(",")] if args.fleets else list(FULL_FLEETS)
+        direct_fleets = [int(x) for x in args.direct_fleets.split(",")] if args.direct_fleets else list(DIRECT_FLEETS)
+        cached_fleets = [int(x) for x in args.fleets.split(",")] if args.fleets else list(CACHE_FLEETS)
         interval, warmup, measure, refine, retries = args.interval, args.warmup, args.measure, args.refine, args.retries
+    quiet_wait = 0.0 if args.quick else args.quiet_wait
     fd_limit = raise_fd_limit()
     started = time.monotonic()
     costs: dict[str, Any] = {}
     with fleet_server(auth_cache_ttl=args.auth_cache_ttl, workers=args.workers,
-                      extra_args=shlex.split(args.server_args)) as server:
-        log(f"MLflow server up at {server.uri} (pid {server.pid}) after {time.monotonic() - started:.0f}s")
+                      extra_args=shlex.split(args.server_args)) as server, \
+            cache_in_front(server, args.cache_ttl) as cache:
+        log(f"MLflow server up at {server.uri} (pid {server.pid}), registry cache at {cache.uri} (pid {cache.pid}) "
+            f"after {time.monotonic() - started:.0f}s")
         expected = seed_registry(server)
         log(f"seeded: production versions {expected}")
-        fleet = Fleet(server, expected, timeout=args.timeout, keep_alive=args.keep_alive)
-        monitor = CpuMonitor(server.pid, server.databases)
-        deadline = time.monotonic() + args.max_minutes * 60
+        direct_fleet = Fleet(server, expected, timeout=args.timeout, keep_alive=args.keep_alive)
+        cached_fleet = Fleet(server, expected, timeout=args.timeout, keep_alive=args.keep_alive, via=cache)
+        monitor = CpuMonitor(server.pid, server.databases, cache.pid)
         with asyncio.Runner(loop_factory=_loop_factory) as runner, generator_priority() as niceness:
             loop_name = type(runner.get_loop()).__module__
             # Cold start: every worker's credential cache is empty, and each request that arrives before the first
             # check of its worker is done pays a full password check of its own. Measured, then out of the way.
-            cold = [runner.run(fleet.burst(COLD_BURST, monitor)) for _ in range(3)]
+            cold = [runner.run(direct_fleet.burst(COLD_BURST, monitor)) for _ in range(3)]
             log(f"cold-start bursts of {COLD_BURST} concurrent lookups: {cold}")
             if not args.quick:
                 runner.run(settle(monitor, args.quiet_pct, args.quiet_wait))
-                costs["basic_auth"] = runner.run(fleet.sequential(args.cost_lookups, monitor))
+                costs["basic_auth"] = runner.run(direct_fleet.sequential(args.cost_lookups, monitor))
                 log(f"idle cost with basic-auth: {costs['basic_auth']}")
-            steps = runner.run(ladder(fleet, fleets, interval, warmup, measure, refine, retries, deadline, monitor,
-                                      args.quiet_pct, 0.0 if args.quick else args.quiet_wait))
+            log("the baseline: the fleet polls MLflow directly")
+            direct = runner.run(ladder(direct_fleet, direct_fleets, interval, warmup, measure, refine, retries,
+                                       time.monotonic() + args.max_minutes * 60, monitor, args.quiet_pct, quiet_wait))
+            log(f"ours: the fleet polls through the registry cache ({cache.ttl} entries)")
+            cached = runner.run(ladder(cached_fleet, cached_fleets, interval, warmup, measure, refine, retries,
+                                       time.monotonic() + args.max_minutes * 60, monitor, args.quiet_pct, quiet_wait))
         log_errors = server_log_errors(server.log)
     if not args.quick and not args.skip_baseline:
         costs["no_auth"] = unauthenticated_cost(args.cost_lookups, args.quiet_pct, args.quiet_wait)
         log(f"idle cost without basic-auth: {costs['no_auth']}")
     wall = time.monotonic() - started
     password_check = password_check_cost()
-    fig = figure(steps, server, password_check, costs, cold)
-    met = [s for s in steps if s.met and s.cpu_ms_per_lookup]
+    fig = figure(direct, cached, server, cache, password_check, costs, cold)
+    met = [s for s in direct if s.met and s.cpu_ms_per_lookup]
     loaded_cost = max(met, key=lambda s: s.devices).cpu_ms_per_lookup if met else None
     import mlflow
+
+    def ordered(steps: list[StepResult]) -> list[dict[str, Any]]:
+        return [asdict(s) for s in sorted(steps, key=lambda s: (s.devices, s.attempt))]
 
     return {
         "figures": [fig],
         "details": {
-            "steps": [asdict(s) for s in sorted(steps, key=lambda s: (s.devices, s.attempt))],
-            "order_run": [s.devices for s in steps],
-            "cpu_ms_per_lookup_at_largest_fleet_met": loaded_cost,
-            "cpu_ceiling_devices": cpu_ceiling_devices(loaded_cost, interval),
+            "direct_steps": ordered(direct),
+            "cached_steps": ordered(cached),
+            "order_run": {"direct": [s.devices for s in direct], "cached": [s.devices for s in cached]},
+            "direct_cpu_ms_per_lookup_at_largest_fleet_met": loaded_cost,
+            "direct_cpu_ceiling_devices": cpu_ceiling_devices(loaded_cost, interval),
             "idle_cost_per_lookup": costs,
             "cold_start_bursts": cold,
             "server_log_errors": log_errors,
@@ -881,6 +1005,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "workers": args.workers or "MLflow's default (4)", "extra_args": args.server_args,
                        "mlflow": mlflow.__version__,
                        "postgres": postgres_version()},
+            "registry_cache": {"command": cache.command, "ttl": cache.ttl, "nginx": nginx_version(),
+                               "config": str(registry_cache.TEMPLATE.relative_to(ROOT))},
             "generator": {"client": f"aiohttp {aiohttp.__version__}", "event_loop": loop_name, "niceness": niceness,
                           "open_files_limit": fd_limit},
             "wall_s": round(wall, 1),
@@ -888,6 +1014,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "command": " ".join([".venv/bin/python bench/fleet_bench.py", *sys.argv[1:]]),
     }
+
+
+def nginx_version() -> str:
+    import subprocess
+
+    out = subprocess.run([registry_cache.nginx_binary(), "-v"], capture_output=True, text=True)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -898,7 +1031,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: 20 devices at 1 s for ~5 s")
     parser.add_argument("--json", type=Path, help="also write the result to this file")
-    parser.add_argument("--fleets", help=f"comma-separated fleet sizes (default {','.join(map(str, FULL_FLEETS))})")
+    parser.add_argument("--fleets", help="comma-separated fleet sizes through the registry cache "
+                        f"(default {','.join(map(str, CACHE_FLEETS))})")
+    parser.add_argument("--direct-fleets", help="comma-separated fleet sizes polling MLflow directly "
+                        f"(default {','.join(map(str, DIRECT_FLEETS))})")
+    parser.add_argument("--cache-ttl", default=registry_cache.DEFAULT_TTL,
+                        help="the registry cache's entry lifetime, as ALPR_REGISTRY_CACHE_TTL (default 1s)")
     parser.add_argument("--interval", type=float, default=TARGET_INTERVAL_S, help="poll interval, seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per step before measuring")
     parser.add_argument("--measure", type=float, default=30.0, help="measured seconds per step")
@@ -908,7 +1046,8 @@ def main() -> int:
     parser.add_argument("--quiet-wait", type=float, default=30.0, help="longest wait for a quiet machine, seconds")
     parser.add_argument("--refine", type=int, default=2, help="bisections between the last good and first bad size")
     parser.add_argument("--timeout", type=float, default=5.0, help="a poll slower than this is an error")
-    parser.add_argument("--max-minutes", type=float, default=20.0, help="no new fleet size starts after this")
+    parser.add_argument("--max-minutes", type=float, default=12.0,
+                        help="per ladder (direct, cached): no new fleet size starts after this")
     parser.add_argument("--cost-lookups", type=int, default=300, help="sequential lookups of the idle-cost probes")
     parser.add_argument("--skip-baseline", action="store_true", help="skip the idle-cost probe without basic-auth")
     parser.add_argument("--workers", type=int, help="override the server's worker count (investigation)")

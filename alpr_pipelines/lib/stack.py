@@ -251,7 +251,7 @@ def _start(settings: Settings, svc: Service, env: dict[str, str]) -> subprocess.
         if _port_in_use(host, int(port)):
             raise StackError(
                 f"cannot start {svc.name}: {host}:{port} is already in use by another program. Stop it, or pick "
-                "another port (ALPR_MLFLOW_PORT / ALPR_DAGSTER_PORT / ALPR_S3_PORT)."
+                "another port (ALPR_MLFLOW_PORT / ALPR_DAGSTER_PORT / ALPR_S3_PORT / ALPR_REGISTRY_CACHE_PORT)."
             )
     log = _logfile(settings, svc.name)
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,10 @@
 - ``mlflow server`` with the PostgreSQL backend, S3 artifacts served through the server (edge boxes hold no storage
   credentials) and its basic-auth app. Principals: ``admin``, ``alpr-pipeline`` (may write: training, registration,
   promotion) and ``alpr-edge`` (read-only, for edge devices).
+- The registry cache (nginx, :mod:`alpr_pipelines.lib.registry_cache`, ``ALPR_REGISTRY_CACHE_PORT``, default 5080) in
+  front of MLflow: edge boxes point ``MLFLOW_TRACKING_URI`` at it, so a fleet's version polls cost MLflow one lookup
+  per model and second instead of one per box and poll. ``ALPR_REGISTRY_CACHE=off`` leaves it out;
+  ``ALPR_REGISTRY_CACHE_TTL`` (default 1s) sets how long an answer is kept.
 - Dagster webserver and daemon with their instance on PostgreSQL (dagster-postgres).
 
 Every credential comes from an env file the user writes from ``config/production.env.example``
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import requests
 
+from alpr_pipelines.lib import registry_cache
 from alpr_pipelines.lib.stack import Service, StackError, _bin, workspace_file
 from alpr_pipelines.settings import Settings
 
@@ -73,10 +78,31 @@ class ProductionConfig:
     mlflow_db: str = "mlflow_db"
     auth_db: str = "mlflow_auth"
     dagster_db: str = "dagster"
+    cache_enabled: bool = True
+    cache_port: int = 5080
+    cache_ttl: str = registry_cache.DEFAULT_TTL
 
     @property
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+
+def _switch(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("on", "1", "true", "yes"):
+        return True
+    if raw in ("off", "0", "false", "no"):
+        return False
+    raise StackError(f"{name}={env[name]!r}: use on or off")
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{name}={raw!r} is not a port number; set it to an integer such as {default}")
+    return int(raw)
 
 
 def load_env_file(path: Path) -> dict[str, str]:
@@ -102,12 +128,33 @@ def load_env_file(path: Path) -> dict[str, str]:
 
 
 def production_config(env_file: Path) -> ProductionConfig:
+    """The env file's configuration, every value checked before anything starts.
+
+    Raises:
+        StackError: the file is missing, lacks a value, holds a malformed one, or asks for the registry cache on a
+            machine without nginx.
+    """
     env = load_env_file(env_file)
+    cache = _switch(env, "ALPR_REGISTRY_CACHE", True)
+    if cache:
+        registry_cache.nginx_binary()  # fail before anything starts, with the way out in the message
     return ProductionConfig(env=env, pg_host=env.get("ALPR_POSTGRES_HOST", "127.0.0.1"),
-                            pg_port=int(env.get("ALPR_POSTGRES_PORT", "5432")), s3_port=int(env.get("ALPR_S3_PORT", "9000")),
+                            pg_port=_port(env, "ALPR_POSTGRES_PORT", 5432), s3_port=_port(env, "ALPR_S3_PORT", 9000),
                             mlflow_db=env.get("ALPR_MLFLOW_DB", "mlflow_db"),
                             auth_db=env.get("ALPR_MLFLOW_AUTH_DB", "mlflow_auth"),
-                            dagster_db=env.get("ALPR_DAGSTER_DB", "dagster"))
+                            dagster_db=env.get("ALPR_DAGSTER_DB", "dagster"), cache_enabled=cache,
+                            cache_port=_port(env, "ALPR_REGISTRY_CACHE_PORT", 5080),
+                            cache_ttl=registry_cache.check_ttl(env.get("ALPR_REGISTRY_CACHE_TTL")
+                                                               or registry_cache.DEFAULT_TTL))
+
+
+def registry_cache_url(settings: Settings, cfg: ProductionConfig) -> str | None:
+    """Where edge boxes poll (``MLFLOW_TRACKING_URI`` for them): the registry cache, None when it is off."""
+    return f"http://{settings.mlflow_host}:{cfg.cache_port}" if cfg.cache_enabled else None
+
+
+def _cache_dir(settings: Settings) -> Path:
+    return settings.stack_dir / "registry-cache"
 
 
 def ensure_databases(cfg: ProductionConfig) -> None:
@@ -157,6 +204,8 @@ def service_env(settings: Settings, cfg: ProductionConfig) -> dict[str, str]:
 def services(settings: Settings, cfg: ProductionConfig) -> list[Service]:
     pg = f"{cfg.pg_host}:{cfg.pg_port}"
     workspace = str(workspace_file(settings))
+    cache = ([registry_cache.service(_cache_dir(settings), settings.mlflow_host, cfg.cache_port)]
+             if cfg.cache_enabled else [])
     return [
         Service("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(cfg.s3_port)],
                 f"{cfg.s3_endpoint}/moto-api/", "moto_server"),
@@ -168,6 +217,7 @@ def services(settings: Settings, cfg: ProductionConfig) -> list[Service]:
             f"http://{settings.mlflow_host}:{settings.mlflow_port}/health",
             "mlflow",
         ),
+        *cache,
         Service("dagster-webserver", [_bin("dagster-webserver"), "-h", settings.dagster_host, "-p",
                                       str(settings.dagster_port), "-w", workspace],
                 f"http://{settings.dagster_host}:{settings.dagster_port}/server_info", "dagster-webserver"),
@@ -181,6 +231,11 @@ def prepare(settings: Settings, cfg: ProductionConfig) -> None:
     (settings.stack_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     (settings.stack_dir / "mlflow" / "basic_auth.ini").write_text(
         AUTH_INI.format(database_uri=f"postgresql+psycopg2://mlflow@{cfg.pg_host}:{cfg.pg_port}/{cfg.auth_db}"))
+    if cfg.cache_enabled:
+        # MLflow bound to every interface is still reached on loopback from the cache beside it.
+        upstream = "127.0.0.1" if settings.mlflow_host in ("0.0.0.0", "::", "") else settings.mlflow_host
+        registry_cache.write_config(_cache_dir(settings), f"{upstream}:{settings.mlflow_port}", settings.mlflow_host,
+                                    cfg.cache_port, cfg.cache_ttl)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     cfg_file = settings.dagster_home / "dagster.yaml"
     if not cfg_file.exists():

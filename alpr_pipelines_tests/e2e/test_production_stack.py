@@ -43,7 +43,9 @@ def prod_stack(tmp_path):
                "MLFLOW_AUTH_ADMIN_PASSWORD": uuid.uuid4().hex, "ALPR_PIPELINE_PASSWORD": uuid.uuid4().hex,
                "ALPR_EDGE_PASSWORD": uuid.uuid4().hex, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
     env_file = tmp_path / "production.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in {**secrets, **dbs, "ALPR_S3_PORT": free_port()}.items()))
+    cache_port = free_port()
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in {**secrets, **dbs, "ALPR_S3_PORT": free_port(),
+                                                            "ALPR_REGISTRY_CACHE_PORT": cache_port}.items()))
     mlflow_port = free_port()
     env = {**os.environ, "ALPR_HOME": str(tmp_path / "home"), "ALPR_MLFLOW_PORT": str(mlflow_port),
            "ALPR_DAGSTER_PORT": str(free_port())}
@@ -53,8 +55,10 @@ def prod_stack(tmp_path):
                         capture_output=True, text=True, timeout=300, cwd=ROOT)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield {"uri": f"http://127.0.0.1:{mlflow_port}", "env": env, "secrets": secrets, "home": tmp_path / "home",
-               "dbs": dbs}
+        edge_uri = f"http://127.0.0.1:{cache_port}"
+        assert f"edge boxes: MLFLOW_TRACKING_URI={edge_uri}" in up.stdout
+        yield {"uri": f"http://127.0.0.1:{mlflow_port}", "edge_uri": edge_uri, "env": env, "secrets": secrets,
+               "home": tmp_path / "home", "dbs": dbs}
     finally:
         subprocess.run([ALPR, "stack", "down"], env=env, capture_output=True, timeout=120, cwd=ROOT)
         _drop_databases(list(dbs.values()))
@@ -84,7 +88,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     from alpr_pipelines.edge.service import EdgeConfig, EdgeService
     from alpr_pipelines.lib.synth import write_sample_clip
 
-    uri, secrets = prod_stack["uri"], prod_stack["secrets"]
+    uri, edge_uri, secrets = prod_stack["uri"], prod_stack["edge_uri"], prod_stack["secrets"]
     pipeline_auth = ("alpr-pipeline", secrets["ALPR_PIPELINE_PASSWORD"])
     edge_auth = ("alpr-edge", secrets["ALPR_EDGE_PASSWORD"])
     # The seed's health check; the API refuses anonymous callers.
@@ -112,7 +116,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     v1 = train_register(epochs=1, seed=11)
     client.transition_model_version_stage(NAME, v1, "Production", archive_existing_versions=True)
 
-    # An edge service with the read-only principal follows the registry.
+    # An edge service with the read-only principal follows the registry through the registry cache.
     # Long enough to outlast training v2 plus the sensor; the test stops the edge once it has swapped.
     clip = write_sample_clip(tmp_path / "clip.avi", frames=1600, width=320, height=192)
     cameras = tmp_path / "cameras.yaml"
@@ -121,7 +125,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
 
     plate_fallback = download_verified(client, NAME, v1, tmp_path / "v1")["onnx"]
     cameras.write_text(yaml.safe_dump({
-        "registry": {"tracking_uri": uri, "poll_interval": 1},
+        "registry": {"tracking_uri": edge_uri, "poll_interval": 1},
         "models": {"plate": {"name": "alpr-plate-detector", "fallback": str(plate_fallback)}},
         "cameras": [{"name": "gate", "source": str(clip), "fps_limit": 4}],
         "output": {"detections": str(tmp_path / "detections.jsonl")}, "http": {"port": 0},
@@ -164,6 +168,14 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     assert got["registered_model"]["name"] == NAME
     assert requests.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 10}, auth=edge_auth,
                         timeout=10).status_code == 200
+    # Through the cache the same answer, from its entry; an anonymous caller still gets nothing.
+    for _ in range(2):
+        cached = requests.get(f"{edge_uri}/api/2.0/mlflow/registered-models/get-latest-versions",
+                              params={"name": NAME, "stages": "Production"}, auth=edge_auth, timeout=10)
+        assert cached.json() == latest
+    assert cached.headers["X-Alpr-Registry-Cache"] == "HIT"
+    assert requests.get(f"{edge_uri}/api/2.0/mlflow/registered-models/alias", params={"name": NAME, "alias":
+                        "production"}, timeout=10).status_code == 401
     # The edge principal cannot change what the pipeline owns.
     denied = requests.post(f"{uri}/api/2.0/mlflow/model-versions/transition-stage", auth=edge_auth, timeout=10,
                            json={"name": NAME, "version": v1, "stage": "Production",

@@ -19,6 +19,7 @@ from alpr_pipelines.lib.models import PLATE, VEHICLE
 from alpr_pipelines.lib.registry import register_version, set_stage
 from alpr_pipelines.lib.synth import write_sample_clip
 from alpr_pipelines.lib.training import TrainingParams, train
+from alpr_pipelines_tests.conftest import registry_cache_in_front
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +368,17 @@ def test_crops_in_one_batch_match_one_by_one(models):
     for crop, dets in zip(mixed, det.detect_many(mixed, conf=0.01), strict=True):
         for d in dets:
             assert 0 <= d.x1 <= d.x2 <= crop.shape[1] and 0 <= d.y1 <= d.y2 <= crop.shape[0]
+
+
+def test_loader_through_the_registry_cache_gets_the_same_verified_files(registry, models, tmp_path):
+    """Edge boxes point MLFLOW_TRACKING_URI at the registry cache: the lookups are cached, the manifest and model
+    downloads stream through it, and the result is what MLflow itself gives."""
+    with registry_cache_in_front(registry.uri, tmp_path / "rc") as uri:
+        through = MLflowModelLoader(tracking_uri=uri, cache_dir=tmp_path / "through")
+        assert through._mlflow_connected
+        path, meta = through.get_model_path("alpr-vehicle-detector")
+    direct_path, direct_meta = MLflowModelLoader(tracking_uri=registry.uri,
+                                                 cache_dir=tmp_path / "direct").get_model_path("alpr-vehicle-detector")
+    assert meta["source"] == "mlflow" and (meta["version"], meta["sha256"]) == (direct_meta["version"],
+                                                                                direct_meta["sha256"])
+    assert Path(path).read_bytes() == Path(direct_path).read_bytes()

@@ -32,6 +32,7 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # Host ports the stack publishes, as docs/deploy.md documents them.
 DOCUMENTED_HOST_PORTS = {
     "mlflow": {5000},
+    "registry-cache": {5080},
     "grafana": {3000},
     "dagster-webserver": {3001},
     "prometheus": {9090},
@@ -472,6 +473,33 @@ def test_edge_container_config_loads_and_matches_the_service(services):
     for fallback in (config.vehicle_fallback, config.plate_fallback):
         assert fallback and fallback.startswith(env["ALPR_EDGE_MODELS_DIR"] + "/")
     assert config.tracking_uri is None, "the registry address comes from MLFLOW_TRACKING_URI"
+
+
+def test_edge_polls_through_the_registry_cache_which_fronts_mlflow(services):
+    """The compose cache runs the package's own template, every placeholder of it filled from its environment, in
+    front of the mlflow service; the edge polls it; MLflow accepts the Host header the cache passes on."""
+    from alpr_pipelines.lib import registry_cache
+
+    svc = services["registry-cache"]
+    mounts = {t: s for s, t in bind_mounts(svc)}
+    template = mounts["/etc/nginx/templates/registry-cache.conf.template"]
+    assert (DOCKER / template).resolve() == registry_cache.TEMPLATE.resolve()
+    env = service_env(svc)
+    text = registry_cache.TEMPLATE.read_text()
+    assert set(registry_cache._PLACEHOLDER.findall(text)) == {k for k in env if k.startswith(("REGISTRY_", "MLFLOW_"))}
+    filled = registry_cache.render({k: VAR_RE.sub("1s", v) for k, v in env.items()})
+    assert "server mlflow:5000;" in filled and f"listen {env['REGISTRY_CACHE_LISTEN']};" in filled
+    host, port = env["MLFLOW_UPSTREAM"].split(":")
+    assert resolve_host(services, host) == "mlflow" and int(port) in listening_ports(services["mlflow"])
+    assert int(env["REGISTRY_CACHE_LISTEN"]) in listening_ports(svc)
+    assert env["REGISTRY_CACHE_DIR"] in svc["tmpfs"], "the cache keys hold a credential: memory only"
+    registry_cache.check_ttl(VAR_RE.sub(lambda m: m.group(3), env["REGISTRY_CACHE_TTL"]))  # the default is valid
+
+    edge_uri = urlparse(service_env(services["edge"])["MLFLOW_TRACKING_URI"])
+    assert resolve_host(services, edge_uri.hostname or "") == "registry-cache"
+    assert services["edge"]["depends_on"]["registry-cache"] == {"condition": "service_healthy"}
+    allowed = VAR_RE.sub(lambda m: m.group(3), service_env(services["mlflow"])["MLFLOW_SERVER_ALLOWED_HOSTS"])
+    assert f"{edge_uri.hostname}:{edge_uri.port}" in allowed.split(","), "MLflow would refuse the cache's requests"
 
 
 def test_images_install_what_each_side_needs():

@@ -1,0 +1,119 @@
+"""The registry cache: nginx in front of the MLflow server, so that a fleet's version lookups cost MLflow nothing.
+
+What it caches and why is in its configuration, ``nginx/registry-cache.conf.template`` (one template for the compose
+stack, where the nginx image fills it, and for the local processes started here). This module fills the template,
+writes the main ``nginx.conf`` around it and describes the process as a :class:`~alpr_pipelines.lib.stack.Service`,
+for ``alpr stack up --profile production`` and the fleet benchmark.
+
+nginx is a system package, not a Python one (``apt-get install nginx-light`` on Debian and Ubuntu); without it the
+production profile says so and how to run without the cache (``ALPR_REGISTRY_CACHE=off``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+from pathlib import Path
+
+from alpr_pipelines.lib.stack import Service, StackError
+
+TEMPLATE = Path(__file__).parent / "nginx" / "registry-cache.conf.template"
+DEFAULT_TTL = "1s"
+HEADER = "X-Alpr-Registry-Cache"  # HIT, MISS, UPDATING, STALE or EXPIRED on the cached lookups
+NGINX_SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin")  # not on a normal user's PATH
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+_TTL = re.compile(r"^[1-9][0-9]*[sm]$")  # nginx caches in whole seconds
+
+MAIN_CONF = """\
+# Written by alpr (alpr_pipelines.lib.registry_cache): nginx's main configuration for the registry cache.
+# The cache itself is configured in registry-cache.conf, filled in from the package's template.
+daemon off;
+worker_processes auto;
+worker_rlimit_nofile 16384;
+pid {prefix}/nginx.pid;
+{user}
+events {{
+    worker_connections 8192;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/temp/client_body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+    include {prefix}/registry-cache.conf;
+}}
+"""
+
+
+def render(values: dict[str, str], template: str | None = None) -> str:
+    """The template with every ``${NAME}`` replaced, as the nginx image's envsubst does.
+
+    Raises:
+        StackError: the template names a placeholder that ``values`` lacks (nothing is left half-filled).
+    """
+    text = TEMPLATE.read_text() if template is None else template
+    missing = sorted({m for m in _PLACEHOLDER.findall(text) if m not in values})
+    if missing:
+        raise StackError(f"the registry cache template needs {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def check_ttl(ttl: str) -> str:
+    """``ttl`` if it is a whole number of seconds or minutes (``1s``, ``5s``, ``2m``); else a StackError.
+
+    nginx's cache counts validity in whole seconds: ``500ms`` would be read as 0 and cache nothing.
+    """
+    if not _TTL.match(ttl):
+        raise StackError(f"ALPR_REGISTRY_CACHE_TTL={ttl!r} is not a whole number of seconds or minutes; use e.g. 1s, "
+                         "5s or 2m (nginx's cache counts validity in whole seconds)")
+    return ttl
+
+
+def nginx_binary() -> str:
+    """The nginx executable, from PATH or the usual sbin folders.
+
+    Raises:
+        StackError: nginx is not installed; the message says how to install it or do without the cache.
+    """
+    found = shutil.which("nginx") or shutil.which("nginx", path=os.pathsep.join(NGINX_SEARCH_PATH))
+    if found is None:
+        raise StackError(
+            "the registry cache needs nginx, which is not installed: `apt-get install nginx-light` (Debian/Ubuntu), "
+            "or set ALPR_REGISTRY_CACHE=off in the env file to let edge boxes talk to MLflow directly")
+    return found
+
+
+def write_config(prefix: Path, upstream: str, host: str, port: int, ttl: str = DEFAULT_TTL) -> Path:
+    """Write ``nginx.conf`` and ``registry-cache.conf`` under ``prefix``; return the main file.
+
+    ``upstream`` is MLflow's ``host:port``. ``prefix`` also holds the cache, whose keys include the edge principal's
+    Authorization header, so it is made private to this user (mode 0700).
+    """
+    prefix = prefix.resolve()
+    for sub in ("cache", "temp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    prefix.chmod(0o700)
+    (prefix / "registry-cache.conf").write_text(render({
+        "REGISTRY_CACHE_DIR": str(prefix / "cache"), "MLFLOW_UPSTREAM": upstream,
+        "REGISTRY_CACHE_LISTEN": f"{host}:{port}", "REGISTRY_CACHE_TTL": check_ttl(ttl)}))
+    # nginx started by root hands its workers to "nobody", who could not write the cache; keep them ours, like the
+    # stack's other services (the directive is ignored, with a warning, when nginx is not started by root).
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    main = prefix / "nginx.conf"
+    main.write_text(MAIN_CONF.format(prefix=prefix, user=user))
+    return main
+
+
+def service(prefix: Path, host: str, port: int) -> Service:
+    """The cache as a stack service (its configuration written by :func:`write_config` under ``prefix``).
+
+    Healthy when MLflow's ``/health`` answers through it.
+    """
+    main = prefix.resolve() / "nginx.conf"
+    return Service("registry-cache", [nginx_binary(), "-p", str(prefix.resolve()), "-c", str(main), "-e", "stderr"],
+                   f"http://{host}:{port}/health", "nginx")
