@@ -98,27 +98,8 @@ def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s") -> I
 
     if NGINX is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light); the registry cache runs on it")
-    port = free_port()
-    registry_cache.write_config(root, upstream_uri.split("//", 1)[1].rstrip("/"), "127.0.0.1", port, ttl)
-    log = root.with_suffix(".log")
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(registry_cache.service(root, "127.0.0.1", port).command, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # its port, not /health: that is MLflow's, and a test may point the cache at no MLflow at all
-            if proc.poll() is not None:
-                raise RuntimeError(f"nginx exited early; log:\n{log.read_text()[-3000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx not listening after 30s; log:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(20)
+    with registry_cache.running(upstream_uri, root, ttl) as cache:
+        yield cache.url
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,7 @@ from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL
 from alpr_pipelines.edge.loader import STAGE_ALIASES
 from alpr_pipelines.lib import registry_cache, stack
 from alpr_pipelines.lib import stack_production as prod
+from alpr_pipelines.lib.registry_cache import RunningCache
 from alpr_pipelines.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,35 +243,15 @@ def fleet_server(auth: bool = True, auth_cache_ttl: int | None = None, workers: 
             shutil.rmtree(home, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class CacheEndpoint:
-    """The registry cache (nginx, :mod:`alpr_pipelines.lib.registry_cache`) running in front of a fleet server."""
-
-    uri: str
-    pid: int
-    ttl: str
-    command: list[str]
-
-
 @contextmanager
-def cache_in_front(server: FleetServer, ttl: str = registry_cache.DEFAULT_TTL) -> Iterator[CacheEndpoint]:
+def cache_in_front(server: FleetServer, ttl: str = registry_cache.DEFAULT_TTL) -> Iterator[RunningCache]:
     """The production profile's registry cache in front of ``server``; stopped by PID after, its files removed."""
     home = Path(tempfile.mkdtemp(prefix="alpr-fleet-cache-"))
-    settings = load_settings({"ALPR_HOME": str(home)})
-    port = free_port()
-    prefix = settings.stack_dir / "registry-cache"
-    registry_cache.write_config(prefix, server.uri.split("//", 1)[1].rstrip("/"), "127.0.0.1", port, ttl)
-    svc = registry_cache.service(prefix, "127.0.0.1", port)
     try:
-        stack._record_services(settings, [svc])
-        proc = stack._start(settings, svc, dict(os.environ))
-        stack._wait_healthy(settings, svc, proc, time.monotonic() + 30, 30)
-        yield CacheEndpoint(uri=f"http://127.0.0.1:{port}", pid=proc.pid, ttl=ttl, command=svc.command)
+        with registry_cache.running(server.uri, home / "registry-cache", ttl) as cache:
+            yield cache
     finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def server_log_errors(log: Path, top: int = 6) -> list[dict[str, Any]]:
@@ -462,8 +443,8 @@ class Fleet:
     """The pollers of simulated edge boxes against one server, on one asyncio event loop."""
 
     def __init__(self, server: FleetServer, expected: dict[str, str], timeout: float = 5.0, keep_alive: bool = False,
-                 via: CacheEndpoint | None = None):
-        base = (via.uri if via is not None else server.uri).rstrip("/")
+                 via: RunningCache | None = None):
+        base = (via.url if via is not None else server.uri).rstrip("/")
         self.expected, self.timeout, self.keep_alive = expected, timeout, keep_alive
         self.cache_status: Counter[str] = Counter()  # how the registry cache answered (HIT, UPDATING, MISS, ...)
         self.headers: dict[str, str] = {}
@@ -859,7 +840,7 @@ def ladder_text(v: LadderVerdict) -> str:
     return "; ".join(parts)
 
 
-def cache_limits_text(v: LadderVerdict, cache: CacheEndpoint) -> str:
+def cache_limits_text(v: LadderVerdict, cache: RunningCache) -> str:
     """What limits the cached fleet: where the CPU went at the breaking (or the largest) step."""
     step = v.decisive
     if step is None or not step.cpu:
@@ -878,7 +859,7 @@ def cache_limits_text(v: LadderVerdict, cache: CacheEndpoint) -> str:
     return text + "."
 
 
-def figure(direct: list[StepResult], cached: list[StepResult], server: FleetServer, cache: CacheEndpoint,
+def figure(direct: list[StepResult], cached: list[StepResult], server: FleetServer, cache: RunningCache,
            password_check: dict[str, Any], costs: dict[str, Any], cold: list[dict[str, Any]]) -> dict[str, Any]:
     """Figure 6: the fleet through the registry cache (ours) against the same fleet polling MLflow directly."""
     ours_v, base_v = verdict(cached), verdict(direct)
@@ -947,7 +928,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with fleet_server(auth_cache_ttl=args.auth_cache_ttl, workers=args.workers,
                       extra_args=shlex.split(args.server_args)) as server, \
             cache_in_front(server, args.cache_ttl) as cache:
-        log(f"MLflow server up at {server.uri} (pid {server.pid}), registry cache at {cache.uri} (pid {cache.pid}) "
+        log(f"MLflow server up at {server.uri} (pid {server.pid}), registry cache at {cache.url} (pid {cache.pid}) "
             f"after {time.monotonic() - started:.0f}s")
         expected = seed_registry(server)
         log(f"seeded: production versions {expected}")

@@ -39,8 +39,10 @@ NOTES = [
     "padding Ultralytics to a square.",
     "Figure 4 runs at a 5 s poll interval (the edge default is 10 s) with the camera paced at 15 fps, so 20 swaps "
     "fit in a few minutes; the target scales with the interval.",
-    "Figure 5 uses 3 epochs on 160 images: the fixed cost of a Dagster run (start-up, INT8, checks, registration, "
-    "about 10 s) weighs most on a short training. Longer trainings (the demo's 12 epochs) are well inside 1.15x.",
+    "Figure 5 runs the demo's training (160 images, 12 epochs at 320 px, what `make demo` trains). The overhead is a "
+    "fixed number of seconds per run (start-up, shut-down, the INT8 model, the parity check, registration), so the "
+    "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "
+    "1.15x, and `bench/orchestration_bench.py --epochs 3` measures a training a quarter as long.",
     "Figure 6: the edge fleet polls the registry cache (nginx in front of MLflow, "
     "alpr_pipelines/lib/nginx/registry-cache.conf.template), as the production profile and the compose stack deploy "
     "it; the baseline is the same fleet polling that MLflow directly, as edge boxes did before. The largest sizes "

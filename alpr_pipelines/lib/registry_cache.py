@@ -15,6 +15,13 @@ import getpass
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alpr_pipelines.lib.stack import Service, StackError
@@ -117,3 +124,55 @@ def service(prefix: Path, host: str, port: int) -> Service:
     main = prefix.resolve() / "nginx.conf"
     return Service("registry-cache", [nginx_binary(), "-p", str(prefix.resolve()), "-c", str(main), "-e", "stderr"],
                    f"http://{host}:{port}/health", "nginx")
+
+
+@dataclass(frozen=True)
+class RunningCache:
+    url: str
+    pid: int
+    command: list[str]
+    ttl: str
+
+
+@contextmanager
+def running(upstream_url: str, prefix: Path, ttl: str = DEFAULT_TTL, host: str = "127.0.0.1", port: int = 0,
+            timeout: float = 30.0) -> Iterator[RunningCache]:
+    """The cache in front of ``upstream_url`` (``http://host:port`` of an MLflow server) as a child process for the
+    length of the block, its files under ``prefix``; stopped by PID after. For tests and benchmarks: the production
+    profile runs it as a stack service instead.
+
+    Ready once it listens, not once MLflow answers through it: the upstream may be down on purpose.
+
+    Raises:
+        StackError: nginx is not installed, exits during start-up, or does not listen within ``timeout`` (the
+            message holds its log).
+    """
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    write_config(prefix, upstream_url.split("//", 1)[-1].rstrip("/"), host, port, ttl)
+    svc = service(prefix, host, port)
+    log = prefix.resolve() / "nginx.log"
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(svc.command, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise StackError(f"nginx exited during start-up:\n{log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex((host, port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise StackError(f"nginx not listening on {host}:{port} after {timeout:.0f}s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield RunningCache(f"http://{host}:{port}", proc.pid, svc.command, ttl)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
