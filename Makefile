@@ -7,16 +7,20 @@ STAMP := $(VENV)/.alpr-installed
 .PHONY: demo test test-slow bench bench-quick gpu-check stack-up stack-down lint clean
 
 # nginx (a system package) runs the registry cache of the production profile; its tests and the fleet benchmark use
-# it. Installed here when we may (root with apt-get), else a note: those tests then skip and say why.
+# it. Installed here only where that starts nothing (root with apt-get, no systemd: containers, CI machines); else,
+# or when the install fails, a note: those tests then skip and say why.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -d /run/systemd/system ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q nginx-light >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; }; \
-	  else echo "note: nginx is not installed: the registry cache needs it (sudo apt-get install nginx-light)"; fi; }
+	    apt-get install -y -q nginx-light >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx-light >/dev/null 2>&1; }; \
+	  fi; \
+	  command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+	    echo "note: nginx is not installed: the registry cache needs it (sudo apt-get install nginx-light)"; }
 	touch $(STAMP)
 
 ## demo: start the embedded stack, train/export/register both detectors, print versions and UI addresses

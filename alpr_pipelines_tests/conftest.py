@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -87,17 +86,17 @@ def _served(root: Path) -> Iterator[MlflowServer]:
         server.stop()
 
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-
-
 @contextmanager
 def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s") -> Iterator[str]:
     """The registry cache (nginx, the production profile's configuration) in front of ``upstream_uri``; yields its
     URL. Skips the test when nginx is not installed."""
     from alpr_pipelines.lib import registry_cache
+    from alpr_pipelines.lib.stack import StackError
 
-    if NGINX is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light); the registry cache runs on it")
+    try:
+        registry_cache.nginx_binary()
+    except StackError as exc:
+        pytest.skip(str(exc))
     with registry_cache.running(upstream_uri, root, ttl) as cache:
         yield cache.url
 

@@ -11,8 +11,9 @@ production profile says so and how to run without the cache (``ALPR_REGISTRY_CAC
 
 from __future__ import annotations
 
-import getpass
+import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -30,6 +31,7 @@ TEMPLATE = Path(__file__).parent / "nginx" / "registry-cache.conf.template"
 DEFAULT_TTL = "1s"
 HEADER = "X-Alpr-Registry-Cache"  # HIT, MISS, UPDATING, STALE or EXPIRED on the cached lookups
 NGINX_SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin")  # not on a normal user's PATH
+MEMORY_DIR = Path("/dev/shm")  # a tmpfs on Linux: the cache's files (whose keys hold credentials) never reach a disk
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _TTL = re.compile(r"^[1-9][0-9]*[sm]$")  # nginx caches in whole seconds
 
@@ -95,22 +97,36 @@ def nginx_binary() -> str:
     return found
 
 
+def cache_dir(prefix: Path) -> Path:
+    """Where the cache of the instance configured under ``prefix`` keeps its entries: in memory (``/dev/shm``) when
+    the machine has it, one folder per prefix and user; else ``prefix/cache``."""
+    prefix = prefix.resolve()
+    if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK):
+        tag = hashlib.sha256(str(prefix).encode()).hexdigest()[:12]
+        return MEMORY_DIR / f"alpr-registry-cache-{os.geteuid()}-{tag}"
+    return prefix / "cache"
+
+
 def write_config(prefix: Path, upstream: str, host: str, port: int, ttl: str = DEFAULT_TTL) -> Path:
     """Write ``nginx.conf`` and ``registry-cache.conf`` under ``prefix``; return the main file.
 
-    ``upstream`` is MLflow's ``host:port``. ``prefix`` also holds the cache, whose keys include the edge principal's
-    Authorization header, so it is made private to this user (mode 0700).
+    ``upstream`` is MLflow's ``host:port``. The cache's entries go to :func:`cache_dir`, emptied here (so a start
+    never serves what an earlier run cached) and private to this user (mode 0700): their keys include the edge
+    principal's Authorization header.
     """
     prefix = prefix.resolve()
-    for sub in ("cache", "temp"):
-        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    (prefix / "temp").mkdir(parents=True, exist_ok=True)
     prefix.chmod(0o700)
+    entries = cache_dir(prefix)
+    shutil.rmtree(entries, ignore_errors=True)
+    entries.mkdir(mode=0o700, parents=True)
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address needs its brackets
     (prefix / "registry-cache.conf").write_text(render({
-        "REGISTRY_CACHE_DIR": str(prefix / "cache"), "MLFLOW_UPSTREAM": upstream,
-        "REGISTRY_CACHE_LISTEN": f"{host}:{port}", "REGISTRY_CACHE_TTL": check_ttl(ttl)}))
+        "REGISTRY_CACHE_DIR": str(entries), "MLFLOW_UPSTREAM": upstream,
+        "REGISTRY_CACHE_LISTEN": listen, "REGISTRY_CACHE_TTL": check_ttl(ttl)}))
     # nginx started by root hands its workers to "nobody", who could not write the cache; keep them ours, like the
     # stack's other services (the directive is ignored, with a warning, when nginx is not started by root).
-    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
     main = prefix / "nginx.conf"
     main.write_text(MAIN_CONF.format(prefix=prefix, user=user))
     return main
@@ -169,10 +185,12 @@ def running(upstream_url: str, prefix: Path, ttl: str = DEFAULT_TTL, host: str =
             time.sleep(0.05)
         yield RunningCache(f"http://{host}:{port}", proc.pid, svc.command, ttl)
     finally:
-        if proc.poll() is None:
+        try:
             os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            proc.wait(20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        shutil.rmtree(cache_dir(prefix), ignore_errors=True)

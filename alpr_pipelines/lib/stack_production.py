@@ -148,11 +148,6 @@ def production_config(env_file: Path) -> ProductionConfig:
                                                                or registry_cache.DEFAULT_TTL))
 
 
-def registry_cache_url(settings: Settings, cfg: ProductionConfig) -> str | None:
-    """Where edge boxes poll (``MLFLOW_TRACKING_URI`` for them): the registry cache, None when it is off."""
-    return f"http://{settings.mlflow_host}:{cfg.cache_port}" if cfg.cache_enabled else None
-
-
 def _cache_dir(settings: Settings) -> Path:
     return settings.stack_dir / "registry-cache"
 

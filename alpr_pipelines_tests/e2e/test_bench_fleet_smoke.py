@@ -48,6 +48,5 @@ def test_fleet_bench_quick_polls_without_errors(tmp_path):
     # Through the cache most answers are its own, and MLflow answered at least the first of each model.
     assert cached["cache_status"]["HIT"] > cached["cache_status"].get("MISS", 0) + cached["cache_status"].get(
         "EXPIRED", 0) > 0, cached["cache_status"]
-    assert fig["ours"] == 20 and fig["ratio"] == 1.0
     assert result["details"]["server"]["auth"].startswith("basic-auth")
     assert result["details"]["registry_cache"]["ttl"] == "1s"

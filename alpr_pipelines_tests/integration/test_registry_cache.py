@@ -13,7 +13,7 @@ import requests
 from alpr_pipelines.edge.loader import MLflowModelLoader
 from alpr_pipelines.lib.registry import set_stage
 from alpr_pipelines.lib.registry_cache import HEADER
-from alpr_pipelines_tests.conftest import MlflowServer, free_port, registry_cache_in_front
+from alpr_pipelines_tests.conftest import MlflowServer, registry_cache_in_front
 
 NAME = "alpr-plate-detector"
 ALIAS = "/api/2.0/mlflow/registered-models/alias"
@@ -76,13 +76,12 @@ def test_it_answers_what_mlflow_answers_and_then_from_the_cache(auth_server, cac
     edge, direct = auth_server["edge"], auth_server["server"].uri
     for path, params in ((ALIAS, {"name": NAME, "alias": "production"}), (LATEST, {"name": NAME,
                                                                                    "stages": "Production"})):
-        statuses = []
-        for _ in range(3):
-            resp = _get(cache, path, edge, **params)
-            assert resp.status_code == 200
-            assert resp.json() == _get(direct, path, edge, **params).json()
-            statuses.append(resp.headers[HEADER])
-        assert statuses[0] in ("MISS", "EXPIRED", "HIT") and statuses[1:] == ["HIT", "HIT"]
+        # Back to back, well inside an entry's lifetime (at least 1 s): the first may be MLflow's, the rest the cache's.
+        answers = [_get(cache, path, edge, **params) for _ in range(3)]
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        assert [r.headers[HEADER] for r in answers[1:]] == ["HIT", "HIT"]
+        expected = _get(direct, path, edge, **params).json()
+        assert all(r.json() == expected for r in answers)
     # "no such alias" is an answer too (the loader then asks for the stage): the same 400 as MLflow's, cached.
     missing = [_get(cache, ALIAS, edge, name=NAME, alias="no-such-alias") for _ in range(2)]
     assert [r.status_code for r in missing] == [400, 400] and missing[1].headers[HEADER] == "HIT"
@@ -133,26 +132,43 @@ def test_a_moved_alias_reaches_the_edge_within_the_entry_lifetime(auth_server, c
         seen.add(remote.version)
         if remote.version == target:
             break
-        # 1s entries live 1 to 2 s (nginx counts in whole seconds); a little more for MLflow's answer.
-        assert time.monotonic() - moved < 3.0, f"still {remote.version} after {time.monotonic() - moved:.1f}s"
+        # 1s entries live 1 to 2 s (nginx counts in whole seconds); more for MLflow's answer on a busy machine.
+        assert time.monotonic() - moved < 4.5, f"still {remote.version} after {time.monotonic() - moved:.1f}s"
         time.sleep(0.05)
     assert seen <= {before.version, target}
     # The seed's stage lookup agrees through the cache as well.
     latest = _get(cache, LATEST, edge, name=NAME, stages="Production").json()["model_versions"]
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 4.5
     while [v["version"] for v in latest] != [target] and time.monotonic() < deadline:
         time.sleep(0.2)
         latest = _get(cache, LATEST, edge, name=NAME, stages="Production").json()["model_versions"]
     assert [v["version"] for v in latest] == [target]
 
 
-def test_mlflow_away_is_an_error_never_a_made_up_answer(tmp_path):
-    """With no MLflow behind it the cache answers 502: the loader raises, so the edge keeps its model and counts
-    the poll error (as without the cache)."""
-    with registry_cache_in_front(f"http://127.0.0.1:{free_port()}", tmp_path / "rc") as uri:
-        resp = _get(uri, ALIAS, None, name=NAME, alias="production")
-        assert resp.status_code == 502
-        loader = MLflowModelLoader(tracking_uri=uri, cache_dir=tmp_path / "edge")
-        assert not loader._mlflow_connected
-        with pytest.raises(requests.RequestException):
-            loader.current_version(NAME)
+def test_mlflow_away_is_an_error_never_a_stale_answer(tmp_path):
+    """An answer the cache holds is not served once it has expired and MLflow is down: the cache answers 502, the
+    loader raises, and the edge keeps its model and counts the poll error (as without the cache)."""
+    server = MlflowServer(tmp_path / "mlflow")
+    (tmp_path / "mlflow").mkdir()
+    server.start()
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(server.uri)
+        run = client.create_run(client.create_experiment("away"))
+        client.create_registered_model(NAME)
+        client.create_model_version(NAME, f"runs:/{run.info.run_id}/detector/1", run.info.run_id)
+        client.set_registered_model_alias(NAME, "production", "1")
+        with registry_cache_in_front(server.uri, tmp_path / "rc") as uri:
+            assert _get(uri, ALIAS, None, name=NAME, alias="production").status_code == 200  # now cached
+            server.stop()
+            time.sleep(2.2)  # past the entry's lifetime (1 to 2 s)
+            for _ in range(2):  # the expired entry is refreshed, not served
+                resp = _get(uri, ALIAS, None, name=NAME, alias="production")
+                assert resp.status_code == 502, (resp.status_code, resp.headers.get(HEADER))
+            loader = MLflowModelLoader(tracking_uri=uri, cache_dir=tmp_path / "edge")
+            assert not loader._mlflow_connected
+            with pytest.raises(requests.RequestException):
+                loader.current_version(NAME)
+    finally:
+        server.stop()

@@ -1,7 +1,6 @@
 """The registry cache's configuration: the template is filled completely, nginx accepts what we write, and the
 production profile's settings for it are checked before anything starts."""
 
-import shutil
 import subprocess
 import uuid
 
@@ -12,7 +11,14 @@ from alpr_pipelines.lib import stack_production as prod
 from alpr_pipelines.lib.stack import StackError
 from alpr_pipelines.settings import load_settings
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+def _nginx() -> str | None:
+    try:
+        return registry_cache.nginx_binary()
+    except StackError:
+        return None
+
+
+NGINX = _nginx()
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
 VALUES = {"REGISTRY_CACHE_DIR": "/tmp/c", "MLFLOW_UPSTREAM": "127.0.0.1:5000", "REGISTRY_CACHE_LISTEN": "8080",
           "REGISTRY_CACHE_TTL": "1s"}
@@ -46,7 +52,11 @@ def test_other_lifetimes_are_refused_with_the_reason(ttl):
 def test_nginx_accepts_the_written_configuration(tmp_path):
     prefix = tmp_path / "rc"
     main = registry_cache.write_config(prefix, "127.0.0.1:5000", "127.0.0.1", 18080, "1s")
-    assert oct(prefix.stat().st_mode & 0o777) == "0o700"  # the cache files hold the Authorization header
+    entries = registry_cache.cache_dir(prefix)
+    # The cache files hold the Authorization header: private, and in memory where the machine has a tmpfs.
+    assert oct(prefix.stat().st_mode & 0o777) == oct(entries.stat().st_mode & 0o777) == "0o700"
+    assert entries.is_relative_to("/dev/shm") or entries == prefix.resolve() / "cache"
+    assert f"proxy_cache_path {entries} " in (prefix / "registry-cache.conf").read_text()
     out = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(main), "-e", "stderr"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -86,9 +96,24 @@ def test_the_cache_stands_in_front_of_mlflow_and_can_be_left_out(tmp_path, monke
     cfg = prod.production_config(_env_file(tmp_path, ALPR_REGISTRY_CACHE_PORT="6080"))
     names = [s.name for s in prod.services(settings, cfg)]
     assert names.index("registry-cache") == names.index("mlflow") + 1  # started once MLflow is healthy
-    assert prod.registry_cache_url(settings, cfg) == "http://127.0.0.1:6080"
+    cache = next(s for s in prod.services(settings, cfg) if s.name == "registry-cache")
+    assert cache.health_url == "http://127.0.0.1:6080/health"
 
     monkeypatch.setattr(registry_cache, "nginx_binary", lambda: pytest.fail("nginx is not needed when it is off"))
     off = prod.production_config(_env_file(tmp_path, ALPR_REGISTRY_CACHE="off"))
     assert "registry-cache" not in [s.name for s in prod.services(settings, off)]
-    assert prod.registry_cache_url(settings, off) is None
+
+
+def test_a_start_never_serves_what_an_earlier_run_cached(tmp_path):
+    prefix = tmp_path / "rc"
+    registry_cache.write_config(prefix, "127.0.0.1:5000", "127.0.0.1", 18080)
+    stale = registry_cache.cache_dir(prefix) / "a" / "entry"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("KEY: GET ... Basic secret")
+    registry_cache.write_config(prefix, "127.0.0.1:5000", "127.0.0.1", 18080)
+    assert not stale.exists()
+
+
+def test_an_ipv6_address_is_bracketed(tmp_path):
+    registry_cache.write_config(tmp_path / "rc", "127.0.0.1:5000", "::1", 18080)
+    assert "listen [::1]:18080;" in (tmp_path / "rc" / "registry-cache.conf").read_text()
