@@ -11,6 +11,7 @@ from alpr_pipelines.lib import stack_production as prod
 from alpr_pipelines.lib.stack import StackError
 from alpr_pipelines.settings import load_settings
 
+
 def _nginx() -> str | None:
     try:
         return registry_cache.nginx_binary()
