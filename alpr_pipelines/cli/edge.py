@@ -13,11 +13,14 @@ from alpr_pipelines.settings import Settings
 def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
     """The edge service; imports only the edge runtime (no dagster, torch or ultralytics)."""
     import logging
+    import os
 
     from alpr_pipelines.edge.loader import ModelLoadError
     from alpr_pipelines.edge.service import ConfigError, EdgeConfig, EdgeService
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("ALPR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = EdgeConfig.load(args.config)
         if args.port is not None:

@@ -243,7 +243,7 @@ class EdgeService:
         for slot in self.detector.slots():
             poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event,
                                     threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot),
-                                    frame_shape=lambda: self.detector.frame_shape)
+                                    frame_shape=lambda: self.detector.frame_shape, turns=self.detector.turns)
             poller.start()
             self.pollers.append(poller)
 

@@ -382,3 +382,45 @@ def test_loader_through_the_registry_cache_gets_the_same_verified_files(registry
     assert meta["source"] == "mlflow" and (meta["version"], meta["sha256"]) == (direct_meta["version"],
                                                                                 direct_meta["sha256"])
     assert Path(path).read_bytes() == Path(direct_path).read_bytes()
+
+
+def test_box_optimized_copy_detects_the_same_and_is_made_once(models, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from alpr_pipelines.edge.onnx_backend import OnnxDetector, optimized_for_this_box
+
+    onnx = shutil.copy(models["vehicle"]["onnx"], tmp_path / "model.onnx")
+    optimized = optimized_for_this_box(onnx)
+    assert optimized is not None and optimized.parent == tmp_path and ".box-" in optimized.name
+    frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    plain, fast = OnnxDetector(onnx), OnnxDetector(onnx, optimized=optimized)
+    assert fast.names == plain.names and fast.stride == plain.stride and fast.dynamic == plain.dynamic
+    tensor, _ = plain.prepare(frame)
+    assert np.allclose(plain.raw(tensor), fast.raw(tensor), atol=1e-4)
+    made = optimized.stat().st_mtime_ns
+    assert optimized_for_this_box(onnx) == optimized and optimized.stat().st_mtime_ns == made  # reused
+    optimized.write_bytes(b"altered on disk")
+    again = optimized_for_this_box(onnx)
+    assert again == optimized and again.read_bytes() != b"altered on disk"  # made again, never loaded altered
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    assert optimized_for_this_box(garbage) is None and not list(tmp_path.glob("*garbage*box*"))
+
+
+def test_prefetch_child_fetches_verifies_and_optimizes(registry, models, tmp_path):
+    from dataclasses import replace as dc_replace
+
+    from alpr_pipelines.edge.integrity import sha256_file
+    from alpr_pipelines.edge.prefetch import fetch_prepared
+
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    remote = loader.current_version("alpr-plate-detector")
+    path, manifest, optimized = fetch_prepared(loader, remote)
+    assert path.is_relative_to(tmp_path / "cache" / "alpr-plate-detector" / remote.version)
+    assert sha256_file(path) == manifest["files"]["onnx"]["sha256"]
+    assert optimized is not None and optimized.parent == path.parent  # pruned with the version
+    assert loader.fetch(remote) == (path, manifest)  # the same verified cache the edge process reads
+    with pytest.raises(ModelLoadError, match="not a runs:/ URI"):
+        fetch_prepared(loader, dc_replace(remote, source="s3://elsewhere/model"))
