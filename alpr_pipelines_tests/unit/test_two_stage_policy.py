@@ -3,7 +3,7 @@ crops add up to most of it; plates always come back in frame coordinates, inside
 
 import numpy as np
 
-from alpr_pipelines.edge.detector import ModelSlot, YOLOv11Detector
+from alpr_pipelines.edge.detector import ModelSlot, Turns, YOLOv11Detector
 from alpr_pipelines.edge.onnx_backend import Detection
 
 
@@ -42,6 +42,7 @@ def detector(vehicle_boxes):
     det.conf = det.plate_conf = 0.25
     det.vehicle = ModelSlot("v", FakeVehicles(vehicle_boxes))
     det.plate = ModelSlot("p", FakePlates())
+    det.turns = Turns()
     return det
 
 
