@@ -70,8 +70,8 @@ class Turns:
     the frame's operators then wait for. Measured on 2 cores (two-stage, INT8, 640x384): frames that overlapped a new
     version's session creation took 58 ms (median) against 31 ms. Taking turns, a frame waits for at most one piece
     of loading, and its latency counts that wait; on a paced camera the pieces fall in the gaps between frames. The
-    one costly piece, optimizing the new graph, runs at the lowest CPU priority instead
-    (``onnx_backend.optimized_for_this_box``). Arrival order means neither side starves the other. Cameras on the
+    one costly piece, optimizing the new graph, runs at the lowest CPU priority instead, in a child process
+    (``edge.prefetch``). Arrival order means neither side starves the other. Cameras on the
     same box take turns too, which on a few cores loses nothing: their runs would share the same cores anyway.
     """
 
@@ -175,7 +175,7 @@ class YOLOv11Detector:
         self.loader = loader or (MLflowModelLoader(tracking_uri=mlflow_tracking_uri) if use_mlflow else None)
         self.vehicle = ModelSlot(vehicle_model_name)
         self.plate = ModelSlot(plate_model_name)
-        self.turns = Turns()  # frames and new versions' warm-up runs take turns (see Turns)
+        self.turns = Turns()  # frames take turns with new versions' session creation and warm-up runs (see Turns)
         for slot, fallback in ((self.vehicle, vehicle_model_path), (self.plate, plate_model_path)):
             path, meta = self._resolve(slot.name, fallback)
             cached = meta.get("source") in ("mlflow", "cache") and Path(path).suffix == ".onnx"

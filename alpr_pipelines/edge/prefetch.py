@@ -41,8 +41,12 @@ def lowest_priority() -> None:
 # The child imports only this module (the standard library) before main() lowers its priority; where util-linux's
 # chrt and coreutils' nice exist, it starts at the lowest priority, interpreter start-up included.
 _BOOT = "from alpr_pipelines.edge.prefetch import main; raise SystemExit(main())"
-_LOWEST_PRIORITY = ([shutil.which("chrt") or "chrt", "--idle", "0", shutil.which("nice") or "nice", "-n", "19"]
-                    if shutil.which("chrt") and shutil.which("nice") else [])
+
+
+def _lowest_priority() -> list[str]:
+    """The command prefix that starts a process at the lowest CPU priority, or [] where chrt or nice is missing."""
+    chrt, nice = shutil.which("chrt"), shutil.which("nice")
+    return [chrt, "--idle", "0", nice, "-n", "19"] if chrt and nice else []
 
 
 def _request(loader: MLflowModelLoader, remote: RemoteVersion) -> dict[str, Any]:
@@ -67,7 +71,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion,
 
     # The request travels on stdin, never the command line: it may hold the edge principal's password.
     try:
-        proc = subprocess.Popen([*_LOWEST_PRIORITY, sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([*_lowest_priority(), sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch could not start: {exc}") from exc
