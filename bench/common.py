@@ -31,6 +31,7 @@ def machine(threads: int | None = None) -> str:
                 break
     except OSError:
         pass
+    cpu += f" ({int_matmul_isa()})"
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -39,6 +40,21 @@ def machine(threads: int | None = None) -> str:
         pass
     used = f", {threads} threads" if threads else ""
     return f"{cpu}, {os.cpu_count()} cores{mem}, no GPU used{used}, Python {platform.python_version()}"
+
+
+def int_matmul_isa() -> str:
+    """What this CPU multiplies INT8 with, which decides what quantization buys: AMX, VNNI or neither."""
+    try:
+        flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    if "amx_int8" in flags:
+        return "AMX and VNNI"
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        return "VNNI"
+    best = next((isa for isa in ("avx512f", "avx2") if isa in flags), None)
+    return f"{best.upper().replace('F', '')} without VNNI" if best else "no VNNI"
 
 
 def write_json(result: dict[str, Any], path: str | None) -> None:

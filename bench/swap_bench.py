@@ -132,7 +132,8 @@ class Detections:
                 if frame["vehicle_version"] == version:
                     return frame
             if proc.poll() is not None:
-                raise RuntimeError(f"the edge service exited with {proc.returncode} during the benchmark")
+                raise RuntimeError(f"the edge service exited with {proc.returncode} before v{version} served a frame "
+                                   "(exit 0: it came to the end of the clip; see edge.log in the work folder)")
             time.sleep(0.02)
         return None
 
@@ -187,8 +188,9 @@ def main() -> int:
         calib = split_images(load_data_yaml(weights["vehicle"].parent / "data" / "vehicle" / "data.yaml"), "train")
         int8 = {k: quantize_int8(p, calib, p.with_name("model.int8.onnx")) for k, p in onnx.items()}
 
-    # Enough clip for every swap at the camera's pace: (interval + margin) per swap, plus start-up.
-    seconds = 20 + swaps * (interval * 1.5 + 4)
+    # Enough clip for every swap at the camera's pace: a promotion's wait, the swap and the window after it, with room
+    # for slow swaps (they are what is measured), plus start-up.
+    seconds = 30 + swaps * (interval * 2 + 10)
     clip = write_sample_clip(work / "clip.avi", frames=int(seconds * args.camera_fps), width=640, height=384)
     stack.up(settings, only=["mlflow"])
     proc: subprocess.Popen | None = None

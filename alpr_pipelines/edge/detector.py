@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from alpr_pipelines.edge.box_optimized import optimized_for_this_box
 from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, manifest_sha256
-from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector, optimized_for_this_box
-from alpr_pipelines.edge.prefetch import fetch_prepared
+from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
+from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def load_backend(path: str | Path, version: str | None, threads: int | None = No
     """ONNX Runtime for ``.onnx`` (CPU, CUDA or TensorRT provider, whichever this box has); TensorRT for ``.engine``.
 
     ``imgsz`` runs a dynamic-shape ONNX model at another size than it was exported at; a fixed-shape model or an
-    engine keeps its own size. ``optimized``: ``path`` optimized for this box (``onnx_backend.optimized_for_this_box``,
+    engine keeps its own size. ``optimized``: ``path`` optimized for this box (``box_optimized.optimized_for_this_box``,
     made beside it in the version cache and pruned with it), loaded instead.
     """
     path = Path(path)
@@ -63,7 +64,8 @@ def load_backend(path: str | Path, version: str | None, threads: int | None = No
 
 class Turns:
     """Inference work of this process, one piece at a time and in arrival order: a frame (both its stages), or one
-    piece of loading a new version (creating its session, one warm-up run).
+    piece of loading a new version (creating its session, one warm-up run, a slice of idle cores for the child that
+    fetches and optimizes it).
 
     ONNX Runtime's threads spin while their session runs (``onnx_backend.session_options``), so a frame gets every
     core with no wake-up delay between operators; but any other CPU work during the frame takes a core from a thread
@@ -71,8 +73,9 @@ class Turns:
     version's session creation took 58 ms (median) against 31 ms. Taking turns, a frame waits for at most one piece
     of loading, and its latency counts that wait; on a paced camera the pieces fall in the gaps between frames. The
     one costly piece, optimizing the new graph, runs at the lowest CPU priority instead, in a child process
-    (``edge.prefetch``). Arrival order means neither side starves the other. Cameras on the
-    same box take turns too, which on a few cores loses nothing: their runs would share the same cores anyway.
+    (``edge.prefetch``), which idle cores and its slices serve. Arrival order means neither side starves the other.
+    Cameras on the same box take turns too, which on a few cores loses nothing: their runs would share the same
+    cores anyway.
     """
 
     def __init__(self) -> None:
@@ -260,17 +263,19 @@ class RegistryPoller(threading.Thread):
     exponentially, up to ``max_backoff``, while the registry is unreachable. Any failure in download, verification,
     load or warm-up leaves the serving model in place and is reported through ``on_event``. ``turns``: the serving
     detector's :class:`Turns`, so that the new version's session creation and warm-up runs fall between frames.
+    ``spare``: the box's ``prefetch.Spare``, shared by its pollers (by default each poller keeps its own).
 
     A new version is downloaded, verified and optimized for this box by a child process of the lowest CPU priority
-    (``edge.prefetch``); this thread then creates its session and warms it up, taking turns with the frames. A new
-    version so costs the frames being served nothing but the turns it takes.
+    (``edge.prefetch``), to which this thread gives slices of idle cores in turns with the frames; it then creates
+    the session and warms it up, taking turns too. A new version so costs the frames being served nothing but the
+    turns it takes.
     """
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
                  max_backoff: float = 120.0, threads: int | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None,
                  frame_shape: Callable[[], tuple[int, ...] | None] = lambda: None,
-                 turns: AbstractContextManager | None = None):
+                 turns: AbstractContextManager | None = None, spare: Spare | None = None):
         super().__init__(name=f"poller-{slot.name}", daemon=True)
         if interval > 15:
             log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
@@ -281,6 +286,8 @@ class RegistryPoller(threading.Thread):
         self.on_event = on_event or (lambda kind, data: None)
         self.stats = PollStats()
         self._stop = threading.Event()
+        self.spare = spare or Spare()  # the next fetch's child, started ahead (edge.prefetch); shared by a box's pollers
+        self._own_spare = spare is None
         self._rng = np.random.default_rng()
 
     def stop(self) -> None:
@@ -309,7 +316,7 @@ class RegistryPoller(threading.Thread):
         log.info("%s: v%s is the registry's version now (%s); loading it while v%s serves", self.slot.name,
                  remote.version, remote.via, self.slot.version)
         try:
-            path, manifest, optimized = fetch_prepared(self.loader, remote)  # in a child, at the lowest priority
+            path, manifest, optimized = fetch_prepared(self.loader, remote, turns=self.turns, child=self.spare.take())
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
             with self.turns or nullcontext():  # what is left is a few ms of one core: between frames too
                 model = load_backend(path, remote.version, self.threads, self.imgsz, optimized)
@@ -333,5 +340,12 @@ class RegistryPoller(threading.Thread):
         return True
 
     def run(self) -> None:
-        while not self._stop.wait(self.next_delay()):
-            self.poll_once()
+        try:
+            while True:
+                self.spare.ready()  # started ahead, so it has imported by the time a version is new
+                if self._stop.wait(self.next_delay()):
+                    break
+                self.poll_once()
+        finally:
+            if self._own_spare:
+                self.spare.close()

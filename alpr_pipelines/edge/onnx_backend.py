@@ -8,11 +8,7 @@ own ``metadata_props``, written by Ultralytics' exporter.
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
-import os
-import platform
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +16,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from alpr_pipelines.edge.integrity import sha256_file
+from alpr_pipelines.edge.box_optimized import available_providers
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +144,6 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def available_providers() -> list[str]:
-    """Execution providers in order of preference, limited to what this machine's onnxruntime offers."""
-    preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    have = set(ort.get_available_providers())
-    return [p for p in preferred if p in have]
-
-
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """ONNX Runtime options for a latency-bound, one-frame-at-a-time detector.
 
@@ -179,64 +168,13 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def box_tag() -> str:
-    """What a model optimized on this box depends on: this ONNX Runtime and this CPU's instruction sets."""
-    flags = ""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return hashlib.sha256(f"{ort.__version__}|{platform.machine()}|{flags}".encode()).hexdigest()[:12]
-
-
-def optimized_for_this_box(path: Path) -> Path | None:
-    """``path`` as ONNX Runtime optimizes it for this CPU (every level, layout included), saved beside it once, so a
-    session loads it with no optimization to do (``OnnxDetector(path, optimized=...)``); None when it cannot be made
-    or this box runs ONNX models on a GPU provider (the caller then loads ``path`` itself).
-
-    Why: optimizing takes a core for ~70 ms (YOLO11n INT8; ~30 ms FP32), and loading the result ~17 ms, so the
-    costly part can run apart from the frame loop (``edge.prefetch``, at the lowest CPU priority) and what is left
-    between two frames. This is ONNX Runtime's offline mode: the file suits this machine and this ONNX Runtime only,
-    so its name carries :func:`box_tag`, and a sidecar holds its sha256, so a file altered on disk is made again,
-    never loaded.
-    """
-    if available_providers() != ["CPUExecutionProvider"]:
-        return None
-    path = Path(path)
-    dest = path.with_name(f"{path.stem}.box-{box_tag()}.onnx")
-    stamp = dest.with_name(dest.name + ".sha256")
-    if dest.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_file(dest):
-        return dest
-    tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = 1
-        options.optimized_model_filepath = str(tmp)
-        options.log_severity_level = 3  # not the warning that the file suits this machine only: that is the point
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        if not tmp.is_file():
-            raise RuntimeError("ONNX Runtime wrote no optimized model")
-        os.replace(tmp, dest)
-        stamp_tmp = stamp.with_name(f".{stamp.name}.partial-{uuid.uuid4().hex[:8]}")
-        stamp_tmp.write_text(sha256_file(dest))
-        os.replace(stamp_tmp, stamp)
-        return dest
-    except Exception as exc:  # noqa: BLE001 - any failure: the caller loads the original
-        log.warning("could not save %s optimized for this box (%s); loading it as it is", path, exc)
-        return None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class OnnxDetector:
     """A YOLO11 ONNX model ready to detect; names, imgsz and stride are read from the file's metadata.
 
     A dynamic-shape model (exported with ``dynamic=True``; its input height and width are symbolic) is run
     rectangular: each frame is padded only to a multiple of the stride, never to a square. ``imgsz`` overrides the
     exported size for such a model (a model trained at 320 may serve 640 frames at 640); a fixed-shape model runs at
-    its own size only. ``optimized``: the file :func:`optimized_for_this_box` made of ``path``, loaded instead with
+    its own size only. ``optimized``: the file ``box_optimized.optimized_for_this_box`` made of ``path``, loaded instead with
     no graph optimization left to do (a new version then loads without slowing the serving one).
     """
 

@@ -1,5 +1,5 @@
 """Fetching a new version off the frame loop's interpreter: download, verification and the optimization for this
-box (``onnx_backend.optimized_for_this_box``) in a child process of the lowest CPU priority.
+box (``box_optimized.optimized_for_this_box``) in a child process of the lowest CPU priority.
 
 Done in the edge process, that work cost the frames served meanwhile, even from a thread of the lowest priority:
 the optimization takes a core from the frame's spinning ONNX Runtime threads, and every pass of the download loop
@@ -8,6 +8,15 @@ frames during a swap took up to 2.6x the steady p95 (2 cores). A child shares no
 the lowest priority from its first statement on, gets the cores only when frames leave them idle. It writes into
 the same verified cache (temporary file, sha256 against the manifest, atomic rename) and answers with the paths;
 the poller then creates the session from the optimized file, between two frames.
+
+Idle cores alone do not always come: a box whose cameras keep both cores busy (measured: two-stage INT8 at 640 and
+15 fps on a 2-core AMD EPYC without VNNI, 57 ms of every 67) left the child so little that its 0.6 s of CPU took
+3 to 26 s, and the new version waited. So while the child works, the poller also takes turns with the frames
+(``detector.Turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
+go idle, and the child runs. A frame then waits for at most one slice; the child gets a slice of both cores per
+frame at least. Half of a child's CPU is its start (the interpreter, ONNX Runtime, numpy, OpenCV, requests: 0.33 of
+0.6 s), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority while
+nothing is asked of it and then waits for its request, and the swap pays only the fetch and the optimization.
 
     python -m alpr_pipelines.edge.prefetch    # reads one request (JSON) on stdin, answers one line of JSON
 """
@@ -19,6 +28,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +52,7 @@ def lowest_priority() -> None:
 # The child imports only this module (the standard library) before main() lowers its priority; where util-linux's
 # chrt and coreutils' nice exist, it starts at the lowest priority, interpreter start-up included.
 _BOOT = "from alpr_pipelines.edge.prefetch import main; raise SystemExit(main())"
+SLICE_S = 0.02  # one turn's worth of idle cores for the child: a frame waits for at most this long
 
 
 def _lowest_priority() -> list[str]:
@@ -59,28 +71,104 @@ def _request(loader: MLflowModelLoader, remote: RemoteVersion) -> dict[str, Any]
             "remote": asdict(remote)}
 
 
-def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion,
-                   timeout: float = 600.0) -> tuple[Path, dict[str, Any], Path | None]:
+def spawn() -> subprocess.Popen[str]:
+    """A child at the lowest priority that imports what a fetch needs, then waits for one request on stdin (it
+    exits when stdin closes unanswered, so a spare never outlives its edge process). Raises OSError."""
+    return subprocess.Popen([*_lowest_priority(), sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Spare:
+    """A child started ahead of need (:func:`spawn`), for whichever of a box's pollers finds a new version first;
+    one at a time (each costs ~80 MB while it waits). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[str] | None = None
+        self._closed = False
+
+    def ready(self) -> None:
+        """Start one unless one is waiting or this is closed; where none can start, each fetch starts its own (and
+        says why)."""
+        with self._lock:
+            if self._closed or (self._child is not None and self._child.poll() is None):
+                return
+            try:
+                self._child = spawn()
+            except OSError:
+                self._child = None
+
+    def take(self) -> subprocess.Popen[str] | None:
+        with self._lock:
+            child, self._child = self._child, None
+        return child
+
+    def close(self) -> None:
+        """Ends the waiting child; no new one starts (a fetch still under way keeps its own)."""
+        with self._lock:
+            self._closed = True
+        discard(self.take())
+
+
+def discard(child: subprocess.Popen[str] | None) -> None:
+    """Ends a spare child that will not be used (closing its stdin is its signal to exit)."""
+    if child is None:
+        return
+    try:
+        child.communicate("", timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+
+
+def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: float = 600.0,
+                   turns: AbstractContextManager[Any] | None = None,
+                   child: subprocess.Popen[str] | None = None) -> tuple[Path, dict[str, Any], Path | None]:
     """``loader.fetch(remote)`` and the file's copy optimized for this box, done by a child of the lowest priority;
     returns (path, manifest, optimized path or None).
+
+    ``turns``: the frame loop's turns (``detector.Turns``); while the child works, this thread takes them in
+    :data:`SLICE_S` slices and leaves the cores idle for it, so a box kept busy by its cameras still swaps.
+    ``child``: a spare from :func:`spawn` (used up by this call, whatever happens); a new one is started without.
 
     Raises:
         ModelLoadError: the child failed (its last words are in the message); nothing half-written is left behind.
     """
     from alpr_pipelines.edge.loader import ModelLoadError
 
-    # The request travels on stdin, never the command line: it may hold the edge principal's password.
+    if child is not None and child.poll() is not None:  # the spare died waiting (killed, out of memory)
+        child.communicate()
+        child = None
     try:
-        proc = subprocess.Popen([*_lowest_priority(), sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = child or spawn()
     except OSError as exc:
         raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch could not start: {exc}") from exc
-    try:
-        out, err = proc.communicate(json.dumps(_request(loader, remote)), timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.communicate()
-        raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch took over {timeout:.0f}s") from exc
+    answered: dict[str, Any] = {}
+
+    def talk() -> None:
+        try:  # the request travels on stdin, never the command line: it may hold the edge principal's password
+            answered["out"], answered["err"] = proc.communicate(json.dumps(_request(loader, remote)),
+                                                                timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the poller's thread below
+            proc.kill()
+            answered["failure"] = exc
+
+    talker = threading.Thread(target=talk, name=f"prefetch-{remote.name}", daemon=True)
+    talker.start()
+    while talker.is_alive():
+        if turns is None:
+            talker.join()
+        else:
+            with turns:
+                talker.join(SLICE_S)
+    if "failure" in answered:
+        raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch failed: {answered['failure']}")
+    if "out" not in answered:
+        raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch took over {timeout:.0f}s")
+    out, err = answered["out"], answered["err"]
     lines = out.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else {}
@@ -95,10 +183,13 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion,
 
 def main() -> int:
     lowest_priority()  # first: what follows (imports included) yields to the frame loop
-    request = json.loads(sys.stdin.read())
+    from alpr_pipelines.edge.box_optimized import optimized_for_this_box
     from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion
-    from alpr_pipelines.edge.onnx_backend import optimized_for_this_box
 
+    text = sys.stdin.read()  # imports done: a spare waits here for its request
+    if not text.strip():
+        return 0  # discarded unused
+    request = json.loads(text)
     try:
         loader = MLflowModelLoader(**request["loader"])
         path, manifest = loader.fetch(RemoteVersion(**request["remote"]))

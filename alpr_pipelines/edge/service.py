@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL, FrameResult, RegistryPoller, YOLOv11Detector
 from alpr_pipelines.edge.frames import FrameReader, SourceError
 from alpr_pipelines.edge.loader import MLflowModelLoader
+from alpr_pipelines.edge.prefetch import Spare
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class EdgeService:
         for slot in self.detector.slots():
             self.metrics.set_version(slot.name, slot.version, slot.metadata.get("source"))
         self.pollers: list[RegistryPoller] = []
+        self.spare = Spare()  # one child ready to fetch the next new version, whichever model it is for
         self._stop = threading.Event()
         self._out_lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
@@ -243,7 +245,8 @@ class EdgeService:
         for slot in self.detector.slots():
             poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event,
                                     threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot),
-                                    frame_shape=lambda: self.detector.frame_shape, turns=self.detector.turns)
+                                    frame_shape=lambda: self.detector.frame_shape, turns=self.detector.turns,
+                                    spare=self.spare)
             poller.start()
             self.pollers.append(poller)
 
@@ -340,6 +343,7 @@ class EdgeService:
         self._stop.set()
         for p in self.pollers:
             p.stop()
+        self.spare.close()
         if self._http is not None:
             self._http.shutdown()
             self._http = None

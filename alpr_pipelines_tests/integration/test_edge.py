@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -349,7 +350,6 @@ def test_int8_that_loses_accuracy_is_not_published(models, tiny_views):
 def test_crops_in_one_batch_match_one_by_one(models):
     """detect_many (one batched run, crops padded, never scaled) finds exactly what per-crop detection finds when the
     crops share a shape, and boxes of mixed-size crops stay inside their own crop."""
-    import numpy as np
 
     from alpr_pipelines.edge.onnx_backend import OnnxDetector
     from alpr_pipelines.lib.synth import generate_scene
@@ -387,9 +387,8 @@ def test_loader_through_the_registry_cache_gets_the_same_verified_files(registry
 def test_box_optimized_copy_detects_the_same_and_is_made_once(models, tmp_path):
     import shutil
 
-    import numpy as np
-
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector, optimized_for_this_box
+    from alpr_pipelines.edge.box_optimized import optimized_for_this_box
+    from alpr_pipelines.edge.onnx_backend import OnnxDetector
 
     onnx = shutil.copy(models["vehicle"]["onnx"], tmp_path / "model.onnx")
     optimized = optimized_for_this_box(onnx)
@@ -424,3 +423,64 @@ def test_prefetch_child_fetches_verifies_and_optimizes(registry, models, tmp_pat
     assert loader.fetch(remote) == (path, manifest)  # the same verified cache the edge process reads
     with pytest.raises(ModelLoadError, match="not a runs:/ URI"):
         fetch_prepared(loader, dc_replace(remote, source="s3://elsewhere/model"))
+
+
+def test_prefetch_takes_turns_with_frames_that_keep_the_cores_busy(registry, models, tmp_path):
+    """A box kept busy by its frames leaves a lowest-priority child no idle cores; the poller's slices do."""
+    import threading
+
+    from alpr_pipelines.edge.detector import Turns
+    from alpr_pipelines.edge.prefetch import SLICE_S, fetch_prepared
+
+    class CountingTurns(Turns):
+        def __init__(self) -> None:
+            super().__init__()
+            self.taken: dict[str, int] = {}
+
+        def __enter__(self) -> None:
+            super().__enter__()
+            name = threading.current_thread().name
+            self.taken[name] = self.taken.get(name, 0) + 1
+
+    turns, stop = CountingTurns(), threading.Event()
+    a = np.random.default_rng(0).random((384, 384), dtype=np.float32)
+
+    def frames() -> None:  # both cores busy (BLAS threads) during every frame, frames back to back
+        while not stop.is_set():
+            with turns:
+                deadline = time.perf_counter() + 3 * SLICE_S
+                while time.perf_counter() < deadline:
+                    a @ a
+
+    loop = threading.Thread(target=frames, name="frame-loop", daemon=True)
+    loop.start()
+    try:
+        loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+        remote = loader.current_version("alpr-vehicle-detector")
+        path, _, optimized = fetch_prepared(loader, remote, turns=turns)
+    finally:
+        stop.set()
+        loop.join(10)
+    assert path.is_file() and optimized is not None and path.is_relative_to(tmp_path / "cache")
+    assert turns.taken.get("frame-loop", 0) > 0 and turns.taken.get(threading.current_thread().name, 0) > 0
+
+
+def test_prefetch_spare_is_used_once_and_ends_with_close(registry, models, tmp_path):
+    """A spare child imports ahead and serves one fetch; a closed Spare starts no more, and its waiting child exits."""
+    from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
+
+    spare = Spare()
+    spare.ready()
+    child = spare.take()
+    assert child is not None and spare.take() is None
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    remote = loader.current_version("alpr-plate-detector")
+    path, _, _ = fetch_prepared(loader, remote, child=child)
+    assert path.is_file() and child.returncode == 0  # used up by the fetch
+    spare.ready()
+    waiting = spare._child
+    assert waiting is not None and waiting.poll() is None
+    spare.close()
+    assert waiting.returncode == 0  # told to end (stdin closed), not killed
+    spare.ready()
+    assert spare.take() is None
