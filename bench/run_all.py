@@ -33,7 +33,8 @@ NOTES = [
     "Figure 1's models are the bench's own (bench/trained_models.py: 12 epochs at 320 px on synthetic scenes), so "
     "accuracy is low in absolute terms. At 320, the size they were trained at, ours and Ultralytics agree to the "
     "fourth decimal in FP32 and INT8 is within 0.5 points; at 640 a 320-trained model finds almost nothing, so the "
-    "640 accuracy pair only shows that both paths agree there too.",
+    "640 accuracy pair only shows that both paths agree there too. INT8 weights use 7 bits (reduce_range): on this "
+    "CPU without VNNI, 8-bit weights saturate ONNX Runtime's AVX2 integer kernels and cost 0.8 points.",
     "Figure 1 baseline: Ultralytics predict on the very ONNX file the registry publishes. That file is dynamic-shape, "
     "so Ultralytics also runs it rectangular; our margin comes from INT8 and the leaner per-frame path, not from "
     "padding Ultralytics to a square.",
@@ -42,7 +43,8 @@ NOTES = [
     "registry side (MLflow, the cache, and the script that promotes, as the sensor does) shares the edge's 2 cores "
     "here but runs on other machines in a fleet, so it runs at the lowest CPU priority. 'During a swap' runs from "
     "the edge's poll that saw the new version (its log says when) to 2 s after the first frame of it; the longest "
-    "frame counted from the alias move instead is reported beside it.",
+    "frame counted from the alias move instead is reported beside it. The alias move is timed by the request that "
+    "moves it; the promotion's other requests (stage, reads, verification) are not counted as delivery time.",
     "Figure 5 runs the demo's training (160 images, 12 epochs at 320 px, what `make demo` trains). The overhead is a "
     "fixed number of seconds per run (start-up, shut-down, the INT8 model, the parity check, registration), so the "
     "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "
@@ -100,9 +102,11 @@ def report(results: dict[str, dict]) -> str:
         "`make bench-quick` runs every script at smoke size, and CI runs the quick variants.",
         "",
     ]
-    lines += ["Machine: one 2-core x86_64 VM (Intel Xeon with AVX-512 VNNI and AMX), 24 GiB, no GPU used; each "
-              "benchmark's own description of it is in the Runs table. Other work on the same machine during a run "
-              "shows up as spread between repetitions; the JSON results keep every sample.", ""]
+    first = next(iter(results.values()), {})
+    lines += [f"Machine: {first.get('machine', 'not recorded')} (a shared VM); each benchmark's own description of it "
+              "is in the Runs table. Other work on the same host during a run shows up as spread between "
+              "repetitions (here, rounds of the same measurement differ by up to 1.5x), so ratios pair the two "
+              "sides of each round; the JSON results keep every sample.", ""]
     lines += ["| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
     figures = sorted((f for r in results.values() for f in r["figures"]), key=lambda f: int(f["id"]))
     for f in figures:
