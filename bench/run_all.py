@@ -38,13 +38,18 @@ NOTES = [
     "Figure 1 baseline: Ultralytics predict on the very ONNX file the registry publishes. That file is dynamic-shape, "
     "so Ultralytics also runs it rectangular; our margin comes from INT8 and the leaner per-frame path, not from "
     "padding Ultralytics to a square.",
+    "Figure 2 is bimodal on this VM: a round's FP32 inference takes either ~34 or ~50 ms while the matmul holds at "
+    "155-167 GFLOP/s, so the ratio moves with the host: the full run before this one gave 0.47 (three of five "
+    "rounds slow), this one 0.66.",
     "Figure 4 runs at a 5 s poll interval (the edge default is 10 s) with the camera paced at 15 fps, so 20 swaps "
     "fit in a few minutes; the target scales with the interval. The edge polls through the registry cache. The "
     "registry side (MLflow, the cache, and the script that promotes, as the sensor does) shares the edge's 2 cores "
     "here but runs on other machines in a fleet, so it runs at the lowest CPU priority. 'During a swap' runs from "
     "the edge's poll that saw the new version (its log says when) to 2 s after the first frame of it; the longest "
     "frame counted from the alias move instead is reported beside it. The alias move is timed by the request that "
-    "moves it; the promotion's other requests (stage, reads, verification) are not counted as delivery time.",
+    "moves it; the promotion's other requests (stage, reads, verification) are not counted as delivery time. The "
+    "longest-frame criterion sits at this VM's noise floor: in the last run, frames away from any promotion reached "
+    "149.5 ms at their longest, 2.14x their own p95 (69.8 ms), and 2 of 914 frames during swaps passed 2x.",
     "Figure 5 runs the demo's training (160 images, 12 epochs at 320 px, what `make demo` trains). The overhead is a "
     "fixed number of seconds per run (start-up, shut-down, the INT8 model, the parity check, registration), so the "
     "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "
