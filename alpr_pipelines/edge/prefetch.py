@@ -14,9 +14,9 @@ Idle cores alone do not always come: a box whose cameras keep both cores busy (m
 3 to 26 s, and the new version waited. So while the child works, the poller also takes turns with the frames
 (``detector.Turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
 go idle, and the child runs. A frame then waits for at most one slice; the child gets a slice of both cores per
-frame at least. Half of a child's CPU is its start (the interpreter, ONNX Runtime, numpy, OpenCV, requests: 0.33 of
-0.6 s), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority while
-nothing is asked of it and then waits for its request, and the swap pays only the fetch and the optimization.
+frame at least. Half of a child's CPU was its start (imports: 0.33 of 0.6 s, OpenCV included, which it no longer
+imports), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority
+while nothing is asked of it and then waits for its request, and the swap pays only the fetch and the optimization.
 
     python -m alpr_pipelines.edge.prefetch    # reads one request (JSON) on stdin, answers one line of JSON
 """
