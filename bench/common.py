@@ -44,11 +44,9 @@ def machine(threads: int | None = None) -> str:
 
 def int_matmul_isa() -> str:
     """What this CPU multiplies INT8 with, which decides what quantization buys: AMX, VNNI or neither."""
-    try:
-        flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("flags")), "").split())
-    except OSError:
-        flags = set()
+    from alpr_pipelines.edge.box_optimized import cpu_flags
+
+    flags = set(cpu_flags().split())
     if "amx_int8" in flags:
         return "AMX and VNNI"
     if flags & {"avx512_vnni", "avx_vnni"}:

@@ -25,15 +25,19 @@ def available_providers() -> list[str]:
     return [p for p in preferred if p in have]
 
 
+def cpu_flags() -> str:
+    """This CPU's instruction-set flags as /proc/cpuinfo lists them (``flags`` on x86, ``Features`` on Arm); empty
+    where there is no such file."""
+    try:
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
 def box_tag() -> str:
     """What a model optimized on this box depends on: this ONNX Runtime and this CPU's instruction sets."""
-    flags = ""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return hashlib.sha256(f"{ort.__version__}|{platform.machine()}|{flags}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{ort.__version__}|{platform.machine()}|{cpu_flags()}".encode()).hexdigest()[:12]
 
 
 def optimized_for_this_box(path: Path) -> Path | None:

@@ -55,7 +55,7 @@ _BOOT = "from alpr_pipelines.edge.prefetch import main; raise SystemExit(main())
 SLICE_S = 0.02  # one turn's worth of idle cores for the child: a frame waits for at most this long
 
 
-def _lowest_priority() -> list[str]:
+def _lowest_priority_command() -> list[str]:
     """The command prefix that starts a process at the lowest CPU priority, or [] where chrt or nice is missing."""
     chrt, nice = shutil.which("chrt"), shutil.which("nice")
     return [chrt, "--idle", "0", nice, "-n", "19"] if chrt and nice else []
@@ -74,7 +74,7 @@ def _request(loader: MLflowModelLoader, remote: RemoteVersion) -> dict[str, Any]
 def spawn() -> subprocess.Popen[str]:
     """A child at the lowest priority that imports what a fetch needs, then waits for one request on stdin (it
     exits when stdin closes unanswered, so a spare never outlives its edge process). Raises OSError."""
-    return subprocess.Popen([*_lowest_priority(), sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
+    return subprocess.Popen([*_lowest_priority_command(), sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
