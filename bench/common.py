@@ -62,3 +62,27 @@ def write_json(result: dict[str, Any], path: str | None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     print(text, flush=True)
+
+
+def _longest_stall(seconds: float) -> float:
+    import time
+
+    end = last = time.perf_counter()
+    end += seconds
+    longest = 0.0
+    while last < end:
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    return longest * 1000
+
+
+def cpu_stalls(seconds: float = 10.0) -> list[float]:
+    """The longest time (ms) a thread that keeps every core busy went without running, one per core: what this
+    machine (its host, for a VM, and everything else running on it) takes from a busy frame loop that no code of
+    ours can give back. Nothing else of the benchmark may run meanwhile."""
+    from multiprocessing import get_context
+
+    cores = os.cpu_count() or 1
+    with get_context("spawn").Pool(cores) as pool:
+        return sorted(pool.map(_longest_stall, [seconds] * cores), reverse=True)

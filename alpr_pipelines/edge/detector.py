@@ -1,9 +1,9 @@
 """Two-stage ALPR detection with hot-swappable models: vehicles in the frame, then plates within each vehicle.
 
-A :class:`ModelSlot` holds the model that serves frames. A new version is loaded and warmed up off the frame path,
+A :class:`ModelSlot` holds the model that serves frames. A new version is loaded and made ready off the frame path,
 then put in the slot with one reference assignment between frames; the frame path reads the slot once per frame, so
-a frame is served entirely by one version and no frame waits for a download or a load. Inference takes
-:class:`Turns`: a frame and a new version's session creation or warm-up runs never overlap (see there why).
+a frame is served entirely by one version and no frame waits for a download or a load. Inference takes turns
+(``edge.turns.Turns``): a frame and a piece of loading a new version never overlap (see there why).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from alpr_pipelines.edge.box_optimized import optimized_for_this_box
 from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, manifest_sha256
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
+from alpr_pipelines.edge.turns import Turns, piece_of
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ class Backend(Protocol):
     names: dict[int, str]
     imgsz: tuple[int, int]
     model_version: str | None
+    @property
+    def first_run_costly(self) -> bool: ...  # warm up at the frames' shape before serving (see ready_to_serve)
+
+    def prove(self) -> None: ...  # one cheap run that shows it runs here (see ready_to_serve)
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
                scaleup: bool = True) -> list[Detection]: ...
@@ -62,50 +66,30 @@ def load_backend(path: str | Path, version: str | None, threads: int | None = No
     raise ModelLoadError(f"{path}: the edge loads only .onnx or .engine files, never {path.suffix or 'this'}")
 
 
-class Turns:
-    """Inference work of this process, one piece at a time and in arrival order: a frame (both its stages), or one
-    piece of loading a new version (creating its session, one warm-up run, a slice of idle cores for the child that
-    fetches and optimizes it).
-
-    ONNX Runtime's threads spin while their session runs (``onnx_backend.session_options``), so a frame gets every
-    core with no wake-up delay between operators; but any other CPU work during the frame takes a core from a thread
-    the frame's operators then wait for. Measured on 2 cores (two-stage, INT8, 640x384): frames that overlapped a new
-    version's session creation took 58 ms (median) against 31 ms. Taking turns, a frame waits for at most one piece
-    of loading, and its latency counts that wait; on a paced camera the pieces fall in the gaps between frames. The
-    one costly piece, optimizing the new graph, runs at the lowest CPU priority instead, in a child process
-    (``edge.prefetch``), which idle cores and its slices serve. Arrival order means neither side starves the other.
-    Cameras on the same box take turns too, which on a few cores loses nothing: their runs would share the same
-    cores anyway.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._issued = 0  # tickets handed out
-        self._serving = 0  # the ticket whose turn it is
-
-    def __enter__(self) -> None:
-        with self._cond:
-            ticket = self._issued
-            self._issued += 1
-            while ticket != self._serving:
-                self._cond.wait()
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
-
-
 def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None = None,
-            turns: AbstractContextManager | None = None) -> None:
+            turns: Turns | None = None) -> None:
     """Run the model on grey frames before it serves: ONNX Runtime plans memory and picks kernels per input shape
     on the first run, so warm up at the shape the camera delivers (``frame_shape``) when it is known. ``turns``: the
-    serving detector's :class:`Turns`, taken for each run, so a warm-up never overlaps a frame."""
+    serving detector's :class:`Turns`, a piece for each run, so a warm-up never overlaps a frame."""
     h, w = frame_shape[:2] if frame_shape else backend.imgsz
     frame = np.full((h, w, 3), 114, np.uint8)
     for _ in range(runs):
-        with turns or nullcontext():
+        with piece_of(turns):
             backend.detect(frame)
+
+
+def ready_to_serve(backend: Backend, frame_shape: tuple[int, ...] | None = None,
+                   turns: Turns | None = None) -> None:
+    """A new version's last step before it serves frames, taken between them (``turns``): a warm-up at the frames'
+    shape where its first run there is costly (``first_run_costly``: GPU providers, fixed-shape models), else one
+    run on its smallest input (``prove``) that shows it runs here for a few ms and leaves the shape's memory
+    planning to its first frame, which costs that frame a few ms instead of a full run of waiting. Raises whatever
+    the run raises: the caller keeps serving the old version."""
+    if backend.first_run_costly:
+        warm_up(backend, frame_shape=frame_shape, turns=turns)
+        return
+    with piece_of(turns):
+        backend.prove()
 
 
 @dataclass
@@ -178,7 +162,7 @@ class YOLOv11Detector:
         self.loader = loader or (MLflowModelLoader(tracking_uri=mlflow_tracking_uri) if use_mlflow else None)
         self.vehicle = ModelSlot(vehicle_model_name)
         self.plate = ModelSlot(plate_model_name)
-        self.turns = Turns()  # frames take turns with new versions' session creation and warm-up runs (see Turns)
+        self.turns = Turns()  # frames take turns with the pieces of loading new versions (edge.turns)
         for slot, fallback in ((self.vehicle, vehicle_model_path), (self.plate, plate_model_path)):
             path, meta = self._resolve(slot.name, fallback)
             cached = meta.get("source") in ("mlflow", "cache") and Path(path).suffix == ".onnx"
@@ -261,21 +245,21 @@ class RegistryPoller(threading.Thread):
 
     The interval gets up to ``jitter`` of random spread (a fleet does not poll in lockstep) and backs off
     exponentially, up to ``max_backoff``, while the registry is unreachable. Any failure in download, verification,
-    load or warm-up leaves the serving model in place and is reported through ``on_event``. ``turns``: the serving
-    detector's :class:`Turns`, so that the new version's session creation and warm-up runs fall between frames.
+    load or proving run leaves the serving model in place and is reported through ``on_event``. ``turns``: the
+    serving detector's :class:`Turns`, so that the new version's pieces of loading fall between frames.
     ``spare``: the box's ``prefetch.Spare``, shared by its pollers (by default each poller keeps its own).
 
     A new version is downloaded, verified and optimized for this box by a child process of the lowest CPU priority
     (``edge.prefetch``), to which this thread gives slices of idle cores in turns with the frames; it then creates
-    the session and warms it up, taking turns too. A new version so costs the frames being served nothing but the
-    turns it takes.
+    the session and makes it ready to serve (:func:`ready_to_serve`), each a piece of its own at a frame's end. A
+    new version so costs the frames being served nothing but the turns it takes.
     """
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
                  max_backoff: float = 120.0, threads: int | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None,
                  frame_shape: Callable[[], tuple[int, ...] | None] = lambda: None,
-                 turns: AbstractContextManager | None = None, spare: Spare | None = None):
+                 turns: Turns | None = None, spare: Spare | None = None):
         super().__init__(name=f"poller-{slot.name}", daemon=True)
         if interval > 15:
             log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
@@ -315,13 +299,17 @@ class RegistryPoller(threading.Thread):
             return False
         log.info("%s: v%s is the registry's version now (%s); loading it while v%s serves", self.slot.name,
                  remote.version, remote.via, self.slot.version)
+        started = time.perf_counter()
         try:
             path, manifest, optimized = fetch_prepared(self.loader, remote, turns=self.turns, child=self.spare.take())
+            fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
-            with self.turns or nullcontext():  # what is left is a few ms of one core: between frames too
+            with piece_of(self.turns):  # what is left is a few ms of one core: between frames too
                 model = load_backend(path, remote.version, self.threads, self.imgsz, optimized)
+            loaded = time.perf_counter()
             log.debug("%s v%s: session created", self.slot.name, remote.version)
-            warm_up(model, frame_shape=self.frame_shape(), turns=self.turns)
+            ready_to_serve(model, frame_shape=self.frame_shape(), turns=self.turns)
+            ready = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1
             self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,
@@ -331,12 +319,14 @@ class RegistryPoller(threading.Thread):
             return False
         old = self.slot.version
         sha = manifest_sha256(manifest, path)
-        self.slot.swap(model, {"source": "mlflow", "version": remote.version, "via": remote.via, "sha256": sha})
+        with piece_of(self.turns):  # it releases the version before the old one, whose memory goes back then
+            self.slot.swap(model, {"source": "mlflow", "version": remote.version, "via": remote.via, "sha256": sha})
         self.loader.mark_current(self.slot.name, remote.version, Path(path), sha, remote.via)
         self.loader.prune(self.slot.name, {v for v in (remote.version, old) if v})
         self.stats.swaps += 1
         self.on_event("swapped", {"model": self.slot.name, "from": old, "to": remote.version})
-        log.info("%s: swapped v%s -> v%s", self.slot.name, old, remote.version)
+        log.info("%s: swapped v%s -> v%s (fetch %.2f s, session %.0f ms, ready to serve %.0f ms)", self.slot.name,
+                 old, remote.version, fetched - started, (loaded - fetched) * 1000, (ready - loaded) * 1000)
         return True
 
     def run(self) -> None:

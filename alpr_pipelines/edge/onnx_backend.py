@@ -140,6 +140,15 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndar
     return np.asarray(keep, dtype=np.int64)
 
 
+def check_answer(raw: np.ndarray, names: dict[int, str], path: Path) -> None:
+    """Raise ValueError unless ``raw`` (a network's answer for one image) has the rows a detector of ``names``
+    answers with: 4 box values and one score per class, for each anchor."""
+    if raw.ndim != 2 or raw.shape[0] != 4 + len(names):
+        raise ValueError(f"{path}: the network answers {tuple(raw.shape)} per image, not 4 box values and "
+                         f"{len(names)} class scores per anchor as its metadata's class names need; export it "
+                         "again with Ultralytics")
+
+
 def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
@@ -225,6 +234,22 @@ class OnnxDetector:
     def raw(self, tensor: np.ndarray) -> np.ndarray:
         """Run the network on a preprocessed 1x3xHxW tensor; returns ``(4 + nc, anchors)``."""
         return self.session.run(None, {self.input_name: tensor})[0][0]
+
+    @property
+    def first_run_costly(self) -> bool:
+        """Whether this session's first run at the frames' shape costs much more than the runs after it, so it
+        should warm up at that shape before it serves. On a GPU provider it does (kernel selection, and engine
+        builds for TensorRT). On the CPU the first run plans memory for the shape, a few ms: measured on 2 cores
+        (YOLO11n INT8, 640x384, two-stage), a new version's first frame took 41.5 ms (median) with no warm-up, 41.0
+        after one run and 37.7 after two, while each full warm-up run makes the frame behind it wait 20-50 ms. A
+        fixed-shape model counts as costly: its smallest input is its full one, so :meth:`prove` would be a
+        warm-up run anyway."""
+        return self.session.get_providers()[0] != "CPUExecutionProvider" or not self.dynamic
+
+    def prove(self) -> None:
+        """Run the network once on its smallest input (one stride square), a few ms, to show before it serves that
+        it runs on this box and answers as a detector of its classes does. Raises ValueError."""
+        check_answer(self.raw(np.zeros((1, 3, self.stride, self.stride), np.float32)), self.names, self.path)
 
     def prepare(self, image_bgr: np.ndarray, scaleup: bool = True) -> tuple[np.ndarray, Letterbox]:
         """Letterbox (rectangular for a dynamic model) and convert to the network's input tensor."""

@@ -12,7 +12,7 @@ the poller then creates the session from the optimized file, between two frames.
 Idle cores alone do not always come: a box whose cameras keep both cores busy (measured: two-stage INT8 at 640 and
 15 fps on a 2-core AMD EPYC without VNNI, 57 ms of every 67) left the child so little that its 0.6 s of CPU took
 3 to 26 s, and the new version waited. So while the child works, the poller also takes turns with the frames
-(``detector.Turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
+(``edge.turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
 go idle, and the child runs. A frame then waits for at most one slice; the child gets a slice of both cores per
 frame at least. Half of a child's CPU was its start (imports: 0.33 of 0.6 s, OpenCV included, which it no longer
 imports), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority
@@ -29,13 +29,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by main() only once the priority is down
     from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion
+    from alpr_pipelines.edge.turns import Turns
 
 
 def lowest_priority() -> None:
@@ -122,13 +122,13 @@ def discard(child: subprocess.Popen[str] | None) -> None:
 
 
 def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: float = 600.0,
-                   turns: AbstractContextManager[Any] | None = None,
+                   turns: Turns | None = None,
                    child: subprocess.Popen[str] | None = None) -> tuple[Path, dict[str, Any], Path | None]:
     """``loader.fetch(remote)`` and the file's copy optimized for this box, done by a child of the lowest priority;
     returns (path, manifest, optimized path or None).
 
-    ``turns``: the frame loop's turns (``detector.Turns``); while the child works, this thread takes them in
-    :data:`SLICE_S` slices and leaves the cores idle for it, so a box kept busy by its cameras still swaps.
+    ``turns``: the frame loop's turns (``edge.turns.Turns``); while the child works, this thread takes pieces of
+    :data:`SLICE_S` and leaves the cores idle for it, so a box kept busy by its cameras still swaps.
     ``child``: a spare from :func:`spawn` (used up by this call, whatever happens); a new one is started without.
 
     Raises:
@@ -162,7 +162,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
         if turns is None:
             talker.join()
         else:
-            with turns:
+            with turns.piece():
                 talker.join(SLICE_S)
     if "failure" in answered:
         raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch failed: {answered['failure']}")

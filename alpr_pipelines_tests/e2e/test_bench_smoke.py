@@ -37,6 +37,14 @@ def test_swap_bench_quick_follows_every_promotion():
     assert result["figures"][0]["id"] == "4"
     assert d["swaps"] == 2 and len(d["latencies_s"]) == 2 and all(x > 0 for x in d["latencies_s"])
     assert d["dropped"] == 0 and d["out_of_order"] == 0 and d["frames"] > 0
+    assert len(d["cpu_stalls_ms"]) >= 1 and all(x > 0 for x in d["cpu_stalls_ms"])
+
+
+def test_turns_bench_quick_pairs_both_policies():
+    result = run_quick("turns_bench.py")
+    waits = result["waits"]
+    assert set(waits) == {"arrival order", "at a frame's end"}
+    assert all(w["n"] == 4 and w["max_ms"] >= w["median_ms"] >= 0 for w in waits.values())
 
 
 def test_memory_bench_quick_measures_every_process():

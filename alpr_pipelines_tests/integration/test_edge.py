@@ -1,5 +1,6 @@
 """The edge runtime against a real `mlflow server`: loader sources and fallbacks, verified cache, hot swap."""
 
+import contextlib
 import json
 import threading
 import time
@@ -210,6 +211,40 @@ def test_bad_new_version_keeps_the_old_one_serving(registry, models, tmp_path):
     assert poller.poll_once() is False
     assert "swap_failed" in events and detector.vehicle.version == good.version
     assert poller.stats.failed_swaps == 1
+
+
+def test_a_version_whose_outputs_do_not_fit_its_class_names_never_serves(registry, models, tmp_path):
+    """On the CPU a new version proves itself with one run on its smallest input before it serves (no full-size
+    warm-up: its first frame plans the shape); a network that answers with other rows than its metadata's class
+    names need is turned away there, and the serving version stays."""
+    import onnx
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.uri)
+    spec = replace(VEHICLE, registered_name="alpr-vehicle-detector-misnamed")
+    run_id = client.get_model_version("alpr-vehicle-detector", models["vehicle"]["versions"][0]).run_id
+    good = register_version(client, spec, run_id, {"onnx": models["vehicle"]["onnx"]}, 64, {})
+    set_stage(client, spec.registered_name, good.version, "Production")
+    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
+    detector = YOLOv11Detector(loader=loader, vehicle_model_name=spec.registered_name)
+    assert detector.vehicle.model.first_run_costly is False  # a dynamic-shape model on the CPU provider
+    misnamed = onnx.load(str(models["vehicle"]["onnx"]))
+    names = next(p for p in misnamed.metadata_props if p.key == "names")
+    names.value = "{0: 'car', 1: 'truck', 2: 'bus', 3: 'motorcycle', 4: 'bicycle', 5: 'van'}"
+    path = tmp_path / "misnamed" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save(misnamed, str(path))
+    bad = register_version(client, spec, run_id, {"onnx": path}, 64, {})
+    set_stage(client, spec.registered_name, bad.version, "Production", archive_existing=True)
+    events: list[tuple[str, dict]] = []
+    poller = RegistryPoller(loader, detector.vehicle, on_event=lambda kind, data: events.append((kind, data)))
+    try:
+        assert poller.poll_once() is False
+    finally:
+        poller.spare.close()
+    failed = [data for kind, data in events if kind == "swap_failed"]
+    assert failed and "class scores per anchor" in failed[0]["error"]
+    assert detector.vehicle.version == good.version
 
 
 def test_poller_backs_off_while_the_registry_is_away(tmp_path):
@@ -429,18 +464,27 @@ def test_prefetch_takes_turns_with_frames_that_keep_the_cores_busy(registry, mod
     """A box kept busy by its frames leaves a lowest-priority child no idle cores; the poller's slices do."""
     import threading
 
-    from alpr_pipelines.edge.detector import Turns
     from alpr_pipelines.edge.prefetch import SLICE_S, fetch_prepared
+    from alpr_pipelines.edge.turns import Turns
 
     class CountingTurns(Turns):
         def __init__(self) -> None:
             super().__init__()
             self.taken: dict[str, int] = {}
 
-        def __enter__(self) -> None:
-            super().__enter__()
+        def count(self) -> None:
             name = threading.current_thread().name
             self.taken[name] = self.taken.get(name, 0) + 1
+
+        def __enter__(self) -> None:
+            super().__enter__()
+            self.count()
+
+        @contextlib.contextmanager
+        def piece(self):
+            with super().piece():
+                self.count()
+                yield
 
     turns, stop = CountingTurns(), threading.Event()
     a = np.random.default_rng(0).random((384, 384), dtype=np.float32)

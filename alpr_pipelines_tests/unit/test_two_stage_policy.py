@@ -3,8 +3,9 @@ crops add up to most of it; plates always come back in frame coordinates, inside
 
 import numpy as np
 
-from alpr_pipelines.edge.detector import ModelSlot, Turns, YOLOv11Detector
+from alpr_pipelines.edge.detector import ModelSlot, YOLOv11Detector
 from alpr_pipelines.edge.onnx_backend import Detection
+from alpr_pipelines.edge.turns import Turns
 
 
 class FakeVehicles:
