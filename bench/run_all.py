@@ -26,6 +26,7 @@ BENCHES = {
     "orchestration": "orchestration_bench.py",  # figure 5
     "fleet": "fleet_bench.py",      # figure 6
     "memory": "memory_bench.py",    # figure 7
+    "turns": "turns_bench.py",      # no figure: what a frame waits behind a session creation, by policy
 }
 
 
@@ -121,6 +122,17 @@ def report(results: dict[str, dict]) -> str:
     for f in figures:
         lines.append(f"- **{f['id']}. {f['name']}**: {f['limits']}")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
+    if "turns" in results:
+        w = results["turns"]["waits"]
+        lines += ["", "## Investigations", "",
+                  "How long a frame waits behind a new version's session creation (`bench/turns_bench.py`, "
+                  f"{results['turns'].get('precision', 'fp32').upper()} two-stage at "
+                  f"{results['turns']['camera_fps']:g} fps, paired), by when the piece goes:", "",
+                  "| piece goes | median | p90 | max | creations |", "|---|---|---|---|---|"]
+        for policy, v in w.items():
+            lines.append(f"| {policy} | {v['median_ms']:.1f} ms | {v['p90_ms']:.1f} ms | {v['max_ms']:.1f} ms | "
+                         f"{v['n']} |")
+        lines += ["", f"Ratio of medians (at a frame's end / arrival order): {results['turns']['ratio_of_medians']:.2f}."]
     lines += ["", "## Runs", "", "| benchmark | reproduce | machine | finished (UTC) | commit | wall time |",
               "|---|---|---|---|---|---|"]
     for name, r in results.items():
