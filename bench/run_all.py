@@ -49,8 +49,13 @@ NOTES = [
     "the edge's poll that saw the new version (its log says when) to 2 s after the first frame of it; the longest "
     "frame counted from the alias move instead is reported beside it. The alias move is timed by the request that "
     "moves it; the promotion's other requests (stage, reads, verification) are not counted as delivery time. The "
-    "longest-frame criterion sits at this VM's noise floor: in the last run, frames away from any promotion reached "
-    "149.5 ms at their longest, 2.14x their own p95 (69.8 ms), and 2 of 914 frames during swaps passed 2x.",
+    "longest swap frames are not this VM's noise: a probe keeping both cores busy before the run lost them for at "
+    "most ~10 ms, and in every run this session the longest swap frame came about 0.2 s after the edge saw the new "
+    "version, while its child downloads the file, before any session is created. In an instrumented run such a "
+    "frame took 131 ms with 149 ms of the edge process's CPU (one ONNX Runtime thread lost its core, the other "
+    "spun), though the poller held no turn then; stopping the child outside its slices (SIGSTOP) did not remove it. "
+    "What takes the core is still to be found; the registry side's download, served at the lowest priority on the "
+    "same cores, is the next suspect (this kernel does not preempt a process inside a system call).",
     "Figure 5 runs the demo's training (160 images, 12 epochs at 320 px, what `make demo` trains). The overhead is a "
     "fixed number of seconds per run (start-up, shut-down, the INT8 model, the parity check, registration), so the "
     "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "

@@ -239,11 +239,10 @@ class OnnxDetector:
     def first_run_costly(self) -> bool:
         """Whether this session's first run at the frames' shape costs much more than the runs after it, so it
         should warm up at that shape before it serves. On a GPU provider it does (kernel selection, and engine
-        builds for TensorRT). On the CPU the first run plans memory for the shape, a few ms: measured on 2 cores
-        (YOLO11n INT8, 640x384, two-stage), a new version's first frame took 41.5 ms (median) with no warm-up, 41.0
-        after one run and 37.7 after two, while each full warm-up run makes the frame behind it wait 20-50 ms. A
-        fixed-shape model counts as costly: its smallest input is its full one, so :meth:`prove` would be a
-        warm-up run anyway."""
+        builds for TensorRT). On the CPU the first run plans memory for the shape, a few ms more than the runs after
+        it, while each full-size warm-up run makes the frame behind it wait for a whole run (figure 4 of
+        ``docs/benchmarks.md`` measures the frames of swaps). A fixed-shape model counts as costly: its smallest
+        input is its full one, so :meth:`prove` would be a warm-up run anyway."""
         return self.session.get_providers()[0] != "CPUExecutionProvider" or not self.dynamic
 
     def prove(self) -> None:
