@@ -191,16 +191,22 @@ def test_sha256_mismatch_is_rejected(registry, models, tmp_path):
     assert ok.cached("alpr-plate-detector") is None
 
 
-def test_bad_new_version_keeps_the_old_one_serving(registry, models, tmp_path):
+def _serving_one_version(registry, models, tmp_path, name: str):
+    """A vehicle detector registered as ``name`` with one good version in Production, and a detector serving it."""
     from mlflow import MlflowClient
 
     client = MlflowClient(registry.uri)
-    spec = replace(VEHICLE, registered_name="alpr-vehicle-detector-broken")
+    spec = replace(VEHICLE, registered_name=name)
     run_id = client.get_model_version("alpr-vehicle-detector", models["vehicle"]["versions"][0]).run_id
     good = register_version(client, spec, run_id, {"onnx": models["vehicle"]["onnx"]}, 64, {})
     set_stage(client, spec.registered_name, good.version, "Production")
     loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
     detector = YOLOv11Detector(loader=loader, vehicle_model_name=spec.registered_name)
+    return client, spec, run_id, good, loader, detector
+
+
+def test_bad_new_version_keeps_the_old_one_serving(registry, models, tmp_path):
+    client, spec, run_id, good, loader, detector = _serving_one_version(registry, models, tmp_path, "alpr-vehicle-detector-broken")
     assert detector.vehicle.version == good.version
     garbage = tmp_path / "model.onnx"
     garbage.write_bytes(b"not an onnx model")
@@ -218,15 +224,7 @@ def test_a_version_whose_outputs_do_not_fit_its_class_names_never_serves(registr
     warm-up: its first frame plans the shape); a network that answers with other rows than its metadata's class
     names need is turned away there, and the serving version stays."""
     import onnx
-    from mlflow import MlflowClient
-
-    client = MlflowClient(registry.uri)
-    spec = replace(VEHICLE, registered_name="alpr-vehicle-detector-misnamed")
-    run_id = client.get_model_version("alpr-vehicle-detector", models["vehicle"]["versions"][0]).run_id
-    good = register_version(client, spec, run_id, {"onnx": models["vehicle"]["onnx"]}, 64, {})
-    set_stage(client, spec.registered_name, good.version, "Production")
-    loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
-    detector = YOLOv11Detector(loader=loader, vehicle_model_name=spec.registered_name)
+    client, spec, run_id, good, loader, detector = _serving_one_version(registry, models, tmp_path, "alpr-vehicle-detector-misnamed")
     assert detector.vehicle.model.first_run_costly is False  # a dynamic-shape model on the CPU provider
     misnamed = onnx.load(str(models["vehicle"]["onnx"]))
     names = next(p for p in misnamed.metadata_props if p.key == "names")
