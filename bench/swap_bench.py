@@ -200,11 +200,9 @@ def main() -> int:
     onnx = {k: Path(export_onnx(w, work / "export" / k, imgsz).path or "") for k, w in weights.items()}
     int8: dict[str, Path] = {}
     if quantize:
-        from alpr_pipelines.lib.datasets import load_data_yaml, split_images
-        from alpr_pipelines.lib.quantize import quantize_int8
+        from trained_models import quantized
 
-        calib = split_images(load_data_yaml(weights["vehicle"].parent / "data" / "vehicle" / "data.yaml"), "train")
-        int8 = {k: quantize_int8(p, calib, p.with_name("model.int8.onnx")) for k, p in onnx.items()}
+        int8 = quantized(onnx)
 
     # Enough clip for every swap at the camera's pace: a promotion's wait, the swap and the window after it, with room
     # for slow swaps (they are what is measured), plus start-up.

@@ -64,6 +64,16 @@ def prepare(retrain: bool = False) -> dict[str, str]:
     return paths
 
 
+def quantized(onnx: dict[str, Path]) -> dict[str, Path]:
+    """INT8 copies (``model.int8.onnx`` beside each) of the trained detectors' ONNX exports, calibrated on the
+    vehicle view's training images as the pipeline calibrates; what the edge serves."""
+    from alpr_pipelines.lib.datasets import load_data_yaml, split_images
+    from alpr_pipelines.lib.quantize import quantize_int8
+
+    calib = split_images(load_data_yaml(cache_dir() / "data" / "vehicle" / "data.yaml"), "train")
+    return {k: quantize_int8(p, calib, p.with_name("model.int8.onnx")) for k, p in onnx.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retrain", action="store_true")

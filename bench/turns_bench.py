@@ -51,11 +51,9 @@ def main() -> int:
         weights = {k: Path(trained[f"{k}_pt"]) for k in ("vehicle", "plate")}
     onnx = {k: Path(export_onnx(w, work / k, imgsz).path or "") for k, w in weights.items()}
     if not args.quick:  # INT8, as the edge serves them (figure 1): the frames, and so the gaps between them
-        from alpr_pipelines.lib.datasets import load_data_yaml, split_images
-        from alpr_pipelines.lib.quantize import quantize_int8
+        from trained_models import quantized
 
-        calib = split_images(load_data_yaml(weights["vehicle"].parent / "data" / "vehicle" / "data.yaml"), "train")
-        onnx = {k: quantize_int8(p, calib, p.with_name("model.int8.onnx")) for k, p in onnx.items()}
+        onnx = quantized(onnx)
     optimized = optimized_for_this_box(onnx["vehicle"])
     clip = write_sample_clip(work / "clip.avi", frames=int(args.camera_fps * (20 + per_policy * 2.5)), width=640,
                              height=384)
