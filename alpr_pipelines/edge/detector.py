@@ -36,10 +36,6 @@ class Backend(Protocol):
     names: dict[int, str]
     imgsz: tuple[int, int]
     model_version: str | None
-    @property
-    def first_run_costly(self) -> bool: ...  # warm up at the frames' shape before serving (see ready_to_serve)
-
-    def prove(self) -> None: ...  # one cheap run that shows it runs here (see ready_to_serve)
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
                scaleup: bool = True) -> list[Detection]: ...
@@ -80,16 +76,17 @@ def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None
 
 def ready_to_serve(backend: Backend, frame_shape: tuple[int, ...] | None = None,
                    turns: Turns | None = None) -> None:
-    """A new version's last step before it serves frames, taken between them (``turns``): a warm-up at the frames'
-    shape where its first run there is costly (``first_run_costly``: GPU providers, fixed-shape models), else one
-    run on its smallest input (``prove``) that shows it runs here for a few ms and leaves the shape's memory
-    planning to its first frame, which costs that frame a few ms instead of a full run of waiting. Raises whatever
-    the run raises: the caller keeps serving the old version."""
-    if backend.first_run_costly:
-        warm_up(backend, frame_shape=frame_shape, turns=turns)
+    """A new version's last step before it serves frames, taken between them (``turns``): for an ONNX model whose
+    first run at the frames' shape is cheap (``OnnxDetector.first_run_costly``: the CPU provider, dynamic shape),
+    one run on its smallest input (``prove``) that shows it runs here for a few ms and leaves the shape's memory
+    planning to its first frame, which costs that frame a few ms instead of a full run of waiting; for the others
+    (GPU providers, fixed-shape models, TensorRT engines) a warm-up at the frames' shape. Raises whatever the run
+    raises: the caller keeps serving the old version."""
+    if isinstance(backend, OnnxDetector) and not backend.first_run_costly:
+        with piece_of(turns):
+            backend.prove()
         return
-    with piece_of(turns):
-        backend.prove()
+    warm_up(backend, frame_shape=frame_shape, turns=turns)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alpr_pipelines.edge.onnx_backend import Detection, check_answer, decode, letterbox, to_tensor
+from alpr_pipelines.edge.onnx_backend import Detection, decode, letterbox, to_tensor
 
 
 def read_engine_file(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -37,15 +37,12 @@ def _check(err: Any) -> None:
 class TensorRTDetector:
     """A YOLO11 TensorRT engine (static shape, one input, one output), run synchronously on one CUDA stream."""
 
-    first_run_costly = True  # a static engine: its first run allocates and picks kernels at its one full shape
-
     def __init__(self, path: str | Path, model_version: str | None = None):
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
         self._cudart = cudart
-        self.path = Path(path)
-        meta, blob = read_engine_file(self.path)
+        meta, blob = read_engine_file(Path(path))
         if "names" not in meta:
             raise ValueError(f"{path} carries no class names; build it with `alpr` (Ultralytics' exporter)")
         self.names = {int(k): str(v) for k, v in meta["names"].items()}
@@ -86,11 +83,6 @@ class TensorRTDetector:
                                       cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
         return self.host_out[0].astype(np.float32)
-
-    def prove(self) -> None:
-        """One run on its one input shape, to show it runs on this GPU as a detector of its classes (as
-        :meth:`OnnxDetector.prove`). Raises ValueError."""
-        check_answer(self.raw(np.zeros(self.in_shape, self.in_dtype)), self.names, self.path)
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
                scaleup: bool = True) -> list[Detection]:
