@@ -1,7 +1,9 @@
+import os
+
 import numpy as np
 import pytest
 
-from alpr_pipelines.edge.onnx_backend import Letterbox, decode, letterbox, to_tensor
+from alpr_pipelines.edge.onnx_backend import Letterbox, decode, letterbox, session_options, to_tensor
 
 
 @pytest.mark.parametrize("shape", [(160, 256), (384, 640), (100, 100), (641, 333)])
@@ -73,3 +75,28 @@ def test_a_640x384_frame_is_not_padded_to_a_square():
     image = np.zeros((384, 640, 3), np.uint8)
     assert letterbox(image, (640, 640), 32, auto=True)[0].shape == (384, 640, 3)
     assert letterbox(image, (640, 640), 32, auto=False)[0].shape == (640, 640, 3)
+
+
+def test_sessions_always_get_a_thread_count_so_onnx_runtime_pins_none():
+    """Left at 0, ONNX Runtime pins every session's pool threads to the same cores (see session_options)."""
+    assert session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
+    assert session_options(3).intra_op_num_threads == 3
+
+
+def test_first_run_of_a_backend_that_must_warm_up_is_one_run_at_the_frame_shape():
+    """A backend whose first run is costly (not a dynamic ONNX model on the CPU) makes one warm-up run at the
+    frames' shape in the session's piece and reports it is not ready yet; the caller makes the second."""
+    from alpr_pipelines.edge.detector import first_run
+
+    class Engine:
+        imgsz = (64, 64)
+        shapes: list = []
+
+        def detect(self, image, conf=0.25, iou=0.7):
+            self.shapes.append(image.shape)
+            return []
+
+    engine = Engine()
+    assert first_run(engine, frame_shape=(48, 80, 3)) is False
+    assert engine.shapes == [(48, 80, 3)]
+    assert first_run(engine) is False and engine.shapes[-1] == (64, 64, 3)
