@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from alpr_pipelines.edge.box_optimized import optimized_for_this_box
-from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, manifest_sha256
+from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, RemoteVersion, manifest_sha256
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
 from alpr_pipelines.edge.turns import Turns, piece_of
@@ -74,19 +74,23 @@ def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None
             backend.detect(frame)
 
 
-def ready_to_serve(backend: Backend, frame_shape: tuple[int, ...] | None = None,
-                   turns: Turns | None = None) -> None:
-    """A new version's last step before it serves frames, taken between them (``turns``): for an ONNX model whose
-    first run at the frames' shape is cheap (``OnnxDetector.first_run_costly``: the CPU provider, dynamic shape),
-    one run on its smallest input (``prove``) that shows it runs here for a few ms and leaves the shape's memory
-    planning to its first frame, which costs that frame a few ms instead of a full run of waiting; for the others
-    (GPU providers, fixed-shape models, TensorRT engines) a warm-up at the frames' shape. Raises whatever the run
-    raises: the caller keeps serving the old version."""
+def first_run(backend: Backend, frame_shape: tuple[int, ...] | None = None) -> bool:
+    """A new version's first run, made in the same piece (turn) as its session: a new ONNX Runtime session's threads
+    spin from their start until a run ends (measured on 2 cores: 28-71 ms of CPU in the 100 ms after a creation,
+    none after a run), and the frame after a piece that only created the session lost that much of a core. Returns
+    whether the version is ready to serve after it.
+
+    For an ONNX model whose first run at the frames' shape is cheap (``OnnxDetector.first_run_costly``: the CPU
+    provider, dynamic shape), the run is one on its smallest input (``prove``, a few ms), which shows it runs here
+    and leaves the shape's memory planning to its first frame: True. For the others (GPU providers, fixed-shape
+    models, TensorRT engines) it is the first of the warm-up's runs at the frames' shape: False, one more run
+    (:func:`warm_up` with ``runs=1``) in a piece of its own. Raises whatever the run raises: the caller keeps
+    serving the old version."""
     if isinstance(backend, OnnxDetector) and not backend.first_run_costly:
-        with piece_of(turns):
-            backend.prove()
-        return
-    warm_up(backend, frame_shape=frame_shape, turns=turns)
+        backend.prove()
+        return True
+    warm_up(backend, runs=1, frame_shape=frame_shape)
+    return False
 
 
 @dataclass
@@ -248,8 +252,8 @@ class RegistryPoller(threading.Thread):
 
     A new version is downloaded, verified and optimized for this box by a child process of the lowest CPU priority
     (``edge.prefetch``), to which this thread gives slices of idle cores in turns with the frames; it then creates
-    the session and makes it ready to serve (:func:`ready_to_serve`), each a piece of its own at a frame's end. A
-    new version so costs the frames being served nothing but the turns it takes.
+    the session and runs it once (:func:`first_run`) in one piece at a frame's end, and warms it up further where its
+    first run at the frames' shape is costly, a piece per run. A new version so costs the frames being served nothing but the turns it takes.
     """
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
@@ -298,15 +302,23 @@ class RegistryPoller(threading.Thread):
                  remote.version, remote.via, self.slot.version)
         started = time.perf_counter()
         try:
+            return self._swap_in(remote, started)
+        finally:
+            self.spare.done()
+
+    def _swap_in(self, remote: RemoteVersion, started: float) -> bool:
+        try:
             path, manifest, optimized = fetch_prepared(self.loader, remote, turns=self.turns, child=self.spare.take())
             fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
-            with piece_of(self.turns):  # what is left is a few ms of one core: between frames too
+            with piece_of(self.turns):  # what is left is tens of ms of one core: between frames too
                 model = load_backend(path, remote.version, self.threads, self.imgsz, optimized)
+                ready = first_run(model, frame_shape=self.frame_shape())
             loaded = time.perf_counter()
-            log.debug("%s v%s: session created", self.slot.name, remote.version)
-            ready_to_serve(model, frame_shape=self.frame_shape(), turns=self.turns)
-            ready = time.perf_counter()
+            log.debug("%s v%s: session created and run once", self.slot.name, remote.version)
+            if not ready:
+                warm_up(model, runs=1, frame_shape=self.frame_shape(), turns=self.turns)
+            warmed = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1
             self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,
@@ -322,14 +334,15 @@ class RegistryPoller(threading.Thread):
         self.loader.prune(self.slot.name, {v for v in (remote.version, old) if v})
         self.stats.swaps += 1
         self.on_event("swapped", {"model": self.slot.name, "from": old, "to": remote.version})
-        log.info("%s: swapped v%s -> v%s (fetch %.2f s, session %.0f ms, ready to serve %.0f ms)", self.slot.name,
-                 old, remote.version, fetched - started, (loaded - fetched) * 1000, (ready - loaded) * 1000)
+        log.info("%s: swapped v%s -> v%s (fetch %.2f s, session and first run %.0f ms, warm-up %.0f ms)",
+                 self.slot.name, old, remote.version, fetched - started, (loaded - fetched) * 1000,
+                 (warmed - loaded) * 1000)
         return True
 
     def run(self) -> None:
         try:
             while True:
-                self.spare.ready()  # started ahead, so it has imported by the time a version is new
+                self.spare.ready(self.turns)  # started ahead, so it has imported by the time a version is new
                 if self._stop.wait(self.next_delay()):
                     break
                 self.poll_once()

@@ -80,34 +80,51 @@ def spawn() -> subprocess.Popen[str]:
 
 class Spare:
     """A child started ahead of need (:func:`spawn`), for whichever of a box's pollers finds a new version first;
-    one at a time (each costs ~80 MB while it waits). Thread-safe."""
+    one at a time (each costs ~80 MB while it waits). Thread-safe.
+
+    No new one starts while a fetch that took one (:meth:`take`) is under way, until it says it is over
+    (:meth:`done`): a start runs at the poller's priority until the child lowers its own, and on 2 cores a start
+    that another poller made during a swap took a core from the new version's session creation. The start itself
+    takes a turn (``turns``), so it never overlaps a frame either."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._closed = False
+        self._fetching = 0  # fetches under way that took this spare's child (or found none)
 
-    def ready(self) -> None:
-        """Start one unless one is waiting or this is closed; where none can start, each fetch starts its own (and
-        says why)."""
+    def ready(self, turns: Turns | None = None) -> None:
+        """Start one unless one is waiting, a fetch is under way, or this is closed; where none can start, each fetch
+        starts its own (and says why). ``turns``: the frame loop's, the start is a piece of them."""
+        from alpr_pipelines.edge.turns import piece_of
+
         with self._lock:
-            if self._closed or (self._child is not None and self._child.poll() is None):
+            if self._closed or self._fetching or (self._child is not None and self._child.poll() is None):
                 return
-            try:
-                self._child = spawn()
-            except OSError:
-                self._child = None
+            with piece_of(turns):
+                try:
+                    self._child = spawn()
+                except OSError:
+                    self._child = None
 
     def take(self) -> subprocess.Popen[str] | None:
+        """The waiting child, or None (the fetch then starts its own); call :meth:`done` when the fetch is over."""
         with self._lock:
             child, self._child = self._child, None
+            self._fetching += 1
         return child
+
+    def done(self) -> None:
+        """The fetch that called :meth:`take` is over (swapped in or failed): the next :meth:`ready` starts one."""
+        with self._lock:
+            self._fetching = max(0, self._fetching - 1)
 
     def close(self) -> None:
         """Ends the waiting child; no new one starts (a fetch still under way keeps its own)."""
         with self._lock:
             self._closed = True
-        discard(self.take())
+            child, self._child = self._child, None
+        discard(child)
 
 
 def discard(child: subprocess.Popen[str] | None) -> None:

@@ -520,6 +520,12 @@ def test_prefetch_spare_is_used_once_and_ends_with_close(registry, models, tmp_p
     path, _, _ = fetch_prepared(loader, remote, child=child)
     assert path.is_file() and child.returncode == 0  # used up by the fetch
     spare.ready()
+    assert spare._child is None  # two fetches took from it and neither is over: none starts during a swap
+    spare.done()
+    spare.ready()
+    assert spare._child is None  # one is still under way
+    spare.done()
+    spare.ready()
     waiting = spare._child
     assert waiting is not None and waiting.poll() is None
     spare.close()
