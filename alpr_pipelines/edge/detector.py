@@ -20,7 +20,7 @@ import numpy as np
 
 from alpr_pipelines.edge.box_optimized import optimized_for_this_box
 from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, RemoteVersion, manifest_sha256
-from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
+from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector, on_the_callers_core
 from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
 from alpr_pipelines.edge.turns import Turns, piece_of
 
@@ -252,8 +252,9 @@ class RegistryPoller(threading.Thread):
 
     A new version is downloaded, verified and optimized for this box by a child process of the lowest CPU priority
     (``edge.prefetch``), to which this thread gives slices of idle cores in turns with the frames; it then creates
-    the session and runs it once (:func:`first_run`) in one piece at a frame's end, and warms it up further where its
-    first run at the frames' shape is costly, a piece per run. A new version so costs the frames being served nothing but the turns it takes.
+    the session and runs it once (:func:`first_run`) in one piece at a frame's end, and warms it up further where
+    its first run at the frames' shape is costly, a piece per run. A new version so costs the frames being served
+    nothing but the turns it takes.
     """
 
     def __init__(self, loader: MLflowModelLoader, slot: ModelSlot, interval: float = 10.0, jitter: float = 0.2,
@@ -311,7 +312,8 @@ class RegistryPoller(threading.Thread):
             path, manifest, optimized = fetch_prepared(self.loader, remote, turns=self.turns, child=self.spare.take())
             fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
-            with piece_of(self.turns):  # what is left is tens of ms of one core: between frames too
+            # What is left is tens of ms of one core: between frames too, and on the core ONNX Runtime leaves free.
+            with piece_of(self.turns), on_the_callers_core(self.threads):
                 model = load_backend(path, remote.version, self.threads, self.imgsz, optimized)
                 ready = first_run(model, frame_shape=self.frame_shape())
             loaded = time.perf_counter()

@@ -8,8 +8,10 @@ own ``metadata_props``, written by Ultralytics' exporter.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,12 +156,30 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), which a container's cpuset narrows."""
+@contextlib.contextmanager
+def on_the_callers_core(threads: int | None) -> Iterator[None]:
+    """The calling thread on core 0 for the block, where sessions made with ``threads`` (``session_options``) pin
+    their pool threads to the other cores (ONNX Runtime's default). For creating a session: its pool threads spin
+    from their start until a run ends, and a creation on the core pinned to one of them shared it with the spinning
+    thread while core 0 sat idle (measured on 2 cores: 48-55 ms where it took 25-35 on a core of its own)."""
     try:
-        return len(os.sched_getaffinity(0))
+        before = os.sched_getaffinity(0)
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        yield
+        return
+    cores = sorted(before)
+    if threads or len(cores) < 2:
+        yield
+        return
+    try:
+        os.sched_setaffinity(0, {cores[0]})
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -176,16 +196,17 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     plate crops: never spinning 20.3 ms alone and 29.4 ms per pair, ONNX Runtime's default 17.0 and 45.4 ms, this
     17.2 and 24.2 ms (INT8: 15.9/22.7, 13.4/33.9, 13.5/18.9 ms).
 
-    Threads: ``threads``, else one per core this process may use, always given as a number: left to its default,
-    ONNX Runtime pins each pool thread to a core, every session's to the same ones. A new session's threads spin
-    from their start, and on 2 cores the thread creating a new version's session shared the pinned core with the
-    spinning one while the other core sat idle: the creation took 48-55 ms instead of 25-35, and the frame waiting
-    for it waited that much longer. Unpinned, frames run as fast (measured: median 22.4 vs 23.9 ms, two-stage INT8).
+    Threads: ``threads``, else ONNX Runtime's default, one per core with each pool thread pinned to a core of its
+    own (thread i to core i; core 0 is left to the calling thread). Pinned, the pool thread keeps its own core.
+    Unpinned, on 2 cores, a frame whose pool thread woke on its caller's core while a starting child of the lowest
+    priority ran on the other took 115 ms (steady p95 62 ms).
+    A thread creating a session runs on core 0 meanwhile (:func:`on_the_callers_core`).
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or usable_cores()
+    if threads:
+        options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return options

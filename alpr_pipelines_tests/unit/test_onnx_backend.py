@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from alpr_pipelines.edge.onnx_backend import Letterbox, decode, letterbox, session_options, to_tensor
+from alpr_pipelines.edge.onnx_backend import Letterbox, decode, letterbox, to_tensor
 
 
 @pytest.mark.parametrize("shape", [(160, 256), (384, 640), (100, 100), (641, 333)])
@@ -77,10 +77,16 @@ def test_a_640x384_frame_is_not_padded_to_a_square():
     assert letterbox(image, (640, 640), 32, auto=False)[0].shape == (640, 640, 3)
 
 
-def test_sessions_always_get_a_thread_count_so_onnx_runtime_pins_none():
-    """Left at 0, ONNX Runtime pins every session's pool threads to the same cores (see session_options)."""
-    assert session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
-    assert session_options(3).intra_op_num_threads == 3
+def test_a_session_is_created_on_the_core_its_pool_threads_leave_free_then_the_thread_gets_its_cores_back():
+    from alpr_pipelines.edge.onnx_backend import on_the_callers_core
+
+    before = os.sched_getaffinity(0)
+    with on_the_callers_core(None):
+        inside = os.sched_getaffinity(0)
+    assert os.sched_getaffinity(0) == before
+    assert inside == ({min(before)} if len(before) > 1 else before)
+    with on_the_callers_core(2):  # an explicit thread count: ONNX Runtime pins nothing, nor does this
+        assert os.sched_getaffinity(0) == before
 
 
 def test_first_run_of_a_backend_that_must_warm_up_is_one_run_at_the_frame_shape():
