@@ -11,10 +11,14 @@ the poller then creates the session from the optimized file, between two frames.
 
 Idle cores alone do not always come: a box whose cameras keep both cores busy (measured: two-stage INT8 at 640 and
 15 fps on a 2-core AMD EPYC without VNNI, 57 ms of every 67) left the child so little that its 0.6 s of CPU took
-3 to 26 s, and the new version waited. So while the child works, the poller also takes turns with the frames
+3 to 26 s, and the new version waited. So while the child is starved, the poller also takes turns with the frames
 (``edge.turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
 go idle, and the child runs. A frame then waits for at most one slice; the child gets a slice of both cores per
-frame at least. Half of a child's CPU was its start (imports: 0.33 of 0.6 s, OpenCV included, which it no longer
+frame at least. Starved (:func:`starved`) means that over the last :data:`WINDOW_S` the child's working thread
+ran for less than :data:`STARVED_SHARE` of a core and waited for one longer than it ran (``/proc/<pid>/schedstat``);
+a child that gets the gaps a paced camera leaves (a third of a core at 15 fps on the benchmark box) gets no
+slices, so its frames wait for none (figure 4 of ``docs/benchmarks.md``). Where the kernel does not say, every
+turn is a slice. Half of a child's CPU was its start (imports: 0.33 of 0.6 s, OpenCV included, which it no longer
 imports), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority
 while nothing is asked of it and then waits for its request, and the swap pays only the fetch and the optimization.
 
@@ -29,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +58,25 @@ def lowest_priority() -> None:
 # chrt and coreutils' nice exist, it starts at the lowest priority, interpreter start-up included.
 _BOOT = "from alpr_pipelines.edge.prefetch import main; raise SystemExit(main())"
 SLICE_S = 0.02  # one turn's worth of idle cores for the child: a frame waits for at most this long
+WINDOW_S = 0.2  # how long the child's share of the cores is measured over before the poller decides on slices
+STARVED_SHARE = 0.2  # of one core: below it, while the child waits for a core longer than it runs, it gets slices
+
+
+def run_and_wait(pid: int) -> tuple[float, float] | None:
+    """Seconds the main thread of process ``pid`` has run, and has waited runnable for a core
+    (``/proc/<pid>/schedstat``); None where the kernel does not say."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        return int(ran) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def starved(ran: float, waited: float, seconds: float) -> bool:
+    """Whether a thread that ran ``ran`` and waited runnable ``waited`` seconds of the last ``seconds`` is starved
+    of the cores: under :data:`STARVED_SHARE` of one core, and kept waiting longer than it ran (a thread that is
+    waiting on the network, or done, is neither)."""
+    return seconds > 0 and ran < STARVED_SHARE * seconds and waited > ran
 
 
 def _lowest_priority_command() -> list[str]:
@@ -144,8 +168,9 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
     """``loader.fetch(remote)`` and the file's copy optimized for this box, done by a child of the lowest priority;
     returns (path, manifest, optimized path or None).
 
-    ``turns``: the frame loop's turns (``edge.turns.Turns``); while the child works, this thread takes pieces of
-    :data:`SLICE_S` and leaves the cores idle for it, so a box kept busy by its cameras still swaps.
+    ``turns``: the frame loop's turns (``edge.turns.Turns``); while the child is starved of the cores
+    (:func:`starved`), this thread takes pieces of :data:`SLICE_S` and leaves the cores idle for it, so a box kept
+    busy by its cameras still swaps.
     ``child``: a spare from :func:`spawn` (used up by this call, whatever happens); a new one is started without.
 
     Raises:
@@ -175,12 +200,22 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
 
     talker = threading.Thread(target=talk, name=f"prefetch-{remote.name}", daemon=True)
     talker.start()
+    if turns is None:
+        talker.join()
+    last, since = run_and_wait(proc.pid), time.monotonic()
+    slicing = last is None  # where the kernel does not say how the child fares, every turn is a slice
     while talker.is_alive():
-        if turns is None:
-            talker.join()
-        else:
-            with turns.piece():
+        if slicing:
+            with turns.piece():  # type: ignore[union-attr]  # turns is set: the loop runs only with turns
                 talker.join(SLICE_S)
+        else:
+            talker.join(SLICE_S)
+        now = time.monotonic()
+        if last is not None and now - since >= WINDOW_S:
+            current = run_and_wait(proc.pid)
+            if current is not None:
+                slicing = starved(current[0] - last[0], current[1] - last[1], now - since)
+                last, since = current, now
     if "failure" in answered:
         raise ModelLoadError(f"{remote.name} v{remote.version}: the fetch failed: {answered['failure']}")
     if "out" not in answered:
