@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL, FrameResult, RegistryPoller, YOLOv11Detector
 from alpr_pipelines.edge.frames import FrameReader, SourceError
 from alpr_pipelines.edge.loader import MLflowModelLoader
+from alpr_pipelines.edge.onnx_backend import on_the_callers_core
 from alpr_pipelines.edge.prefetch import Spare
 
 log = logging.getLogger(__name__)
@@ -278,29 +279,33 @@ class EdgeService:
         index, window_start, window_frames = 0, time.monotonic(), 0
         min_gap = 1.0 / camera.fps_limit if camera.fps_limit > 0 else 0.0
         next_due = time.monotonic()
+        # The frame loop runs ONNX Runtime's calls, so it takes the core the pinned pool threads leave to the caller:
+        # a frame's threads then hold every core, and no other thread (a starting child of the lowest priority, say)
+        # keeps one while the frame's threads share the other.
         try:
-            while not self._stop.is_set() and (max_frames is None or index < max_frames):
-                frame = reader.read()
-                if frame is None:
-                    break
-                if min_gap:
-                    delay = next_due - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    next_due = max(next_due + min_gap, time.monotonic())
-                result = self.detector.detect(frame)
-                self._emit(out, camera, index, result)
-                self.metrics.record(camera.name, result)
-                if self.config.annotated_dir:
-                    self._annotate(camera, index, frame, result)
-                self.versions_seen[self.detector.vehicle.name].add(str(result.vehicle_version))
-                self.versions_seen[self.detector.plate.name].add(str(result.plate_version))
-                index += 1
-                window_frames += 1
-                elapsed = time.monotonic() - window_start
-                if elapsed >= 1.0:
-                    self.metrics.fps.labels(camera=camera.name).set(window_frames / elapsed)
-                    window_start, window_frames = time.monotonic(), 0
+            with on_the_callers_core(self.detector.threads):
+                while not self._stop.is_set() and (max_frames is None or index < max_frames):
+                    frame = reader.read()
+                    if frame is None:
+                        break
+                    if min_gap:
+                        delay = next_due - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        next_due = max(next_due + min_gap, time.monotonic())
+                    result = self.detector.detect(frame)
+                    self._emit(out, camera, index, result)
+                    self.metrics.record(camera.name, result)
+                    if self.config.annotated_dir:
+                        self._annotate(camera, index, frame, result)
+                    self.versions_seen[self.detector.vehicle.name].add(str(result.vehicle_version))
+                    self.versions_seen[self.detector.plate.name].add(str(result.plate_version))
+                    index += 1
+                    window_frames += 1
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= 1.0:
+                        self.metrics.fps.labels(camera=camera.name).set(window_frames / elapsed)
+                        window_start, window_frames = time.monotonic(), 0
         finally:
             reader.close()
         self.frames_by_camera[camera.name] = index
