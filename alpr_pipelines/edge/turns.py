@@ -14,7 +14,8 @@ ahead of the next frame, where a paced camera leaves its gap; one piece per fram
 other. With no frame for :attr:`Turns.idle_s` (no camera running, or one slower than that), a piece goes at once.
 Whether going at a frame's end shortens frames' waits is not shown: paired against arrival order
 (``bench/turns_bench.py``, INT8 two-stage at 15 fps, 2 cores), the median wait behind a session creation came out
-0.79x in one run and 1.09x in the next, because a creation under load (40-90 ms) overruns the gap either way.
+0.79x, 1.09x and 0.85x in three runs, because a creation under load (20-60 ms) overruns the ~18 ms gap a 15 fps
+camera leaves either way.
 """
 
 from __future__ import annotations
