@@ -97,7 +97,7 @@ def lowest_priority(pids: list[int]) -> str:
     import psutil
 
     idle = hasattr(os, "SCHED_IDLE")
-    own_session, groups = os.getsid(0), 0
+    own_session, regrouped = os.getsid(0), False
     for pid in pids:
         try:
             tids = [t.id for t in psutil.Process(pid).threads()]
@@ -113,11 +113,11 @@ def lowest_priority(pids: list[int]) -> str:
         try:
             if os.getsid(pid) != own_session:
                 Path(f"/proc/{pid}/autogroup").write_text("19")
-                groups += 1
+                regrouped = True
         except OSError:  # no autogroups in this kernel, or the process is gone
             pass
     policy = "SCHED_IDLE" if idle else "nice 19"
-    return policy + ("; their scheduling groups (autogroups of their sessions) at nice 19" if groups else "")
+    return policy + ("; their scheduling groups (autogroups of their sessions) at nice 19" if regrouped else "")
 
 
 @contextlib.contextmanager

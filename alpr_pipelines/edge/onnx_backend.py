@@ -162,24 +162,20 @@ def on_the_callers_core(threads: int | None) -> Iterator[None]:
     their pool threads to the other cores (ONNX Runtime's default). For creating a session: its pool threads spin
     from their start until a run ends, and a creation on the core pinned to one of them shared it with the spinning
     thread while core 0 sat idle (measured on 2 cores: 48-55 ms where it took 25-35 on a core of its own)."""
-    try:
-        before = os.sched_getaffinity(0)
-    except (AttributeError, OSError):  # not Linux
-        yield
-        return
-    cores = sorted(before)
-    if threads or len(cores) < 2:
-        yield
-        return
-    try:
-        os.sched_setaffinity(0, {cores[0]})
-    except OSError:
-        yield
-        return
+    pinned = None
+    if not threads:
+        try:
+            before = os.sched_getaffinity(0)
+            if len(before) > 1:
+                os.sched_setaffinity(0, {min(before)})
+                pinned = before
+        except (AttributeError, OSError):  # not Linux, or not allowed here
+            pass
     try:
         yield
     finally:
-        os.sched_setaffinity(0, before)
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
