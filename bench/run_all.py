@@ -60,10 +60,11 @@ NOTES = [
     "the new version (its log says when) to 2 s after the first frame of it; the longest frame counted from the "
     "alias move instead is reported beside it. The alias move is timed by the request that moves it; the "
     "promotion's other requests (stage, reads, verification) are not counted as delivery time. The longest-frame "
-    "target does not hold in every run: a second run at the same code (f004652, bench/swap_bench.py) gave 2.24x "
-    "with one frame of 129 ms 0.29 s into a download (its next-longest: 90 ms, 1.56x), and the runs at the two "
-    "commits before the frame loops went to core 0 gave 2.06x and 2.13x. What takes the core in such single frames "
-    "was not traced in a failing run; the RabbitMQ checks above are one cause seen.",
+    "target does not hold in every run: two more runs at the same code (bench/swap_bench.py) gave 2.24x, with one "
+    "frame of 129 ms 0.29 s into a download (its next-longest: 90 ms, 1.56x), and 1.90x, whose longest frame "
+    "(traced) waited 45 ms for a new session's creation and then took 69 ms itself; the runs at the two commits "
+    "before the frame loops went to core 0 gave 2.06x and 2.13x. A creation is one piece of 20-60 ms that ONNX "
+    "Runtime cannot split, so the frame behind it waits for what overflows the camera's ~18 ms gap.",
     "Figure 5 runs the demo's training (160 images, 12 epochs at 320 px, what `make demo` trains). The overhead is a "
     "fixed number of seconds per run (start-up, shut-down, the INT8 model, the parity check, registration), so the "
     "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "
