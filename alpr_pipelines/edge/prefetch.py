@@ -177,6 +177,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
         ModelLoadError: the child failed (its last words are in the message); nothing half-written is left behind.
     """
     from alpr_pipelines.edge.loader import ModelLoadError
+    from alpr_pipelines.edge.turns import piece_of
 
     if child is not None and child.poll() is not None:  # the spare died waiting (killed, out of memory)
         child.communicate()
@@ -205,10 +206,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
     last, since = run_and_wait(proc.pid), time.monotonic()
     slicing = last is None  # where the kernel does not say how the child fares, every turn is a slice
     while talker.is_alive():
-        if slicing:
-            with turns.piece():  # type: ignore[union-attr]  # turns is set: the loop runs only with turns
-                talker.join(SLICE_S)
-        else:
+        with piece_of(turns if slicing else None):  # a slice, or a plain wait of the same length
             talker.join(SLICE_S)
         now = time.monotonic()
         if last is not None and now - since >= WINDOW_S:
