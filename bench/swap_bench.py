@@ -42,6 +42,9 @@ import numpy as np
 from common import cpu_stalls, machine, write_json  # first: offline Ultralytics, the repository on sys.path
 
 SWAP_WINDOW_AFTER_S = 2.0
+# The edge's frames at SCHED_FIFO (edge.priority), as a box that must not stall a camera runs them (docs/deploy.md).
+REALTIME_PRIORITY = 10
+REFUSED = "real-time priority {} not allowed here"  # edge.priority's warning when this box refuses it
 
 
 def free_port() -> int:
@@ -203,6 +206,8 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float)
     parser.add_argument("--camera-fps", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--realtime-priority", type=int, default=REALTIME_PRIORITY,
+                        help="the edge's realtime_priority (0: frames at the normal priority, the baseline)")
     parser.add_argument("--direct", action="store_true",
                         help="the edge polls MLflow itself instead of the registry cache in front of it")
     args = parser.parse_args()
@@ -288,6 +293,7 @@ def main() -> int:
             "output": {"detections": str(detections_path)},
             "http": {"host": "127.0.0.1", "port": free_port()},
             "cache_dir": str(work / "edge-cache"),
+            "realtime_priority": args.realtime_priority,
         }
         cfg = work / "cameras.yaml"
         cfg.write_text(json.dumps(config))
@@ -335,6 +341,10 @@ def main() -> int:
     out_of_order = sum(1 for a, b in zip(indices, indices[1:], strict=False) if b != a + 1)
 
     seen = versions_seen(work / "edge.log")
+    refused = REFUSED.format(args.realtime_priority) in (work / "edge.log").read_text()
+    edge_priority += (", frames at the normal priority" if not args.realtime_priority else
+                      f", frames at SCHED_FIFO {args.realtime_priority}" if not refused else
+                      f", frames at the normal priority (SCHED_FIFO {args.realtime_priority} refused; see edge.log)")
     for e in events:
         e["seen"] = seen.get(e["version"], e["moved"])  # the edge's poll that found it (its log says when)
 

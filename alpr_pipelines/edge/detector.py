@@ -22,6 +22,7 @@ from alpr_pipelines.edge.box_optimized import optimized_for_this_box
 from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError, RemoteVersion, manifest_sha256
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector, on_the_callers_core
 from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
+from alpr_pipelines.edge.priority import check_priority, realtime
 from alpr_pipelines.edge.turns import Turns, piece_of
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,10 @@ class YOLOv11Detector:
         plate_model_name: str = PLATE_MODEL,
         imgsz: int | None = None,
         plate_imgsz: int | None = None,
+        realtime_priority: int | None = None,
     ):
         self.conf, self.plate_conf, self.threads = conf, plate_conf, threads
+        self.realtime_priority = check_priority(realtime_priority, "realtime_priority")
         self.frame_shape: tuple[int, ...] | None = None  # the last frame's, for warming up new versions
         # Serving sizes for dynamic-shape models (None: the size each model was exported at).
         self.imgsz, self.plate_imgsz = imgsz, plate_imgsz
@@ -168,8 +171,9 @@ class YOLOv11Detector:
             path, meta = self._resolve(slot.name, fallback)
             cached = meta.get("source") in ("mlflow", "cache") and Path(path).suffix == ".onnx"
             optimized = optimized_for_this_box(Path(path)) if cached else None  # no frames to disturb yet
-            model = load_backend(path, meta.get("version"), threads, self.serving_imgsz(slot), optimized)
-            warm_up(model)
+            with realtime(self.realtime_priority):  # the session's pool threads serve at the frames' priority
+                model = load_backend(path, meta.get("version"), threads, self.serving_imgsz(slot), optimized)
+                warm_up(model)
             slot.swap(model, meta)
             log.info("%s: serving %s (%s)", slot.name, meta.get("version") or path, meta.get("source"))
 
@@ -249,6 +253,8 @@ class RegistryPoller(threading.Thread):
     load or proving run leaves the serving model in place and is reported through ``on_event``. ``turns``: the
     serving detector's :class:`Turns`, so that the new version's pieces of loading fall between frames.
     ``spare``: the box's ``prefetch.Spare``, shared by its pollers (by default each poller keeps its own).
+    ``realtime_priority``: the frame loop's (``edge.priority``), at which the new sessions are created, so that their
+    pool threads serve at it.
 
     A new version is downloaded, verified and optimized for this box by a child process of the lowest CPU priority
     (``edge.prefetch``), to which this thread gives slices of idle cores in turns with the frames; it then creates
@@ -261,7 +267,7 @@ class RegistryPoller(threading.Thread):
                  max_backoff: float = 120.0, threads: int | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None, imgsz: int | None = None,
                  frame_shape: Callable[[], tuple[int, ...] | None] = lambda: None,
-                 turns: Turns | None = None, spare: Spare | None = None):
+                 turns: Turns | None = None, spare: Spare | None = None, realtime_priority: int | None = None):
         super().__init__(name=f"poller-{slot.name}", daemon=True)
         if interval > 15:
             log.warning("poll interval %.0fs is above 15s: new versions will take longer to reach this box", interval)
@@ -269,6 +275,7 @@ class RegistryPoller(threading.Thread):
         self.max_backoff, self.threads, self.imgsz = max_backoff, threads, imgsz
         self.frame_shape = frame_shape  # where the frames' shape is read from, to warm up new versions at it
         self.turns = turns
+        self.realtime_priority = check_priority(realtime_priority, "realtime_priority")  # of its sessions' threads
         self.on_event = on_event or (lambda kind, data: None)
         self.stats = PollStats()
         self._stop = threading.Event()
@@ -313,7 +320,7 @@ class RegistryPoller(threading.Thread):
             fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
             # What is left is tens of ms of one core: between frames too, and on the core ONNX Runtime leaves free.
-            with piece_of(self.turns), on_the_callers_core(self.threads):
+            with piece_of(self.turns), on_the_callers_core(self.threads), realtime(self.realtime_priority):
                 model = load_backend(path, remote.version, self.threads, self.imgsz, optimized)
                 ready = first_run(model, frame_shape=self.frame_shape())
             loaded = time.perf_counter()

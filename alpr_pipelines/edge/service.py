@@ -17,6 +17,8 @@ Config (YAML)::
       detections: detections.jsonl           # "-" for standard output
       annotated_dir: null                    # a folder to write annotated JPEG frames into
     http: {host: 127.0.0.1, port: 9108}      # /metrics (Prometheus) and /health
+    threads: null                            # ONNX Runtime threads per session; default: one per core
+    realtime_priority: 0                     # 1-99: frames' threads at SCHED_FIFO (needs CAP_SYS_NICE); 0: normal
     cache_dir: null                          # default: ALPR_EDGE_CACHE or ~/.cache/alpr-edge
 """
 
@@ -42,6 +44,7 @@ from alpr_pipelines.edge.frames import FrameReader, SourceError
 from alpr_pipelines.edge.loader import MLflowModelLoader
 from alpr_pipelines.edge.onnx_backend import on_the_callers_core
 from alpr_pipelines.edge.prefetch import Spare
+from alpr_pipelines.edge.priority import check_priority, realtime
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class EdgeConfig:
     imgsz: int | None = None  # serving size of a dynamic-shape vehicle model; None: as exported
     plate_imgsz: int | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
+    realtime_priority: int | None = None  # SCHED_FIFO priority of the frames' threads (edge.priority); None: normal
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -117,7 +121,15 @@ class EdgeConfig:
             imgsz=_opt_int(vehicle.get("imgsz"), "models.vehicle.imgsz", path),
             plate_imgsz=_opt_int(plate.get("imgsz"), "models.plate.imgsz", path),
             threads=_opt_int(raw.get("threads"), "threads", path),
+            realtime_priority=_priority(raw.get("realtime_priority"), path),
         )
+
+
+def _priority(value: Any, path: Path) -> int | None:
+    try:
+        return check_priority(value, "realtime_priority")
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _opt_int(value: Any, name: str, path: Path) -> int | None:
@@ -176,7 +188,7 @@ class EdgeService:
             vehicle_model_path=config.vehicle_fallback, plate_model_path=config.plate_fallback,
             use_mlflow=config.use_mlflow, loader=self.loader, vehicle_model_name=config.vehicle_name,
             plate_model_name=config.plate_name, imgsz=config.imgsz, plate_imgsz=config.plate_imgsz,
-            threads=config.threads)
+            threads=config.threads, realtime_priority=config.realtime_priority)
         for slot in self.detector.slots():
             self.metrics.set_version(slot.name, slot.version, slot.metadata.get("source"))
         self.pollers: list[RegistryPoller] = []
@@ -247,7 +259,7 @@ class EdgeService:
             poller = RegistryPoller(self.loader, slot, interval=self.config.poll_interval, on_event=self._on_event,
                                     threads=self.detector.threads, imgsz=self.detector.serving_imgsz(slot),
                                     frame_shape=lambda: self.detector.frame_shape, turns=self.detector.turns,
-                                    spare=self.spare)
+                                    spare=self.spare, realtime_priority=self.detector.realtime_priority)
             poller.start()
             self.pollers.append(poller)
 
@@ -281,9 +293,9 @@ class EdgeService:
         next_due = time.monotonic()
         # The frame loop runs ONNX Runtime's calls, so it takes the core the pinned pool threads leave to the caller:
         # a frame's threads then hold every core, and no other thread (a starting child of the lowest priority, say)
-        # keeps one while the frame's threads share the other.
+        # keeps one while the frame's threads share the other. At ``realtime_priority`` (edge.priority), if set.
         try:
-            with on_the_callers_core(self.detector.threads):
+            with on_the_callers_core(self.detector.threads), realtime(self.detector.realtime_priority):
                 while not self._stop.is_set() and (max_frames is None or index < max_frames):
                     frame = reader.read()
                     if frame is None:

@@ -305,6 +305,71 @@ def test_hot_swap_during_a_stream(registry, models, tmp_path):
     assert seen_health[-1]["models"]["alpr-plate-detector"]["version"] == new
 
 
+def _policies() -> dict[int, tuple[int, int]]:
+    """This process's threads: native id -> (scheduling policy, real-time priority), from /proc."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = int(fields[38]), int(fields[37])  # stat fields 41 (policy) and 40 (rt_priority)
+    return out
+
+
+def test_frames_and_the_new_versions_threads_run_at_the_realtime_priority(registry, models, tmp_path):
+    """realtime_priority: the frame loop, and the pool threads of a session created during a swap, at SCHED_FIFO;
+    the poller and the rest of the process at their own priority."""
+    import os
+
+    from mlflow import MlflowClient
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        pytest.skip(f"this process may not use SCHED_FIFO ({exc}); it needs CAP_SYS_NICE or an rtprio limit")
+    client = MlflowClient(registry.uri)
+    old, new = models["plate"]["versions"]
+    set_stage(client, "alpr-plate-detector", old, "Production", archive_existing=True)
+    clip = write_sample_clip(tmp_path / "clip.avi", frames=60, width=256, height=160)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(yaml.safe_dump({
+        "registry": {"tracking_uri": registry.uri, "poll_interval": 0.3},
+        "cameras": [{"name": "cam", "source": str(clip), "fps_limit": 20}],
+        "output": {"detections": str(tmp_path / "out.jsonl")},
+        "cache_dir": str(tmp_path / "cache"),
+        "realtime_priority": 3,
+    }))
+    service = EdgeService(EdgeConfig.load(config))
+    seen: dict[str, object] = {}
+
+    def promote_and_look() -> None:
+        time.sleep(0.5)
+        seen["python"] = {t.name: t.native_id for t in threading.enumerate()}
+        seen["before"] = _policies()
+        set_stage(client, "alpr-plate-detector", new, "Production", archive_existing=True)
+        deadline = time.monotonic() + 20
+        while service.detector.plate.version != new and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["after"] = _policies()
+        seen["python_after"] = {t.native_id for t in threading.enumerate()}
+
+    looker = threading.Thread(target=promote_and_look)
+    looker.start()
+    frames = service.run(serve_http=False)
+    looker.join()
+    assert frames == {"cam": 60}
+    assert service.detector.plate.version == new, "the swap happened within the clip"
+    python, before, after = seen["python"], seen["before"], seen["after"]
+    fifo = (os.SCHED_FIFO, 3)
+    assert before[python["camera-cam"]] == fifo  # the frame loop
+    for name in ("MainThread", "poller-alpr-plate-detector", "poller-alpr-vehicle-detector"):
+        assert before[python[name]][0] == os.SCHED_OTHER, name
+    started = set(after) - set(before) - set(python.values()) - seen["python_after"]
+    assert started, "the new version's session started pool threads"
+    assert {after[tid] for tid in started} == {fifo}, "they serve at the frames' priority"
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_metrics_and_health_endpoints(registry, models, tmp_path):
     clip = write_sample_clip(tmp_path / "clip.avi", frames=5, width=256, height=160)
     config = tmp_path / "cameras.yaml"

@@ -473,6 +473,8 @@ def test_edge_container_config_loads_and_matches_the_service(services):
     for fallback in (config.vehicle_fallback, config.plate_fallback):
         assert fallback and fallback.startswith(env["ALPR_EDGE_MODELS_DIR"] + "/")
     assert config.tracking_uri is None, "the registry address comes from MLFLOW_TRACKING_URI"
+    if config.realtime_priority:  # SCHED_FIFO needs the capability, or an rtprio limit at least as high
+        assert "SYS_NICE" in svc.get("cap_add", []) or svc.get("ulimits", {}).get("rtprio", 0) >= config.realtime_priority
 
 
 def test_edge_polls_through_the_registry_cache_which_fronts_mlflow(services):
