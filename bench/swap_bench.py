@@ -18,6 +18,7 @@ p95 frame time (frames away from any promotion), and apart from it the longest f
 
     .venv/bin/python bench/swap_bench.py --json out.json     # 20 swaps, 5 s poll interval
     .venv/bin/python bench/swap_bench.py --quick             # smoke: 2 swaps, 1 s interval, untrained models
+    .venv/bin/python bench/swap_bench.py --realtime-priority 0   # frames at the normal priority (default SCHED_FIFO 10)
 """
 
 from __future__ import annotations
