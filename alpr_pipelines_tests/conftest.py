@@ -87,9 +87,9 @@ def _served(root: Path) -> Iterator[MlflowServer]:
 
 
 @contextmanager
-def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s") -> Iterator[str]:
+def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s", workers: int | None = None) -> Iterator[str]:
     """The registry cache (nginx, the production profile's configuration) in front of ``upstream_uri``; yields its
-    URL. Skips the test when nginx is not installed."""
+    URL. Skips the test when nginx is not installed. ``workers``: nginx's worker processes (None: one per core)."""
     from alpr_pipelines.lib import registry_cache
     from alpr_pipelines.lib.stack import StackError
 
@@ -97,7 +97,7 @@ def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s") -> I
         registry_cache.nginx_binary()
     except StackError as exc:
         pytest.skip(str(exc))
-    with registry_cache.running(upstream_uri, root, ttl) as cache:
+    with registry_cache.running(upstream_uri, root, ttl, workers=workers) as cache:
         yield cache.url
 
 

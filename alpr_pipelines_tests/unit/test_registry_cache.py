@@ -118,3 +118,20 @@ def test_a_start_never_serves_what_an_earlier_run_cached(tmp_path):
 def test_an_ipv6_address_is_bracketed(tmp_path):
     registry_cache.write_config(tmp_path / "rc", "127.0.0.1:5000", "::1", 18080)
     assert "listen [::1]:18080;" in (tmp_path / "rc" / "registry-cache.conf").read_text()
+
+
+@pytest.mark.parametrize(("workers", "line"), [(None, "worker_processes auto;"), (1, "worker_processes 1;"),
+                                                (3, "worker_processes 3;")])
+def test_one_worker_per_core_unless_told(tmp_path, workers, line):
+    main = registry_cache.write_config(tmp_path / "rc", "127.0.0.1:5000", "127.0.0.1", 18080, workers=workers)
+    assert line in main.read_text().splitlines()
+
+
+@pytest.mark.parametrize(("ttl", "workers", "message"), [
+    ("1s", 0, "at least one nginx worker process, got 0"), ("1s", True, "got True"), ("1s", "2", "got '2'"),
+    ("500ms", None, "ALPR_REGISTRY_CACHE_TTL='500ms'")])
+def test_bad_settings_write_nothing(tmp_path, ttl, workers, message):
+    prefix = tmp_path / "rc"
+    with pytest.raises(StackError, match=message):
+        registry_cache.write_config(prefix, "127.0.0.1:5000", "127.0.0.1", 18080, ttl, workers=workers)
+    assert not prefix.exists() and not registry_cache.cache_dir(prefix).exists()
