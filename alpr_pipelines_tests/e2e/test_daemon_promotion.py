@@ -57,8 +57,14 @@ def test_daemon_sensor_promotes_a_new_candidate(tmp_path):
         assert client.get_model_version_by_alias("alpr-vehicle-detector", "production").version == version
         assert mv.tags["alpr_decided_by"] == "promotion sensor"
         # The run the sensor launched is in the stack's Dagster instance, keyed by (model, version).
+        # The run tags the version before it ends: wait for it to finish, not just to have decided.
         instance = dg.DagsterInstance.from_config(str(Path(env["ALPR_HOME"]) / "dagster"))
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": f"promote:alpr-vehicle-detector:{version}"}))
-        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        by_key = dg.RunsFilter(tags={"dagster/run_key": f"promote:alpr-vehicle-detector:{version}"})
+        deadline = time.monotonic() + 60
+        runs = instance.get_runs(by_key)
+        while len(runs) == 1 and not runs[0].is_finished and time.monotonic() < deadline:
+            time.sleep(1)
+            runs = instance.get_runs(by_key)
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
     finally:
         subprocess.run([ALPR, "stack", "down"], env=env, capture_output=True, timeout=120, cwd=ROOT)
