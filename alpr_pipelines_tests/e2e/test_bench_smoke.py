@@ -44,7 +44,8 @@ def test_turns_bench_quick_pairs_both_policies():
     result = run_quick("turns_bench.py")
     waits = result["waits"]
     assert set(waits) == {"arrival order", "at a frame's end"}
-    assert all(w["n"] == 4 and w["max_ms"] >= w["median_ms"] >= 0 for w in waits.values())
+    assert all(w["n"] == 4 and w["max_ms"] >= w["median_ms"] >= 0 and 0 <= w["waited"] <= 4
+               and w["max_ms"] >= w["mean_ms"] >= 0 for w in waits.values())
 
 
 def test_memory_bench_quick_measures_every_process():
@@ -53,3 +54,14 @@ def test_memory_bench_quick_measures_every_process():
     assert result["figures"][0]["id"] == "7"
     for key in ("edge", "edge_ultralytics", "training", "training_ultralytics"):
         assert d[key]["largest_process_mb"] > 0 and d[key]["tree_peak_mb"] > 0, key
+    # Each process's own peak, not the benchmark's: the edge (no torch) stays below the Ultralytics script (torch).
+    assert d["edge"]["largest_process_mb"] < d["edge_ultralytics"]["largest_process_mb"]
+
+
+def test_dfl_bench_quick_serves_both_exports():
+    result = run_quick("dfl_bench.py")
+    d = result["details"]
+    assert set(d["samples_fps"]) == {"ours_fp32", "stock_fp32", "ours_int8", "stock_int8"}
+    assert all(len(v) == 2 and min(v) > 0 for v in d["samples_fps"].values())
+    assert set(d["ratios"]) == {"fp32", "int8"} and all(r > 0 for r in d["ratios"].values())
+    assert d["max_raw_output_diff"] < 0.05  # the same network: only float rounding tells the two files apart
