@@ -12,10 +12,11 @@ process (``edge.prefetch``), which idle cores and the poller's slices serve.
 Frames are served in arrival order (cameras on one box share its cores anyway). A piece goes at a frame's end,
 ahead of the next frame, where a paced camera leaves its gap; one piece per frame's end, so neither side starves the
 other. With no frame for :attr:`Turns.idle_s` (no camera running, or one slower than that), a piece goes at once.
-Whether going at a frame's end shortens frames' waits is not shown: paired against arrival order
-(``bench/turns_bench.py``, INT8 two-stage at 15 fps, 2 cores), the median wait behind a session creation came out
-0.79x, 1.09x and 0.85x in three runs, because a creation under load (20-60 ms) overruns the ~18 ms gap a 15 fps
-camera leaves either way.
+Going at a frame's end shortens frames' waits where a creation fits in the camera's gap. Paired against arrival
+order (``bench/turns_bench.py``, INT8 two-stage at 15 fps, 2 cores): on a VM where a creation under load (20-60 ms)
+overran the ~18 ms gap either way, the median wait behind one came out 0.79x, 1.09x and 0.85x in three runs; on one
+twice as fast, with the gap near 40 ms, a frame waited behind 12 of 40 creations against 24 of 40 (mean wait 0.41x,
+p90 0.75x; docs/benchmarks.md).
 """
 
 from __future__ import annotations
