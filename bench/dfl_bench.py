@@ -61,57 +61,59 @@ def main() -> int:
     from alpr_pipelines.lib.quantize import quantize_int8
     from alpr_pipelines.lib.synth import write_sample_clip
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-dfl-"))
-    if args.quick:
-        from edge_bench import untrained_weights
+    with tempfile.TemporaryDirectory(prefix="alpr-bench-dfl-") as tmp:  # removed on failure too
+        work = Path(tmp)
+        if args.quick:
+            from edge_bench import untrained_weights
 
-        weights = untrained_weights(4, work)
-        calib = [work / "calib.jpg"]
-        cv2.imwrite(str(calib[0]), np.full((384, 640, 3), 114, np.uint8))
-        calib_sizes = [128, IMGSZ]
-    else:
-        from trained_models import TRAIN_IMGSZ, cache_dir, prepare
+            weights = untrained_weights(4, work)
+            calib = [work / "calib.jpg"]
+            cv2.imwrite(str(calib[0]), np.full((384, 640, 3), 114, np.uint8))
+            calib_sizes = [128, IMGSZ]
+        else:
+            from trained_models import TRAIN_IMGSZ, cache_dir, prepare
 
-        weights = Path(prepare()["vehicle_pt"])
-        calib = split_images(load_data_yaml(cache_dir() / "data" / "vehicle" / "data.yaml"), "train")
-        calib_sizes = [TRAIN_IMGSZ, IMGSZ]
-    files = {"ours_fp32": Path(export_onnx(weights, work / "ours", IMGSZ).path or ""),
-             "stock_fp32": stock_export(weights, work / "stock", IMGSZ)}
-    for side in ("ours", "stock"):
-        fp32 = files[f"{side}_fp32"]
-        files[f"{side}_int8"] = quantize_int8(fp32, calib, fp32.with_name(f"{side}.int8.onnx"), imgsz=calib_sizes)
+            weights = Path(prepare()["vehicle_pt"])
+            calib = split_images(load_data_yaml(cache_dir() / "data" / "vehicle" / "data.yaml"), "train")
+            calib_sizes = [TRAIN_IMGSZ, IMGSZ]
+        files = {"ours_fp32": Path(export_onnx(weights, work / "ours", IMGSZ).path or ""),
+                 "stock_fp32": stock_export(weights, work / "stock", IMGSZ)}
+        for side in ("ours", "stock"):
+            fp32 = files[f"{side}_fp32"]
+            files[f"{side}_int8"] = quantize_int8(fp32, calib, fp32.with_name(f"{side}.int8.onnx"), imgsz=calib_sizes)
 
-    clip = write_sample_clip(work / "clip.avi", frames=n_frames, width=640, height=384)
-    detectors = {k: OnnxDetector(p, threads=threads, imgsz=IMGSZ) for k, p in files.items()}
-    frame = np.ascontiguousarray(cv2.VideoCapture(str(clip)).read()[1])
-    tensor, _ = detectors["ours_fp32"].prepare(frame)
-    raw_diff = float(np.abs(detectors["ours_fp32"].raw(tensor) - detectors["stock_fp32"].raw(tensor)).max())
+        clip = write_sample_clip(work / "clip.avi", frames=n_frames, width=640, height=384)
+        detectors = {k: OnnxDetector(p, threads=threads, imgsz=IMGSZ) for k, p in files.items()}
+        frame = np.ascontiguousarray(cv2.VideoCapture(str(clip)).read()[1])
+        tensor, _ = detectors["ours_fp32"].prepare(frame)
+        raw_diff = np.abs(detectors["ours_fp32"].raw(tensor) - detectors["stock_fp32"].raw(tensor))
 
-    def fps(det: OnnxDetector) -> float:
-        with FrameReader(str(clip)) as reader:
-            started = time.perf_counter()
-            frames = sum(1 for f in reader if det.detect(f) is not None)
-            return frames / (time.perf_counter() - started)
+        def fps(det: OnnxDetector) -> float:
+            with FrameReader(str(clip)) as reader:
+                started = time.perf_counter()
+                frames = sum(1 for f in reader if det.detect(f) is not None)
+                return frames / (time.perf_counter() - started)
 
-    for det in detectors.values():
-        fps(det)  # warm-up: sessions, decoder, allocators
-    samples: dict[str, list[float]] = {k: [] for k in detectors}
-    for _ in range(runs):  # interleaved, so drift in machine load hits every file alike
-        for k, det in detectors.items():
-            samples[k].append(fps(det))
+        for det in detectors.values():
+            fps(det)  # warm-up: sessions, decoder, allocators
+        samples: dict[str, list[float]] = {k: [] for k in detectors}
+        for _ in range(runs):  # interleaved, so drift in machine load hits every file alike
+            for k, det in detectors.items():
+                samples[k].append(fps(det))
 
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+        def paired(a: str, b: str) -> float:
+            return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
 
-    ratios = {"fp32": paired("ours_fp32", "stock_fp32"), "int8": paired("ours_int8", "stock_int8")}
-    result = {
-        "figures": [], "machine": machine(threads), "int_matmul": int_matmul_isa(),
-        "command": ".venv/bin/python bench/dfl_bench.py" + (" --quick" if args.quick else ""),
-        "details": {"runs": runs, "frames": n_frames, "threads": threads, "imgsz": IMGSZ,
-                    "trained_model": not args.quick, "medians_fps": {k: statistics.median(v) for k, v in samples.items()},
-                    "samples_fps": samples, "ratios": ratios, "max_raw_output_diff": raw_diff},
-    }
-    shutil.rmtree(work, ignore_errors=True)
+        ratios = {"fp32": paired("ours_fp32", "stock_fp32"), "int8": paired("ours_int8", "stock_int8")}
+        result = {
+            "figures": [], "machine": machine(threads), "int_matmul": int_matmul_isa(),
+            "command": ".venv/bin/python bench/dfl_bench.py" + (" --quick" if args.quick else ""),
+            "details": {"runs": runs, "frames": n_frames, "threads": threads, "imgsz": IMGSZ,
+                        "trained_model": not args.quick, "medians_fps": {k: statistics.median(v) for k, v in samples.items()},
+                        "samples_fps": samples, "ratios": ratios,
+                        # rows 0-3: box centre and size in network-input pixels; the rest: class scores in [0, 1]
+                        "max_box_diff_px": float(raw_diff[:4].max()), "max_score_diff": float(raw_diff[4:].max())},
+        }
     write_json(result, args.json)
     return 0
 

@@ -15,8 +15,8 @@ other. With no frame for :attr:`Turns.idle_s` (no camera running, or one slower 
 Going at a frame's end shortens frames' waits where a creation fits in the camera's gap. Paired against arrival
 order (``bench/turns_bench.py``, INT8 two-stage at 15 fps, 2 cores): on a VM where a creation under load (20-60 ms)
 overran the ~18 ms gap either way, the median wait behind one came out 0.79x, 1.09x and 0.85x in three runs; on one
-twice as fast, with the gap near 40 ms, a frame waited behind 12 of 40 creations against 24 of 40 (mean wait 0.41x,
-p90 0.75x; docs/benchmarks.md).
+twice as fast, with the gap near 40 ms, two runs gave a median wait of 0.03 against 13.5 ms (p90 0.70x), then a
+frame waiting behind 12 of 40 creations against 24 of 40 (mean 0.41x, p90 0.75x; docs/benchmarks.md).
 """
 
 from __future__ import annotations

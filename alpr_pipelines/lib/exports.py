@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ PARITY_MATCH_IOU = 0.95  # a detection matches its twin when IoU >= this, same c
 
 class ExportError(Exception):
     """An export failed or produced an unusable file."""
+
+
+_DFL_PATCH = threading.Lock()  # the patch is the class's, for the whole process: one export at a time holds it
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ def dfl_as_reductions() -> Iterator[None]:
     rows of 16: 2.0 ms of a 14 ms YOLO11n run at 640x384 on 2 cores (its profiler; bench/edge_bench.py measures
     the whole frame). Here the bins stay on axis 2, where each reduction runs over contiguous rows of anchors:
     ``sum(exp(x - max) * w) / sum(exp(x - max))``, with the module's own weights ``w``. Both the FP32 file and the
-    INT8 copy made from it (whose head stays FP32, ``quantize.head_nodes_to_exclude``) run the faster graph.
+    INT8 copy made from it (whose head stays FP32, ``quantize.head_nodes_to_exclude``) run the faster graph. A head
+    without DFL (``reg_max=1``, an identity there) is exported as it is. Exports made before this existed keep their
+    graph (the same numbers) until their training is exported again.
     """
     from unittest import mock
 
@@ -74,7 +80,7 @@ def dfl_as_reductions() -> Iterator[None]:
         weight = (bins - bins.amax(2, keepdim=True)).exp()  # the softmax's numerator, kept from overflow
         return (weight * self.conv.weight.view(1, 1, self.c1, 1)).sum(2) / weight.sum(2)
 
-    with mock.patch.object(DFL, "forward", forward):  # Ultralytics' own forward is back after the block
+    with _DFL_PATCH, mock.patch.object(DFL, "forward", forward):  # Ultralytics' own forward is back after the block
         yield
 
 

@@ -3,8 +3,9 @@
 ONNX Runtime's static quantization (QDQ format, per-channel signed weights, unsigned activations) calibrated on
 training images, preprocessed exactly as the edge will (rectangular letterbox at the serving size). The detection
 head's decoding (distribution focal loss, box arithmetic, the final class-logit and box convolutions, the sigmoid)
-stays FP32: quantizing those outputs costs accuracy for almost no speed. On CPUs with VNNI or AMX the INT8 model runs
-about 1.5-2x faster than FP32.
+stays FP32: quantizing those outputs costs accuracy (measured: the whole head quantized found nothing at 320). On the
+benchmark's 2-core AMD EPYC VMs with VNNI the edge serves frames 1.2-1.4x faster end to end with it than with FP32
+(docs/benchmarks.md, figure 1's limits).
 
 Weights use 7 of their 8 bits (``reduce_range``). The file is made once and served by every box in the fleet, and
 x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply unsigned activations by signed weights with an
