@@ -8,7 +8,7 @@ as paired ratios (ours over stock), with the largest difference between the two 
 Not a figure of issue 6: it measures one change that figures 1-3 contain on both sides (the baseline of figure 1
 runs the file the registry publishes, which is ours).
 
-    .venv/bin/python bench/dfl_bench.py --json out.json    # the bench's trained vehicle detector, 5 rounds x 120 frames
+    .venv/bin/python bench/dfl_bench.py --json out.json    # the bench's trained vehicle detector, 9 rounds x 120 frames
     .venv/bin/python bench/dfl_bench.py --quick             # smoke: untrained, 2 rounds x 6 frames
 """
 
@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int)
     parser.add_argument("--frames", type=int)
     args = parser.parse_args()
-    runs = args.runs or (2 if args.quick else 5)
+    runs = args.runs or (2 if args.quick else 9)
     n_frames = args.frames or (6 if args.quick else 120)
     threads = os.cpu_count() or 2
 
