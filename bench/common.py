@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def int_matmul_isa() -> str:
         return "VNNI"
     best = next((isa for isa in ("avx512f", "avx2") if isa in flags), None)
     return f"{best.upper().replace('F', '')} without VNNI" if best else "no VNNI"
+
+
+def paired(samples: dict[str, list[float]], a: str, b: str) -> float:
+    """Median of the rounds' ``a``/``b`` ratios: the two sides of a round ran back to back, under the same load, so a
+    shared VM's drift between rounds (seen here: 40% within one run) cancels out of each ratio."""
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
 
 
 def write_json(result: dict[str, Any], path: str | None) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # common first: offline Ultralytics and the repository on sys.path, before Ultralytics loads
-from common import int_matmul_isa, machine, write_json
+from common import int_matmul_isa, machine, paired, write_json
 
 IMGSZ = 640
 
@@ -101,10 +101,7 @@ def main() -> int:
             for k, det in detectors.items():
                 samples[k].append(fps(det))
 
-        def paired(a: str, b: str) -> float:
-            return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
-
-        ratios = {"fp32": paired("ours_fp32", "stock_fp32"), "int8": paired("ours_int8", "stock_int8")}
+        ratios = {p: paired(samples, f"ours_{p}", f"stock_{p}") for p in ("fp32", "int8")}
         result = {
             "figures": [], "machine": machine(threads), "int_matmul": int_matmul_isa(),
             "command": ".venv/bin/python bench/dfl_bench.py" + (" --quick" if args.quick else ""),

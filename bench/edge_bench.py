@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 # common first: offline Ultralytics and the repository on sys.path, before Ultralytics loads
-from common import int_matmul_isa, machine, write_json
+from common import int_matmul_isa, machine, paired, write_json
 from trained_models import TRAIN_IMGSZ
 
 IMGSZ = 640
@@ -234,12 +234,7 @@ def main() -> int:
         samples["matmul_gflops"].append(gflops)
     med = {k: statistics.median(v) for k, v in samples.items()}
 
-    def paired(a: str, b: str) -> float:
-        """Median of the rounds' a/b ratios: the two sides of a round ran back to back, under the same load, so a
-        shared VM's drift between rounds (seen here: 40% within one run) cancels out of each ratio."""
-        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
-
-    throughput_ratio = paired("ours_fps", "ultralytics_fps")
+    throughput_ratio = paired(samples, "ours_fps", "ultralytics_fps")
     achieved = model_gflops / (med["inference_ms"] / 1000)
     efficiency = statistics.median(model_gflops / (ms / 1000) / gf for ms, gf in
                                    zip(samples["inference_ms"], samples["matmul_gflops"], strict=True))
@@ -259,10 +254,10 @@ def main() -> int:
          "ratio": throughput_ratio, "target": ">= 1.25x at mAP50-95 within 0.5 points",
          "met": throughput_ratio >= 1.25 and (acc_delta is None or abs(acc_delta) <= 0.005) and not args.quick,
          "accuracy": accuracy, "accuracy_delta": acc_delta,
-         "limits": (f"the network: on the same path INT8 runs {paired('ours_fps', 'ours_fp32_fps'):.2f}x FP32 "
+         "limits": (f"the network: on the same path INT8 runs {paired(samples, 'ours_fps', 'ours_fp32_fps'):.2f}x FP32 "
                     f"({int_matmul_isa()}); " if use_int8 else
                     "INT8 is not used: it lost more than 0.5 points of mAP50-95 here; ")
-                   + f"FP32 alone gives {paired('ours_fp32_fps', 'ultralytics_fps'):.2f}x Ultralytics (its torch "
+                   + f"FP32 alone gives {paired(samples, 'ours_fp32_fps', 'ultralytics_fps'):.2f}x Ultralytics (its torch "
                    "pre/postprocessing and result objects). Left in FP32: the detection head's decoding."},
         {"id": "2", "name": "efficiency (FP32 inference GFLOP/s over FP32 matmul GFLOP/s)", "ours": efficiency,
          "ours_text": f"{achieved:.1f} GFLOP/s ({model_gflops:.2f} GFLOPs at {served_shape[1]}x{served_shape[0]} "
@@ -276,7 +271,7 @@ def main() -> int:
          "ours": med["two_stage_fps"],
          "ours_text": f"{med['two_stage_fps']:.1f} fps ({precision}; plate crops at their own pixel scale)",
          "baseline_text": f"the same two stages with Ultralytics predict: {med['two_stage_ultralytics_fps']:.1f} fps",
-         "ratio": paired("two_stage_fps", "two_stage_ultralytics_fps"), "target": ">= 15 fps",
+         "ratio": paired(samples, "two_stage_fps", "two_stage_ultralytics_fps"), "target": ">= 15 fps",
          "met": med["two_stage_fps"] >= 15 and not args.quick,
          "limits": "the vehicle stage; the plate stage costs little because crops are not enlarged to 640."},
     ]
