@@ -13,6 +13,8 @@ Environment variables (seed names first):
     ALPR_RETRAIN_CRON / ALPR_RETRAIN_TIMEZONE: the retraining schedule (default ``0 3 * * 1``, weekly, in ``UTC``).
     ALPR_RETRAIN_RUN_CONFIG: a YAML run config for scheduled retraining (default: the assets' defaults).
     ALPR_RETRAIN_FORCE: "1" retrains on every tick even when data and config are unchanged.
+    ALPR_GATE_POLICY: a YAML file of promotion-gate overrides per model, e.g. ``plate: {min_map50: 0.85}``
+        (fields of ``defs.promotion.gate.GatePolicy``); read by every promotion run, the sensor's included.
     ALPR_EXECUTOR: "k8s" runs each step as its own Kubernetes pod (dagster-k8s's k8s_job_executor), so training
         steps alone ask for a GPU; unset: Dagster's default executor.
 """
@@ -47,6 +49,7 @@ class Settings:
     retrain_run_config: Path | None = None
     retrain_force: bool = False
     executor: str = "default"
+    gate_policy_file: Path | None = None
 
     @property
     def datasets_dir(self) -> Path:
@@ -99,4 +102,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         else None,
         retrain_force=env.get("ALPR_RETRAIN_FORCE", "").lower() in ("1", "true", "yes"),
         executor=env.get("ALPR_EXECUTOR") or "default",
+        gate_policy_file=Path(env["ALPR_GATE_POLICY"]).expanduser() if env.get("ALPR_GATE_POLICY") else None,
     )

@@ -28,6 +28,7 @@ BENCHES = {
     "memory": "memory_bench.py",    # figure 7
     "turns": "turns_bench.py",      # no figure: what a frame waits behind a session creation, by policy
     "dfl": "dfl_bench.py",          # no figure: our ONNX export against Ultralytics' stock one, same weights
+    "tta": "time_to_accuracy.py",   # figure 8: the default recipe against Ultralytics' defaults, to golden mAP50 0.9
 }
 
 

@@ -1,8 +1,8 @@
-"""Trained detectors for the accuracy side of the edge benchmarks, built once and cached.
+"""Trained detectors for the accuracy side of the benchmarks, built once and cached.
 
-Accuracy parity (figure 1) means nothing on untrained weights, and nothing can be downloaded, so this trains both
-detectors with the demo's settings (seeded synthetic scenes, 160 train / 40 val images, 12 epochs at 320 px) and
-renders a golden set from the scene stream training never draws from. Everything lands under
+Accuracy parity (figure 1) means nothing on weights that detect nothing, and nothing can be downloaded, so this
+trains both detectors with the default synthetic recipe, what ``make demo`` trains (``lib.recipes``: the same
+scenes, views, architecture and schedule), and renders the golden set (``lib.golden``). Everything lands under
 ``.alpr/bench/models`` (``ALPR_HOME``) and is reused by later runs; ``--retrain`` builds it again.
 
     .venv/bin/python bench/trained_models.py            # prints the paths as JSON
@@ -17,8 +17,16 @@ from pathlib import Path
 
 import common  # noqa: F401 - first: offline Ultralytics, the repository on sys.path
 
-TRAIN_IMAGES, VAL_IMAGES, GOLDEN_IMAGES = 160, 40, 100
-EPOCHS, TRAIN_IMGSZ, BATCH, SEED = 12, 320, 16, 0
+
+def _recipe():
+    from alpr_pipelines.lib.recipes import CPU_RECIPES, SYNTHETIC_DATA
+
+    return CPU_RECIPES, SYNTHETIC_DATA
+
+
+def serving_imgsz(key: str) -> int:
+    """The size the recipe trains ``key`` at, which is the size the edge serves it at."""
+    return _recipe()[0][key].imgsz
 
 
 def cache_dir() -> Path:
@@ -29,38 +37,37 @@ def cache_dir() -> Path:
 
 def prepare(retrain: bool = False) -> dict[str, str]:
     """Return {"vehicle_pt", "plate_pt", "golden_vehicle", "golden_plate"}: paths of trained weights and the golden
-    sets' data YAMLs (one per model; both views of the same golden scenes)."""
+    set's data YAMLs (each model's view of the golden scenes)."""
     out = cache_dir()
     done = out / "models.json"
+    recipes, data = _recipe()
+    stamp = json.dumps({k: repr(v) for k, v in recipes.items()} | {"data": repr(data)}, sort_keys=True)
     if done.is_file() and not retrain:
-        paths = json.loads(done.read_text())
-        if all(Path(p).exists() for p in paths.values()):
-            return paths
+        cached = json.loads(done.read_text())
+        if cached.get("recipe") == stamp and all(Path(p).exists() for k, p in cached["paths"].items()):
+            return cached["paths"]
     from mlflow import MlflowClient
 
     from alpr_pipelines.lib.datasets import validate_dataset, write_synthetic_views
+    from alpr_pipelines.lib.golden import write_golden
     from alpr_pipelines.lib.models import MODEL_SPECS
-    from alpr_pipelines.lib.training import TrainingParams, train
+    from alpr_pipelines.lib.training import train
 
     out.mkdir(parents=True, exist_ok=True)
-    views = write_synthetic_views(out / "data", MODEL_SPECS.values(), SEED,
-                                  {"train": TRAIN_IMAGES, "val": VAL_IMAGES})
-    # The golden set's own stream and seed (defs/datasets/assets.py), never drawn from by training.
-    golden = write_synthetic_views(out / "golden", MODEL_SPECS.values(), 20241101, {"val": GOLDEN_IMAGES},
-                                   purpose="golden")
+    views = write_synthetic_views(out / "data", MODEL_SPECS.values(), 0,
+                                  {"train": data.train_scenes, "val": data.val_scenes}, data.width, data.height)
+    golden = write_golden(out / "golden")
     paths: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="alpr-bench-mlflow-") as tmp:
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
         for key, spec in MODEL_SPECS.items():
             fingerprint = validate_dataset(views[key]).fingerprint
-            result = train(spec, views[key], fingerprint,
-                           TrainingParams(epochs=EPOCHS, imgsz=TRAIN_IMGSZ, batch=BATCH, seed=SEED, device="cpu"),
-                           client, "bench", out / "train")
+            result = train(spec, views[key], fingerprint, recipes[key], client, "bench", out / "train")
             final = out / f"{key}.pt"
             final.write_bytes(Path(result.best_pt).read_bytes())
             paths[f"{key}_pt"] = str(final)
-            paths[f"golden_{key}"] = str(golden[key])
-    done.write_text(json.dumps(paths, indent=2))
+            paths[f"golden_{key}"] = str(golden[key].data_yaml)
+    done.write_text(json.dumps({"recipe": stamp, "paths": paths}, indent=2))
     return paths
 
 

@@ -40,13 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one detector (the seed's train_with_mlflow.py)")
     t.add_argument("--data", required=True, help="Ultralytics data YAML, or 'synthetic' for generated scenes")
-    t.add_argument("--model", default="yolo11n.yaml", help="base model: yolo11n.yaml (scratch) or a local .pt")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--imgsz", type=int, default=640)
-    t.add_argument("--batch", type=int, default=16)
+    # Unset flags take the default recipe for --data synthetic on a CPU (lib.recipes), else the original flags:
+    # --model yolo11n.yaml --epochs 100 --imgsz 640 --batch 16 --lr0 0.01 --optimizer AdamW.
+    t.add_argument("--model", help="base model: a model YAML (trains from scratch) or a local .pt to fine-tune")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--imgsz", type=int)
+    t.add_argument("--batch", type=int)
     t.add_argument("--device", default="", help="CUDA device id or 'cpu' (default: CUDA 0 when present)")
-    t.add_argument("--lr0", type=float, default=0.01)
-    t.add_argument("--optimizer", default="AdamW", choices=["SGD", "Adam", "AdamW"])
+    t.add_argument("--lr0", type=float)
+    t.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"])
     t.add_argument("--register", action="store_true", help="register the model after training")
     t.add_argument("--stage", default="Staging", choices=["None", "Staging"], help="initial stage when registering")
     t.add_argument("--name", help="plate-detector or vehicle-detector (default: from the dataset's classes)")

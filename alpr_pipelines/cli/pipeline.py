@@ -38,10 +38,17 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     except (DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     _require_mlflow(settings)
-    dataset_cfg: dict[str, Any] = {"source": "synthetic"} if args.data == "synthetic" else {
-        "source": "yaml", "data_yaml": str(Path(args.data).resolve())}
-    train_cfg = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
-                 "device": args.device, "lr0": args.lr0, "optimizer": args.optimizer, "restart": args.restart}
+    from alpr_pipelines.defs.presets import recipe_run_config, train_config
+    from alpr_pipelines.lib.recipes import training_defaults
+
+    synthetic = args.data == "synthetic"
+    dataset_cfg: dict[str, Any] = (recipe_run_config()["ops"][f"{spec.key}__dataset"]["config"] if synthetic
+                                   else {"source": "yaml", "data_yaml": str(Path(args.data).resolve())})
+    train_cfg = train_config(training_defaults(spec.key, synthetic, args.device))
+    flags = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
+             "lr0": args.lr0, "optimizer": args.optimizer}
+    train_cfg.update({k: v for k, v in flags.items() if v is not None})
+    train_cfg.update({"device": args.device, "restart": args.restart})
     ops: dict[str, Any] = {
         f"{spec.key}__dataset": {"config": dataset_cfg},
         f"{spec.key}__weights": {"config": train_cfg},

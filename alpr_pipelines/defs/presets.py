@@ -1,15 +1,24 @@
-"""Run configurations for the whole graph: the README demo and the tests' tiny run."""
+"""Run configurations for the whole graph: the default synthetic recipe (``make demo``), and the tests' tiny run."""
 
+from dataclasses import asdict
 from typing import Any
 
 from alpr_pipelines.lib.models import MODEL_SPECS
+from alpr_pipelines.lib.recipes import CPU_RECIPES, SYNTHETIC_DATA
+from alpr_pipelines.lib.training import TrainingParams
+
+
+def train_config(params: TrainingParams) -> dict[str, Any]:
+    """``params`` as the weights assets' run config (``TrainConfig``)."""
+    config = asdict(params)
+    config.pop("retrain_nonce")
+    return config
 
 
 def graph_run_config(
     *,
     train_images: int,
     val_images: int,
-    golden_images: int,
     epochs: int,
     imgsz: int,
     batch: int = 16,
@@ -18,12 +27,16 @@ def graph_run_config(
     scene_size: tuple[int, int] = (640, 384),
     models: tuple[str, ...] = tuple(MODEL_SPECS),
     train_overrides: dict[str, Any] | None = None,
+    golden_scenes: int | None = None,
 ) -> dict[str, Any]:
-    """Run config for ``train_and_register`` (op names are asset keys joined by ``__``)."""
+    """Run config for ``train_and_register`` (op names are asset keys joined by ``__``).
+
+    ``golden_scenes`` None keeps the golden set's defaults, the set the promotion sensor's runs evaluate on; a
+    number makes a smaller one of ``scene_size`` (tests), which promotion runs must then name too.
+    """
     width, height = scene_size
-    ops: dict[str, Any] = {
-        "datasets__golden_set": {"config": {"images": golden_images, "width": width, "height": height}},
-    }
+    golden = {} if golden_scenes is None else {"scenes": golden_scenes, "width": width, "height": height}
+    ops: dict[str, Any] = {"datasets__golden_set": {"config": golden}}
     for key in models:
         ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": seed, "train_images": train_images,
                                              "val_images": val_images, "width": width, "height": height}}
@@ -33,18 +46,23 @@ def graph_run_config(
     return {"ops": ops}
 
 
-def demo_run_config() -> dict[str, Any]:
-    """Small enough for about 10 minutes on 2 CPU cores for both models, big enough to learn something."""
-    config = graph_run_config(train_images=160, val_images=40, golden_images=100, epochs=12, imgsz=320, batch=16,
-                              scene_size=(512, 320))
-    # The golden set keeps its defaults: the promotion sensor's runs evaluate on the same frozen set.
-    config["ops"]["datasets__golden_set"] = {"config": {}}
-    return config
+def recipe_run_config(initial_stage: str = "Staging") -> dict[str, Any]:
+    """The default synthetic recipe for every model (``lib.recipes``): what ``make demo`` runs, and scheduled
+    retraining when no run config is given."""
+    data = SYNTHETIC_DATA
+    ops: dict[str, Any] = {"datasets__golden_set": {"config": {}}}
+    for key, params in CPU_RECIPES.items():
+        ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": 0, "train_images": data.train_scenes,
+                                             "val_images": data.val_scenes, "width": data.width,
+                                             "height": data.height}}
+        ops[f"{key}__weights"] = {"config": train_config(params)}
+        ops[f"{key}__registered_version"] = {"config": {"initial_stage": initial_stage}}
+    return {"ops": ops}
 
 
 def tiny_run_config(**overrides: Any) -> dict[str, Any]:
     """Seconds per model: for tests of the wiring, not of model quality."""
-    kwargs: dict[str, Any] = dict(train_images=8, val_images=4, golden_images=4, epochs=1, imgsz=64, batch=4,
+    kwargs: dict[str, Any] = dict(train_images=8, val_images=4, golden_scenes=4, epochs=1, imgsz=64, batch=4,
                                   scene_size=(256, 160))
     kwargs.update(overrides)
     return graph_run_config(**kwargs)

@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 VEHICLE_MODEL = "alpr-vehicle-detector"
 PLATE_MODEL = "alpr-plate-detector"
-# Vehicle crops covering at least this share of the frame (summed): search plates in the whole frame once instead.
-FULL_FRAME_SHARE = 0.6
+# Each vehicle box is grown by this share of its width and height on every side before its crop goes to the plate
+# detector: a plate at the box's edge is not cut, and the plate model sees the context it was trained with
+# (lib.views cuts its training crops the same way).
+CROP_MARGIN = 0.05
+MIN_CROP_PX = 8  # a crop narrower or lower than this holds no readable plate
+PLATE_DEDUP_IOU = 0.5
 
 
 class Backend(Protocol):
@@ -194,12 +198,12 @@ class YOLOv11Detector:
         return self.imgsz if slot is self.vehicle else self.plate_imgsz
 
     def detect(self, frame: np.ndarray) -> FrameResult:
-        """Vehicles in the frame, then plates within each vehicle box (the full frame when no vehicle is found).
+        """Vehicles in the frame, then plates within each vehicle's crop (the whole frame when no vehicle is found).
 
-        Crops are never enlarged: a plate keeps the pixel scale it has in the frame, the scale the plate model was
-        trained at on full frames, and a dynamic-shape plate model runs on a small input instead of a full square.
-        When the crops add up to most of the frame, the plate model runs once on the whole frame instead and keeps
-        the plates centred in a vehicle box, so the plate stage never costs more than one full-frame pass.
+        Each vehicle box grows by :data:`CROP_MARGIN` before it is cut out; the crops go to the plate model in
+        batches, each fitted to the model's input size as its training images were (``lib.views``), so a plate
+        keeps its size relative to its vehicle at any distance. Plates come back in frame pixels; where vehicle
+        crops overlap, a plate found in both is kept once (:data:`PLATE_DEDUP_IOU`).
         """
         started = time.perf_counter()  # a frame's latency includes any wait for its turn
         with self.turns:
@@ -210,29 +214,48 @@ class YOLOv11Detector:
         vehicle_model, plate_model = self.vehicle.model, self.plate.model  # one version per frame, whatever swaps
         assert vehicle_model is not None and plate_model is not None
         vehicles = vehicle_model.detect(frame, conf=self.conf)
-        plates: list[Detection] = []
         h, w = frame.shape[:2]
-        regions = [(int(v.x1), int(v.y1), int(np.ceil(v.x2)), int(np.ceil(v.y2))) for v in vehicles] or [(0, 0, w, h)]
-        regions = [(max(0, x1), max(0, y1), min(w, x2), min(h, y2)) for x1, y1, x2, y2 in regions]
-        regions = [r for r in regions if r[2] - r[0] >= 8 and r[3] - r[1] >= 8]
-        if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) >= FULL_FRAME_SHARE * h * w:
-            # The crops cover most of the frame (or overlap a lot): one pass over the whole frame costs less than
-            # the crops, then each plate is kept when its centre lies in a vehicle box.
-            for p in plate_model.detect(frame, conf=self.plate_conf, scaleup=False):
-                cx, cy = (p.x1 + p.x2) / 2, (p.y1 + p.y2) / 2
-                if any(x1 <= cx <= x2 and y1 <= cy <= y2 for x1, y1, x2, y2 in regions):
-                    plates.append(p)
-        else:
-            crops = [frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions]
-            many = getattr(plate_model, "detect_many", None)
-            found = (many(crops, conf=self.plate_conf) if many is not None
-                     else [plate_model.detect(c, conf=self.plate_conf, scaleup=False) for c in crops])
-            for (x1, y1, _, _), dets in zip(regions, found, strict=True):
-                for p in dets:
-                    plates.append(Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id,
-                                            p.class_name, p.model_version))
+        regions = [crop_region(v.x1, v.y1, v.x2, v.y2, w, h) for v in vehicles] or [(0, 0, w, h)]
+        regions = [r for r in regions if r[2] - r[0] >= MIN_CROP_PX and r[3] - r[1] >= MIN_CROP_PX]
+        crops = [frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions]
+        many = getattr(plate_model, "detect_many", None)
+        found = (many(crops, conf=self.plate_conf) if many is not None
+                 else [plate_model.detect(c, conf=self.plate_conf) for c in crops])
+        plates = [Detection(p.x1 + x1, p.y1 + y1, p.x2 + x1, p.y2 + y1, p.confidence, p.class_id, p.class_name,
+                            p.model_version)
+                  for (x1, y1, _, _), dets in zip(regions, found, strict=True) for p in dets]
+        if len(regions) > 1:
+            plates = dedup(plates, PLATE_DEDUP_IOU)
         return FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version,
                            (time.perf_counter() - started) * 1000)
+
+
+def crop_region(x1: float, y1: float, x2: float, y2: float, width: int, height: int,
+                margins: tuple[float, float, float, float] = (CROP_MARGIN,) * 4) -> tuple[int, int, int, int]:
+    """The pixels cut out for the vehicle box ``(x1, y1, x2, y2)``: the box grown by ``margins`` (left, top, right,
+    bottom, as shares of its width and height), inside the ``width`` x ``height`` frame."""
+    bw, bh = x2 - x1, y2 - y1
+    left, top, right, bottom = margins
+    return (max(0, int(np.floor(x1 - left * bw))), max(0, int(np.floor(y1 - top * bh))),
+            min(width, int(np.ceil(x2 + right * bw))), min(height, int(np.ceil(y2 + bottom * bh))))
+
+
+def dedup(detections: list[Detection], iou: float) -> list[Detection]:
+    """Keep the most confident of detections of one class that overlap by more than ``iou`` (the same object found
+    in two overlapping crops); order by confidence."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.confidence):
+        if all(k.class_id != d.class_id or _iou(k, d) <= iou for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _iou(a: Detection, b: Detection) -> float:
+    iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = iw * ih
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0
 
 
 @dataclass

@@ -287,24 +287,23 @@ class OnnxDetector:
         return to_tensor(padded), box
 
     def detect_many(self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7) -> list[list[Detection]]:
-        """Detect in several images (crops), never enlarging them, in as few network runs as pay off.
+        """Detect in several images (crops), each fitted to the model's size as :meth:`detect` fits one, in as few
+        network runs as pay off.
 
-        A dynamic-shape model takes crops of similar size as one batch, each padded (not scaled) into the batch's
-        common shape (largest height and width, rounded up to the stride, capped at ``imgsz``). A crop joins a batch
-        only while the batch's padded pixels stay within :data:`BATCH_PAD_WASTE` of the pixels its crops need on
-        their own, so one large crop never makes every small one pay for its size. Fewer runs save ONNX Runtime's
-        per-call overhead. A fixed-shape model runs them one by one.
+        A dynamic-shape model takes crops of similar shape as one batch: each is scaled as on its own, then padded
+        (centred, grey) into the batch's common shape, the largest scaled height and width rounded up to the stride.
+        A crop joins a batch only while the batch's padded pixels stay within :data:`BATCH_PAD_WASTE` of the pixels
+        its crops need on their own, so a tall crop never makes every wide one pay for its height. Fewer runs save
+        ONNX Runtime's per-call overhead. A fixed-shape model runs them one by one.
         """
         if not images:
             return []
         if not self.dynamic:
-            return [self.detect(im, conf, iou, scaleup=False) for im in images]
+            return [self.detect(im, conf, iou) for im in images]
         s = self.stride
-
-        def shape(im: np.ndarray) -> tuple[int, int]:
-            return (min(self.imgsz[0], -(-im.shape[0] // s) * s), min(self.imgsz[1], -(-im.shape[1] // s) * s))
-
-        shapes = [shape(im) for im in images]
+        gains = [min(self.imgsz[0] / im.shape[0], self.imgsz[1] / im.shape[1]) for im in images]
+        scaled = [(round(im.shape[0] * g), round(im.shape[1] * g)) for im, g in zip(images, gains, strict=True)]
+        shapes = [(-(-h // s) * s, -(-w // s) * s) for h, w in scaled]
         order = sorted(range(len(images)), key=lambda i: -shapes[i][0] * shapes[i][1])
         groups: list[list[int]] = []
         for i in order:
@@ -319,14 +318,17 @@ class OnnxDetector:
         results: list[list[Detection]] = [[] for _ in images]
         for group in groups:
             if len(group) == 1:
-                results[group[0]] = self.detect(images[group[0]], conf, iou, scaleup=False)
+                results[group[0]] = self.detect(images[group[0]], conf, iou)
                 continue
             h, w = max(shapes[j][0] for j in group), max(shapes[j][1] for j in group)
             padded, boxes = [], []
             for j in group:
-                out, box = letterbox(images[j], (h, w), s, auto=False, scaleup=False)
+                fitted = images[j]
+                if scaled[j] != images[j].shape[:2]:
+                    fitted = cv2.resize(images[j], (scaled[j][1], scaled[j][0]), interpolation=cv2.INTER_LINEAR)
+                out, box = letterbox(fitted, (h, w), s, auto=False, scaleup=False)  # pads only: it fits already
                 padded.append(out)
-                boxes.append(box)
+                boxes.append(Letterbox(gain=gains[j] * box.gain, pad_x=box.pad_x, pad_y=box.pad_y))
             batch = cv2.dnn.blobFromImages(padded, scalefactor=1 / 255.0, swapRB=True)
             raw = self.session.run(None, {self.input_name: batch})[0]
             for k, (j, box) in enumerate(zip(group, boxes, strict=True)):

@@ -23,7 +23,8 @@ import yaml
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import ModelSpec
-from alpr_pipelines.lib.synth import Scene, generate_scene
+from alpr_pipelines.lib.synth import PURPOSES, Scene, generate_scene
+from alpr_pipelines.lib.views import view_images
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLITS = ("train", "val", "test")
@@ -109,11 +110,14 @@ def write_synthetic_views(
     height: int = 384,
     purpose: str | None = None,
 ) -> dict[str, Path]:
-    """Render scenes once and write one YOLO dataset per model (vehicle boxes, plate boxes) under ``out_dir/<key>``.
+    """Render scenes once and write one YOLO dataset per model, each its model's view (``lib.views``) of the scenes,
+    under ``out_dir/<key>``.
 
     Each split draws from the scene stream of the same name unless ``purpose`` names one stream for all splits (the
-    golden set uses ``purpose="golden"``, a stream training never draws from). Images are hard-linked between the views (copied where links are not possible). The folder is built under a
-    temporary name and renamed into place, so a crash never leaves a half-written dataset behind.
+    golden set uses ``purpose="golden"``, a stream training never draws from). A view's jitter (the crops' margins)
+    has a stream of its own per scene, so the same scenes always give the same images. Whole frames are hard-linked
+    between the views (copied where links are not possible). The folder is built under a temporary name and renamed
+    into place, so a crash never leaves a half-written dataset behind.
 
     Returns:
         Model key -> path of that view's ``data.yaml``.
@@ -124,42 +128,57 @@ def write_synthetic_views(
         return final
     # A private temporary folder: two steps rendering the same scenes at once must not write into each other's.
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    for split, n in counts.items():
-        for i in range(n):
-            scene: Scene = generate_scene(seed, purpose or split, i, width, height)
-            ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if not ok:
-                raise DatasetError(f"could not encode scene {split}/{i} as JPEG")
-            first_image: Path | None = None
-            for spec in specs:
-                img_path = tmp / spec.key / "images" / split / f"{split}_{i:05d}.jpg"
-                lbl_path = tmp / spec.key / "labels" / split / f"{split}_{i:05d}.txt"
-                img_path.parent.mkdir(parents=True, exist_ok=True)
-                lbl_path.parent.mkdir(parents=True, exist_ok=True)
-                if first_image is None:
-                    img_path.write_bytes(jpg.tobytes())
-                    first_image = img_path
-                else:
-                    try:
-                        os.link(first_image, img_path)
-                    except OSError:
-                        shutil.copyfile(first_image, img_path)
-                boxes = scene.plates if spec.classes == ("license_plate",) else scene.vehicles
-                lbl_path.write_text(_label_lines(boxes, spec.names, width, height))
-    # data.yaml names its final location, so it is written after the rename; its absence marks an unfinished set.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and not all(p.exists() for p in final.values()):
-        shutil.rmtree(out_dir, ignore_errors=True)  # leftovers of a crash before data.yaml was written
     try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer finished first; its scenes are identical
-        if not out_dir.exists():
-            raise
-        return final
+        for split, n in counts.items():
+            stream = purpose or split
+            for i in range(n):
+                scene: Scene = generate_scene(seed, stream, i, width, height)
+                jitter = np.random.default_rng(np.random.SeedSequence([seed, PURPOSES[stream], i, 1]))
+                frame_file: Path | None = None  # the scene's whole frame, written once and linked from other views
+                for spec in specs:
+                    for item in view_images(spec.view, scene, spec.classes, jitter):
+                        stem = f"{split}_{i:05d}" + ("" if item.name == "frame" else f"_{item.name}")
+                        img_path = tmp / spec.key / "images" / split / f"{stem}.jpg"
+                        lbl_path = tmp / spec.key / "labels" / split / f"{stem}.txt"
+                        img_path.parent.mkdir(parents=True, exist_ok=True)
+                        lbl_path.parent.mkdir(parents=True, exist_ok=True)
+                        if item.image is scene.image and frame_file is not None:
+                            _link_or_copy(frame_file, img_path)
+                        else:
+                            _write_jpeg(img_path, item.image)
+                            if item.image is scene.image:
+                                frame_file = img_path
+                        h, w = item.image.shape[:2]
+                        lbl_path.write_text(_label_lines(item.boxes, spec.names, w, h))
+        # data.yaml names its final location, so it is written after the rename; its absence marks an unfinished set.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        if out_dir.exists() and not all(p.exists() for p in final.values()):
+            shutil.rmtree(out_dir, ignore_errors=True)  # leftovers of a crash before data.yaml was written
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not out_dir.exists():
+                raise
+            return final  # a concurrent writer finished first; its scenes are identical
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     for spec in specs:
         write_data_yaml(out_dir / spec.key, spec.names, counts)
     return final
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise DatasetError(f"could not encode {path.name} as JPEG")
+    path.write_bytes(jpg.tobytes())
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 # --------------------------------------------------------------------------------------------- reading

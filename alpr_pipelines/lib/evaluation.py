@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ import numpy as np
 from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
 from alpr_pipelines.lib.datasets import label_path, load_data_yaml, split_images
 
-EVALUATOR_VERSION = "1"  # bump when scoring changes, so cached scores of older versions are recomputed
+EVALUATOR_VERSION = "2"  # bump when scoring changes, so cached scores of older versions are recomputed
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 EVAL_CONF = 0.001  # as Ultralytics' validator: keep low-confidence boxes so the PR curve is complete
 LATENCY_WARMUP = 3
+CLASS_AP50_PREFIX = "AP50/"  # per-class AP50 in the headline metrics: ``AP50/car``, ``AP50/bus`` ...
 
 
 class EvaluationError(Exception):
@@ -31,6 +32,9 @@ class EvaluationError(Exception):
 
 @dataclass(frozen=True)
 class EvaluationResult:
+    """Scores on the golden set and, when it was given, on its held-out "shift" split (generator settings training
+    never draws: plate formats, colours, a font), which tells generalisation from memorisation."""
+
     mAP50: float
     mAP50_95: float
     precision: float
@@ -43,14 +47,21 @@ class EvaluationResult:
     imgsz: int
     golden_fingerprint: str
     evaluator_version: str = EVALUATOR_VERSION
+    per_class_ap50: dict[str, float] = field(default_factory=dict)
+    shift_mAP50: float | None = None
+    shift_mAP50_95: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def headline(self) -> dict[str, float]:
-        """The numbers the gate compares."""
-        return {"mAP50": self.mAP50, "mAP50-95": self.mAP50_95, "precision": self.precision, "recall": self.recall,
-                "latency_ms_p95": self.latency_ms_p95}
+        """The numbers the gate reads (``AP50/<class>`` per class), and the shift split's beside them."""
+        out = {"mAP50": self.mAP50, "mAP50-95": self.mAP50_95, "precision": self.precision, "recall": self.recall,
+               "latency_ms_p95": self.latency_ms_p95,
+               **{f"{CLASS_AP50_PREFIX}{name}": ap for name, ap in self.per_class_ap50.items()}}
+        if self.shift_mAP50 is not None and self.shift_mAP50_95 is not None:
+            out.update({"shift_mAP50": self.shift_mAP50, "shift_mAP50-95": self.shift_mAP50_95})
+        return out
 
 
 def _targets(image: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +111,7 @@ class Scores:
     recall: float
     per_class_ap50_95: dict[str, float]
     latencies_ms: list[float]
+    per_class_ap50: dict[str, float] = field(default_factory=dict)
 
 
 def score_detections(detect: Callable[[np.ndarray], list[Detection]], names: dict[int, str],
@@ -133,19 +145,23 @@ def score_detections(detect: Callable[[np.ndarray], list[Detection]], names: dic
     tp = np.concatenate(stats_tp) if stats_tp else np.zeros((0, 10), bool)
     conf, pred, target = (np.concatenate(x) for x in (stats_conf, stats_pred, stats_target))
     per_class = {name: 0.0 for name in names.values()}
+    per_class50 = dict(per_class)
     if len(target) and len(conf):
         _, _, p, r, _, ap, classes, *_ = ap_per_class(tp, conf, pred, target)
         for c, ap_c in zip(classes, ap, strict=True):
             per_class[names[int(c)]] = float(ap_c.mean())
+            per_class50[names[int(c)]] = float(ap_c[0])
         map50, map50_95, precision, recall = float(ap[:, 0].mean()), float(ap.mean()), float(p.mean()), float(r.mean())
     else:  # nothing detected at all: a real, measured zero (the model ran), not a failure
         map50 = map50_95 = precision = recall = 0.0
-    return Scores(map50, map50_95, precision, recall, per_class, latencies)
+    return Scores(map50, map50_95, precision, recall, per_class, latencies, per_class50)
 
 
 def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, threads: int | None = None,
-                  max_images: int | None = None, imgsz: int | None = None) -> EvaluationResult:
-    """Score ``onnx_path`` on the golden set's ``val`` split (at ``imgsz`` for a dynamic-shape model, if given).
+                  max_images: int | None = None, imgsz: int | None = None,
+                  shift_yaml: Path | None = None) -> EvaluationResult:
+    """Score ``onnx_path`` on the golden set's ``val`` split (at ``imgsz`` for a dynamic-shape model, if given), and
+    on the held-out shift split ``shift_yaml`` when given.
 
     Raises:
         EvaluationError: the model does not load or run, or the golden set is empty.
@@ -154,20 +170,68 @@ def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, t
         detector = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"], threads=threads, imgsz=imgsz)
     except Exception as exc:
         raise EvaluationError(f"cannot load {onnx_path} for evaluation: {exc}") from exc
-    images = split_images(load_data_yaml(golden_yaml), "val")[:max_images]
-    if not images:
-        raise EvaluationError(f"golden set {golden_yaml} has no images")
+
+    def images_of(data_yaml: Path) -> list[Path]:
+        images = split_images(load_data_yaml(data_yaml), "val")[:max_images]
+        if not images:
+            raise EvaluationError(f"golden set {data_yaml} has no images")
+        return images
+
+    images = images_of(golden_yaml)
     warm = cv2.imread(str(images[0]))
     if warm is None:
         raise EvaluationError(f"golden image {images[0]} cannot be read")
     for _ in range(LATENCY_WARMUP):
         detector.detect(warm, conf=EVAL_CONF)
-    scores = score_detections(lambda image: detector.detect(image, conf=EVAL_CONF), detector.names, images)
+
+    def detect(image: np.ndarray) -> list[Detection]:
+        return detector.detect(image, conf=EVAL_CONF)
+
+    scores = score_detections(detect, detector.names, images)
+    shift = score_detections(detect, detector.names, images_of(shift_yaml)) if shift_yaml is not None else None
     lat = np.asarray(scores.latencies_ms)
     return EvaluationResult(
         mAP50=scores.mAP50, mAP50_95=scores.mAP50_95, precision=scores.precision, recall=scores.recall,
-        per_class_ap50_95=scores.per_class_ap50_95,
+        per_class_ap50_95=scores.per_class_ap50_95, per_class_ap50=scores.per_class_ap50,
         latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p95=float(np.percentile(lat, 95)),
         file_size_mb=Path(onnx_path).stat().st_size / 1e6, images=len(images), imgsz=detector.imgsz[0],
         golden_fingerprint=golden_fingerprint,
+        shift_mAP50=shift.mAP50 if shift else None, shift_mAP50_95=shift.mAP50_95 if shift else None,
     )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How detections agree with known boxes at one IoU: matched pairs, and what each side had in all."""
+
+    matched: int
+    detected: int
+    truth: int
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.detected if self.detected else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.truth if self.truth else 0.0
+
+    def __add__(self, other: Agreement) -> Agreement:
+        return Agreement(self.matched + other.matched, self.detected + other.detected, self.truth + other.truth)
+
+
+def agreement(detected: list[tuple[str, list[float]]], truth: list[tuple[str, list[float]]],
+              iou: float = 0.5) -> Agreement:
+    """Match ``(class, [x1, y1, x2, y2])`` detections to known boxes of the same class, greedily by IoU, each box
+    at most once; a pair counts when its IoU reaches ``iou``."""
+    if not detected or not truth:
+        return Agreement(0, len(detected), len(truth))
+    overlap = _iou_matrix(np.array([b for _, b in truth], float), np.array([b for _, b in detected], float))
+    overlap *= np.array([[t == d for d, _ in detected] for t, _ in truth])
+    matched = 0
+    while overlap.size and overlap.max() >= iou:
+        t, d = np.unravel_index(overlap.argmax(), overlap.shape)
+        matched += 1
+        overlap[t, :] = 0
+        overlap[:, d] = 0
+    return Agreement(matched, len(detected), len(truth))

@@ -25,6 +25,8 @@ class ModelSpec:
     registered_name: str
     description: str
     classes: tuple[str, ...]
+    # What the model sees when it serves (lib.views): whole frames, or the crops of the vehicles found in them.
+    view: str = "frames"
 
     @property
     def names(self) -> dict[int, str]:
@@ -42,6 +44,7 @@ PLATE = ModelSpec(
     registered_name="alpr-plate-detector",
     description="Custom YOLOv11 license plate detector",
     classes=("license_plate",),
+    view="vehicle_crops",
 )
 MODEL_SPECS: dict[str, ModelSpec] = {VEHICLE.key: VEHICLE, PLATE.key: PLATE}
 

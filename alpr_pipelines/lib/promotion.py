@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
+from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES
 from alpr_pipelines.lib.registry import (
     RegistryError,
@@ -72,30 +73,31 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
     return {role: dest / f["name"] for role, f in manifest["files"].items()}
 
 
-def cached_evaluation(client: MlflowClient, name: str, version: str, golden_fingerprint: str) -> EvaluationResult | None:
+def cached_evaluation(client: MlflowClient, name: str, version: str, golden: GoldenSplits) -> EvaluationResult | None:
     raw = client.get_model_version(name, version).tags.get(EVAL_TAG)
     if not raw:
         return None
     data = json.loads(raw)
-    if data.get("golden_fingerprint") != golden_fingerprint or data.get("evaluator_version") != EVALUATOR_VERSION:
+    if data.get("golden_fingerprint") != golden.key or data.get("evaluator_version") != EVALUATOR_VERSION:
         return None
     return EvaluationResult(**data)
 
 
-def evaluate_version(client: MlflowClient, name: str, version: str, golden_yaml: Path, golden_fingerprint: str,
+def evaluate_version(client: MlflowClient, name: str, version: str, golden: GoldenSplits,
                      work_dir: Path) -> tuple[EvaluationResult, bool]:
-    """Score a registered version's ONNX on the golden set; cached on the version per golden set and evaluator.
+    """Score a registered version's ONNX on the golden set and its shift split; cached on the version per golden
+    set and evaluator.
 
     Returns:
         (result, cached)
     """
-    cached = cached_evaluation(client, name, version, golden_fingerprint)
+    cached = cached_evaluation(client, name, version, golden)
     if cached is not None:
         return cached, True
     files = download_verified(client, name, version, work_dir / name / str(version))
     if "onnx" not in files:
         raise EvaluationError(f"{name} version {version} has no ONNX file to evaluate")
-    result = evaluate_onnx(files["onnx"], golden_yaml, golden_fingerprint)
+    result = evaluate_onnx(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml)
     client.set_model_version_tag(name, version, EVAL_TAG, json.dumps(result.as_dict(), sort_keys=True))
     for key, value in result.headline().items():
         client.set_model_version_tag(name, version, f"eval_{key}", f"{value:.5f}")

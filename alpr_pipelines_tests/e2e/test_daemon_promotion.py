@@ -35,9 +35,8 @@ def test_daemon_sensor_promotes_a_new_candidate(tmp_path):
     try:
         assert up.returncode == 0, up.stderr
         uri = f"http://127.0.0.1:{mlflow_port}"
-        config = graph_run_config(train_images=96, val_images=24, golden_images=100, epochs=25, imgsz=160,
+        config = graph_run_config(train_images=96, val_images=24, epochs=25, imgsz=160,
                                   seed=1, scene_size=(320, 192), models=("vehicle",))
-        config["ops"]["datasets__golden_set"] = {"config": {}}  # the sensor's runs use the default golden set
         selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets")
                      and a.key.path[-1] != "evaluation"]
         result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, selection=selection,

@@ -103,9 +103,8 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets") and a.key.path[-1] != "evaluation"]
 
     def train_register(epochs: int, seed: int) -> str:
-        config = graph_run_config(train_images=96, val_images=24, golden_images=100, epochs=epochs, imgsz=160,
+        config = graph_run_config(train_images=96, val_images=24, epochs=epochs, imgsz=160,
                                   seed=seed, scene_size=(320, 192), models=("vehicle",), initial_stage="None")
-        config["ops"]["datasets__golden_set"] = {"config": {}}
         result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, selection=selection,
                                 resources=resources)
         assert result.success

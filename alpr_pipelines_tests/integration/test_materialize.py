@@ -55,6 +55,12 @@ def test_whole_graph_registers_both_detectors(graph_run, mlflow_client):
     assert trt.metadata["status"].value == "skipped: no CUDA device"
     epochs = instance.get_latest_materialization_event(dg.AssetKey(["plate", "weights"])).asset_materialization
     assert len(epochs.metadata["epochs"].value.records) == 1 and "mAP50-95" in epochs.metadata
+    assert epochs.metadata["learning_curve"].value.startswith("![learning curve](data:image/png;base64,")
+    # The evaluation shows each class's AP on the golden set, and the held-out shift split's scores beside it.
+    evaluation = instance.get_latest_materialization_event(dg.AssetKey(["vehicle", "evaluation"])).asset_materialization
+    rows = evaluation.metadata["per_class_ap"].value.records
+    assert [r.data["class"] for r in rows] == ["car", "truck", "bus", "motorcycle"]
+    assert {"AP50", "AP50-95"} <= set(rows[0].data) and "shift_mAP50" in evaluation.metadata
 
 
 def test_rerun_reuses_training_and_registers_nothing_new(graph_run, mlflow_server, mlflow_client):

@@ -15,7 +15,11 @@ from alpr_pipelines.defs.resources import AlprStateResource
 
 NAME = "alpr-vehicle-detector"
 # Small enough for the default test run, big enough that a trained vehicle model beats an untrained one clearly.
-GOLDEN = {"golden_images": 24, "golden_width": 320, "golden_height": 192}
+GOLDEN = {"golden_scenes": 24, "golden_width": 320, "golden_height": 192}
+# These tests exercise the promotion machinery on models trained for seconds, far below the default floors (which
+# reject them, as test_an_untrained_model_is_rejected_by_the_default_gate shows): an operator lowers the floors
+# through the run config, as the job allows. The default floors meet real models in the slow recipe test.
+LOW_FLOORS = {"min_map50": 0.05, "min_map50_95": 0.01, "min_class_ap50": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +37,8 @@ def env(registry, tmp_path_factory):
 
 def _train_and_register(env, epochs: int, seed: int) -> str:
     resources, instance = env
-    config = graph_run_config(train_images=96, val_images=24, golden_images=GOLDEN["golden_images"], epochs=epochs,
+    config = graph_run_config(train_images=96, val_images=24, golden_scenes=GOLDEN["golden_scenes"], epochs=epochs,
                               imgsz=160, batch=16, seed=seed, scene_size=(320, 192), models=("vehicle",))
-    config["ops"]["datasets__golden_set"]["config"].update({"width": 320, "height": 192})
     selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets")
                  and a.key.path[-1] != "evaluation"]
     result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, instance=instance,
@@ -64,14 +67,14 @@ def test_good_promoted_bad_rejected_rollback(env, registry):
 
     client = MlflowClient(registry.uri)
     good = _train_and_register(env, epochs=25, seed=1)
-    first = _promote(env, good)
+    first = _promote(env, good, **LOW_FLOORS)
     assert first["verdict"] == "promoted", first["reasons"]
     assert any("first model" in r for r in first["reasons"])
     assert client.get_model_version_by_alias(NAME, "production").version == good
     assert _latest_production_rest(registry) == [good]
 
     bad = _train_and_register(env, epochs=1, seed=2)  # deliberately undertrained
-    decision = _promote(env, bad)
+    decision = _promote(env, bad, **LOW_FLOORS)
     assert decision["verdict"] == "rejected"
     failed = [r for r in decision["reasons"] if r.startswith("FAIL")]
     assert failed and any("floor" in r or "champion" in r for r in failed)
@@ -155,3 +158,38 @@ def test_people_use_the_alpr_command(env, registry, tmp_path):
     assert status.returncode == 0
     row = next(line for line in status.stdout.splitlines() if line.startswith(NAME) and f" {champion} " in line)
     assert "Production" in row and "production" in row and "rolled-back-to" in row
+
+
+def test_an_untrained_model_is_rejected_by_the_default_gate(env, registry, tmp_path):
+    """A randomly initialised YOLO11n, registered the original design's way (`alpr register-existing`) as a
+    candidate, meets the default policy: rejected, with a failing reason for each floor it misses."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from mlflow import MlflowClient
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolo11n.yaml", nc=4, verbose=False)
+    model.names = {0: "car", 1: "truck", 2: "bus", 3: "motorcycle"}
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save({"model": model, "train_args": {"imgsz": 320}, "epoch": -1, "optimizer": None}, models / "yolo11n.pt")
+    resources, _ = env
+    cli_env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri, "DAGSTER_HOME": str(tmp_path / "dagster"),
+               "ALPR_HOME": resources["state"].home}
+    alpr = str(Path(sys.executable).parent / "alpr")
+    registered = subprocess.run([alpr, "register-existing", "--models-dir", str(models), "--stage", "Staging"],
+                                capture_output=True, text=True, env=cli_env, timeout=600)
+    assert registered.returncode == 0, registered.stderr[-2000:]
+    version = registered.stdout.split(" version ")[1].split()[0]
+    decision = _promote(env, version)
+    assert decision["verdict"] == "rejected"
+    failed = [r for r in decision["reasons"] if r.startswith("FAIL")]
+    assert any(r.startswith("FAIL mAP50 ") and "vs floor 0.8000" in r for r in failed), failed
+    assert any("mAP50-95" in r and "vs floor" in r for r in failed)
+    assert any("weakest class" in r for r in failed)
+    mv = MlflowClient(registry.uri).get_model_version(NAME, version)
+    assert mv.tags["alpr_decision"] == "rejected" and mv.current_stage != "Production"

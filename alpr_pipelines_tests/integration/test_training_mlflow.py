@@ -43,6 +43,8 @@ def test_one_run_with_the_seeds_params_metrics_and_artifacts(mlflow_client, tiny
     files = _artifacts(mlflow_client, result.run_id)
     assert {"model/best.pt", "model/last.pt", "config/args.yaml"} <= set(files)
     assert any(f.startswith("plots/") and f.endswith(".png") for f in files)
+    assert "plots/learning_curve.png" in files and result.learning_curve is not None
+    assert result.learning_curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run.data.tags[DAGSTER_RUN_TAG] == "dagster-run-1" and run.data.tags[DATASET_TAG] == fp
     # Unchanged dataset and config: nothing is trained and no new run appears.
     again = train(PLATE, tiny_views["plate"], fp, TrainingParams(epochs=2, **TINY), mlflow_client,

@@ -27,13 +27,20 @@ def plate_copy(tiny_views, tmp_path) -> Path:
     return copy_dataset(tiny_views["plate"], tmp_path / "plate")
 
 
-def test_views_share_images_and_have_their_own_classes(tiny_views):
+def test_each_model_gets_its_own_view_of_the_same_scenes(tiny_views):
     v = validate_dataset(tiny_views["vehicle"], VEHICLE.names)
     p = validate_dataset(tiny_views["plate"], PLATE.names)
-    assert v.images == p.images == {"train": 8, "val": 4}
+    assert v.images == {"train": 8, "val": 4}  # the frames
+    vehicles = sum(v.instances["train"].values())
+    assert vehicles <= p.images["train"] <= vehicles + 8  # a crop per vehicle, and the frame of a close-up
     assert set(v.instances["train"]) == set(VEHICLE.classes)
     assert p.instances["train"]["license_plate"] > 0
     assert v.fingerprint != p.fingerprint
+    frames = {f.name for f in (tiny_views["vehicle"].parent / "images" / "train").iterdir()}
+    crops = {f.name for f in (tiny_views["plate"].parent / "images" / "train").iterdir()}
+    for name in crops & frames:  # a close-up's frame is one file, linked into both views
+        a = tiny_views["vehicle"].parent / "images" / "train" / name
+        assert a.stat().st_ino == (tiny_views["plate"].parent / "images" / "train" / name).stat().st_ino
 
 
 def test_fingerprint_is_deterministic_and_content_based(tmp_path, tiny_views):
@@ -116,7 +123,7 @@ def test_txt_lists_and_relative_paths(tiny_views, tmp_path):
     yml = tmp_path / "d.yaml"
     yml.write_text(yaml.safe_dump({"train": str(listing), "val": str(data["path"] / "images/val"),
                                    "names": ["license_plate"]}))
-    assert validate_dataset(yml, PLATE.names).images == {"train": 8, "val": 4}
+    assert validate_dataset(yml, PLATE.names).images == validate_dataset(tiny_views["plate"]).images
 
 
 def test_golden_set_disjoint_check(tiny_views, tmp_path):

@@ -2,18 +2,21 @@ import pytest
 
 from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, GatePolicy, decide
 
-POLICY = GatePolicy(min_map50_95=0.10, max_regression=0.01, latency_budget_ms_p95=50.0, require_parity=True)
+POLICY = GatePolicy(min_map50=0.5, min_map50_95=0.10, min_class_ap50=0.4, max_regression=0.01,
+                    latency_budget_ms_p95=50.0, require_parity=True)
 
 
-def m(score: float, latency: float = 20.0) -> dict[str, float]:
-    return {"mAP50-95": score, "latency_ms_p95": latency}
+def m(score: float, latency: float = 20.0, map50: float = 0.9, weakest: float = 0.8) -> dict[str, float]:
+    return {"mAP50": map50, "mAP50-95": score, "latency_ms_p95": latency, "AP50/car": 0.95, "AP50/bus": weakest}
 
 
 @pytest.mark.parametrize(
     ("case", "candidate", "champion", "parity", "promote", "failing"),
     [
         ("first model, good", m(0.30), None, True, True, None),
-        ("first model, under the floor", m(0.05), None, True, False, "vs floor"),
+        ("first model, under the floor", m(0.05), None, True, False, "mAP50-95 0.0500 vs floor"),
+        ("finds too little", m(0.30, map50=0.45), None, True, False, "mAP50 0.4500 vs floor"),
+        ("one class it cannot find", m(0.30, weakest=0.2), None, True, False, "weakest class bus AP50 0.2000"),
         ("better than champion", m(0.40), m(0.30), True, True, None),
         ("worse than champion", m(0.20), m(0.30), True, False, "vs champion"),
         ("within tolerance", m(0.295), m(0.30), True, True, None),
@@ -45,10 +48,27 @@ def test_parity_can_be_waived_per_policy():
 
 
 def test_missing_metrics_are_an_error_not_a_zero():
-    with pytest.raises(ValueError, match="lack 'mAP50-95'"):
-        decide({"latency_ms_p95": 10.0}, None, True, POLICY)
+    with pytest.raises(ValueError, match="lack 'mAP50'"):
+        decide({"mAP50-95": 0.5, "latency_ms_p95": 10.0}, None, True, POLICY)
+    with pytest.raises(ValueError, match="lack per-class AP50"):
+        decide({"mAP50": 0.9, "mAP50-95": 0.5, "latency_ms_p95": 10.0}, None, True, POLICY)
 
 
-def test_every_model_has_a_default_policy():
+def test_every_model_has_a_default_policy_that_rejects_a_detector_that_does_not_work():
     assert set(DEFAULT_POLICIES) == {"vehicle", "plate"}
-    assert all(p.min_map50_95 > 0 for p in DEFAULT_POLICIES.values())  # an untrained model never passes
+    for policy in DEFAULT_POLICIES.values():
+        assert policy.min_map50 >= 0.8 and policy.min_map50_95 > 0
+        untrained = {"mAP50": 0.02, "mAP50-95": 0.005, "latency_ms_p95": 10.0, "AP50/car": 0.02}
+        assert not decide(untrained, None, True, policy).promote
+    assert DEFAULT_POLICIES["plate"].min_map50 == 0.80  # plate mAP50 below 0.80 never reaches Production
+    assert DEFAULT_POLICIES["vehicle"].min_class_ap50 > 0
+
+
+def test_overrides_merge_and_name_their_source():
+    base = DEFAULT_POLICIES["plate"]
+    tuned = base.with_overrides({"min_map50": 0.9, "latency_budget_ms_p95": 100}, "test")
+    assert tuned.min_map50 == 0.9 and tuned.latency_budget_ms_p95 == 100.0 and tuned.min_map50_95 == base.min_map50_95
+    with pytest.raises(ValueError, match="test: unknown gate policy fields \\['min_recall'\\]"):
+        base.with_overrides({"min_recall": 0.5}, "test")
+    with pytest.raises(ValueError, match="min_map50 must be a float"):
+        base.with_overrides({"min_map50": "high"}, "test")

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from alpr_pipelines.definitions import defs, train_and_register
+from alpr_pipelines.defs.presets import recipe_run_config
 from alpr_pipelines.defs.promotion.ops import PROMOTION_POOL
 from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule, retrain_run_config
 from alpr_pipelines.lib.stack import DAGSTER_YAML
@@ -24,7 +25,8 @@ def test_schedule_cron_and_timezone_come_from_settings(tmp_path):
 
 
 def test_scheduled_run_config_retrains_only_when_forced(tmp_path):
-    assert retrain_run_config(load_settings({})) == {"ops": {}}  # unchanged data reuses the previous training
+    # The demo's recipe: unchanged data and config reuse the previous training.
+    assert retrain_run_config(load_settings({})) == recipe_run_config()
     forced = retrain_run_config(load_settings({"ALPR_RETRAIN_FORCE": "1"}))
     assert forced["ops"]["plate__weights"]["config"]["force"] is True
     assert forced["ops"]["vehicle__weights"]["config"]["force"] is True

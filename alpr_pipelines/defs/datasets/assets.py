@@ -1,7 +1,6 @@
 """Dataset assets: synthetic scenes, the frozen golden set, and one validated training dataset per model."""
 
 
-import base64
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +8,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from alpr_pipelines.defs.metadata import image_markdown
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.coco import convert_coco
 from alpr_pipelines.lib.datasets import (
@@ -18,68 +18,57 @@ from alpr_pipelines.lib.datasets import (
     validate_dataset,
     write_synthetic_views,
 )
+from alpr_pipelines.lib.golden import GoldenSpec, golden_dir, write_golden
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.plates import machine_fonts_digest
+from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
-GENERATOR_VERSION = "1"  # bump when the scene generator's output changes, so old synthetic sets are not reused
 GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
-
-
-def _config_hash(cfg: dg.Config) -> str:
-    blob = json.dumps({"generator": GENERATOR_VERSION, **cfg.model_dump()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# The golden set's defaults, shared by the golden_set asset and the promotion runs (they must evaluate on one set).
-GOLDEN_SEED, GOLDEN_IMAGES, GOLDEN_WIDTH, GOLDEN_HEIGHT = 20241101, 100, 640, 384
+_GOLDEN = GoldenSpec()
 
 
 class GoldenSetConfig(dg.Config):
-    """The frozen evaluation set, from a scene stream training never draws from."""
+    """The frozen evaluation set (``lib.golden``), from scene streams training never draws from."""
 
-    seed: int = GOLDEN_SEED
-    images: int = GOLDEN_IMAGES
-    width: int = GOLDEN_WIDTH
-    height: int = GOLDEN_HEIGHT
+    seed: int = _GOLDEN.seed
+    scenes: int = _GOLDEN.scenes
+    width: int = _GOLDEN.width
+    height: int = _GOLDEN.height
 
-
-def write_golden_views(config: GoldenSetConfig, state: AlprStateResource) -> dict[str, Path]:
-    """Model key -> data YAML of the golden set of ``config`` (generated once; deterministic)."""
-    return write_synthetic_views(golden_dir(config, state), MODEL_SPECS.values(), config.seed, {"val": config.images},
-                                 config.width, config.height, purpose="golden")
-
-
-def golden_dir(config: "GoldenSetConfig", state: AlprStateResource) -> Path:
-    """Where the golden set of ``config`` lives: one folder per configuration, never rewritten once complete."""
-    return state.path("datasets", "golden") / _config_hash(config)
-
-
-def _mosaic_md(path: Path) -> dg.MetadataValue:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![sample mosaic](data:image/jpeg;base64,{data})")
+    def spec(self) -> GoldenSpec:
+        return GoldenSpec(seed=self.seed, scenes=self.scenes, width=self.width, height=self.height)
 
 
 @dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
-          description="Frozen golden evaluation set (both models' labels), disjoint from every training scene.")
+          description="Frozen golden evaluation set, disjoint from every training scene: each model's view of the "
+          "golden scenes, and a held-out 'shift' split whose plates use formats, colours and a font training never "
+          "sees.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
-    out = golden_dir(config, state)
-    views = write_golden_views(config, state)
-    result: dict[str, dict[str, str]] = {}
+    root = state.path("datasets", "golden")
+    try:
+        splits = write_golden(root, config.spec())
+    except DatasetError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     metadata: dict[str, Any] = {}
-    for key, data_yaml in views.items():
-        summary = validate_dataset(data_yaml, MODEL_SPECS[key].names, required_splits=("val",))
-        result[key] = {"data_yaml": str(data_yaml), "fingerprint": summary.fingerprint}
-        metadata[f"{key}_fingerprint"] = summary.fingerprint
-        metadata[f"{key}_instances"] = dg.MetadataValue.json(summary.instances)
-    combined = hashlib.sha256("".join(v["fingerprint"] for v in result.values()).encode()).hexdigest()
-    return dg.Output(result, data_version=dg.DataVersion(combined[:32]),
-                     metadata={"path": dg.MetadataValue.path(str(out)), "images": config.images, **metadata})
+    for key, split in splits.items():
+        metadata[f"{key}_fingerprint"] = split.fingerprint
+        metadata[f"{key}_shift_fingerprint"] = split.shift_fingerprint
+        summary = validate_dataset(split.data_yaml, MODEL_SPECS[key].names, required_splits=("val",))
+        metadata[f"{key}_images"] = summary.images.get("val", 0)
+        metadata[f"{key}_instances"] = dg.MetadataValue.json(summary.instances.get("val", {}))
+    combined = hashlib.sha256("".join(s.key for s in splits.values()).encode()).hexdigest()
+    return dg.Output({key: split.as_dict() for key, split in splits.items()},
+                     data_version=dg.DataVersion(combined[:32]),
+                     metadata={"path": dg.MetadataValue.path(str(golden_dir(root, config.spec()))),
+                               "scenes": config.scenes, **metadata})
 
 
 class DatasetConfig(dg.Config):
     """Where a model's training data comes from.
 
-    - ``synthetic`` (default): generated road scenes (``seed``, ``train_images``, ``val_images``, ``width``,
-      ``height``); both models' datasets are views of the same scenes, rendered once;
+    - ``synthetic`` (default): generated road scenes (``seed``, ``train_images`` and ``val_images`` scenes of
+      ``width`` x ``height``); each model's dataset is its view of the same scenes (``lib.views``: the frames for
+      the vehicle detector, one crop per vehicle for the plate detector), rendered once;
     - ``yaml``: any Ultralytics data YAML at ``data_yaml`` (the seed's ``--data plates.yaml``);
     - ``coco``: a COCO annotation file (``coco_annotations``) and its images folder (``coco_images``), converted to
       the vehicle classes (vehicle model only).
@@ -102,6 +91,7 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
         if config.train_images < 1 or config.val_images < 1:
             raise DatasetError("synthetic datasets need train_images and val_images of at least 1")
         synth = {k: getattr(config, k) for k in ("seed", "train_images", "val_images", "width", "height")}
+        synth["fonts"] = machine_fonts_digest()  # training plates are drawn in this machine's fonts too
         digest = hashlib.sha256(json.dumps({"generator": GENERATOR_VERSION, **synth}, sort_keys=True).encode())
         views = write_synthetic_views(state.path("datasets", "synthetic") / digest.hexdigest()[:16],
                                       MODEL_SPECS.values(), config.seed,
@@ -136,7 +126,8 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         try:
             data_yaml = resolve_data_yaml(spec, config, state)
             summary = validate_dataset(data_yaml, spec.names)
-            check_disjoint(data_yaml, Path(golden[spec.key]["data_yaml"]))
+            for split in ("data_yaml", "shift_yaml"):
+                check_disjoint(data_yaml, Path(golden[spec.key][split]))
         except DatasetError as exc:
             # Failing here stops the chain: nothing downstream trains or registers.
             raise dg.Failure(description=str(exc), allow_retries=False,
@@ -157,7 +148,7 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "counts": table,
                 "train_images": summary.images.get("train", 0),
                 "val_images": summary.images.get("val", 0),
-                "sample_mosaic": _mosaic_md(mosaic),
+                "sample_mosaic": image_markdown(mosaic, "sample mosaic"),
                 "sample_mosaic_path": dg.MetadataValue.path(str(mosaic)),
             },
         )

@@ -1,16 +1,25 @@
 """Evaluation assets: each model's newest registered version and the current champion, scored on the golden set."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.lib.evaluation import EvaluationError
+from alpr_pipelines.lib.evaluation import CLASS_AP50_PREFIX, EvaluationError, EvaluationResult
+from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec
 from alpr_pipelines.lib.promotion import PromotionError, evaluate_version
 from alpr_pipelines.lib.registry import alias_version
+
+
+def per_class_table(result: EvaluationResult) -> dg.MetadataValue:
+    """AP50 and AP50-95 of each class on the golden set, as a table in the Dagster UI."""
+    rows = [dg.TableRecord({"class": name, "AP50": round(result.per_class_ap50.get(name, 0.0), 4),
+                            "AP50-95": round(ap, 4)})
+            for name, ap in result.per_class_ap50_95.items()]
+    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[
+        dg.TableColumn("class", "string"), dg.TableColumn("AP50", "float"), dg.TableColumn("AP50-95", "float")]))
 
 
 def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -28,23 +37,23 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     state: AlprStateResource, registered: dict, golden: dict) -> dg.Output[dict]:
         client = mlflow_registry.get_client()
         name = spec.registered_name
-        golden_yaml, golden_fp = Path(golden[spec.key]["data_yaml"]), golden[spec.key]["fingerprint"]
+        splits = GoldenSplits.from_dict(golden[spec.key])
         work = state.path("evaluations")
         champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
         try:
-            candidate, cached = evaluate_version(client, name, registered["version"], golden_yaml, golden_fp, work)
+            candidate, cached = evaluate_version(client, name, registered["version"], splits, work)
             champion = None
             if champion_version is not None and champion_version != registered["version"]:
-                champion, _ = evaluate_version(client, name, champion_version, golden_yaml, golden_fp, work)
+                champion, _ = evaluate_version(client, name, champion_version, splits, work)
         except (EvaluationError, PromotionError) as exc:
             raise dg.Failure(description=f"evaluation of {name} v{registered['version']} failed: {exc}") from exc
         metadata: dict[str, Any] = {
             "version": registered["version"],
             "cached": cached,
-            **{k: round(v, 5) for k, v in candidate.headline().items()},
+            **{k: round(v, 5) for k, v in candidate.headline().items() if not k.startswith(CLASS_AP50_PREFIX)},
             "latency_ms_p50": round(candidate.latency_ms_p50, 2),
             "file_size_mb": round(candidate.file_size_mb, 3),
-            "per_class_ap50_95": dg.MetadataValue.json(candidate.per_class_ap50_95),
+            "per_class_ap": per_class_table(candidate),
             "golden_images": candidate.images,
             "champion_version": champion_version or "-",
         }

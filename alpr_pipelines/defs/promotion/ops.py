@@ -1,23 +1,15 @@
 """The promotion operations as Dagster ops, shared by the sensor's runs, the UI jobs and the `alpr` command."""
 
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+import yaml
 
-from alpr_pipelines.defs.datasets.assets import (
-    GOLDEN_HEIGHT,
-    GOLDEN_IMAGES,
-    GOLDEN_SEED,
-    GOLDEN_WIDTH,
-    GoldenSetConfig,
-    write_golden_views,
-)
 from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, GatePolicy, decide
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.lib.datasets import validate_dataset
 from alpr_pipelines.lib.evaluation import EvaluationError
+from alpr_pipelines.lib.golden import GoldenSpec, GoldenSplits, write_golden
 from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion import (
     PARITY_TAG,
@@ -32,25 +24,27 @@ from alpr_pipelines.lib.promotion import (
     verify_agreement,
 )
 from alpr_pipelines.lib.registry import alias_version, set_stage
+from alpr_pipelines.settings import Settings, load_settings
 
 PROMOTION_POOL = "alpr_promotion"  # limit 1 (dagster.yaml): promotions are serialized
 
 
+_GOLDEN = GoldenSpec()
+
+
 class GoldenConfig(dg.Config):
-    """The frozen golden set the evaluations use (the same defaults as the golden_set asset)."""
+    """The frozen golden set the evaluations use (``lib.golden``; the golden_set asset's defaults)."""
 
-    golden_seed: int = GOLDEN_SEED
-    golden_images: int = GOLDEN_IMAGES
-    golden_width: int = GOLDEN_WIDTH
-    golden_height: int = GOLDEN_HEIGHT
+    golden_seed: int = _GOLDEN.seed
+    golden_scenes: int = _GOLDEN.scenes
+    golden_width: int = _GOLDEN.width
+    golden_height: int = _GOLDEN.height
 
-
-def golden_for(spec: ModelSpec, cfg: GoldenConfig, state: AlprStateResource) -> tuple[Path, str]:
-    """The golden set's data YAML and fingerprint for ``spec``, generating it if absent (it is deterministic)."""
-    golden = GoldenSetConfig(seed=cfg.golden_seed, images=cfg.golden_images, width=cfg.golden_width,
-                             height=cfg.golden_height)
-    views = write_golden_views(golden, state)
-    return views[spec.key], validate_dataset(views[spec.key], spec.names, required_splits=("val",)).fingerprint
+    def golden(self, spec: ModelSpec, state: AlprStateResource) -> GoldenSplits:
+        """``spec``'s golden splits, generated if absent (they are deterministic)."""
+        golden = GoldenSpec(seed=self.golden_seed, scenes=self.golden_scenes, width=self.golden_width,
+                            height=self.golden_height)
+        return write_golden(state.path("datasets", "golden"), golden)[spec.key]
 
 
 class PromoteConfig(GoldenConfig):
@@ -62,15 +56,28 @@ class PromoteConfig(GoldenConfig):
     force: bool = False
     reason: str | None = None
     decided_by: str = "promotion sensor"
+    min_map50: float | None = None
     min_map50_95: float | None = None
+    min_class_ap50: float | None = None
     max_regression: float | None = None
     latency_budget_ms_p95: float | None = None
     require_parity: bool | None = None
 
-    def policy(self, spec: ModelSpec) -> GatePolicy:
-        base = DEFAULT_POLICIES[spec.key].as_dict()
-        overrides = {k: getattr(self, k) for k in base if getattr(self, k) is not None}
-        return GatePolicy(**{**base, **overrides})
+    def policy(self, spec: ModelSpec, settings: Settings) -> GatePolicy:
+        """The model's default policy, then ``ALPR_GATE_POLICY``'s overrides for it, then this run's."""
+        policy = DEFAULT_POLICIES[spec.key]
+        if settings.gate_policy_file is not None:
+            path = settings.gate_policy_file
+            if not path.is_file():
+                raise dg.Failure(f"ALPR_GATE_POLICY={path} does not exist; point it at a YAML file or unset it",
+                                 allow_retries=False)
+            try:
+                overrides = (yaml.safe_load(path.read_text()) or {}).get(spec.key) or {}
+                policy = policy.with_overrides(overrides, f"ALPR_GATE_POLICY={path} ({spec.key})")
+            except (yaml.YAMLError, AttributeError, ValueError) as exc:
+                raise dg.Failure(f"ALPR_GATE_POLICY={path} is not a policy file: {exc}", allow_retries=False) from exc
+        run = {k: getattr(self, k) for k in policy.as_dict() if getattr(self, k, None) is not None}
+        return policy.with_overrides(run, "promote_version run config")
 
 
 def _observe(context: dg.OpExecutionContext, spec: ModelSpec, record: DecisionRecord) -> None:
@@ -105,19 +112,19 @@ def run_promotion(context: dg.OpExecutionContext, config: PromoteConfig, mlflow_
         return {"name": name, "version": version, "verdict": "already-production"}
     if config.force and not config.reason:
         raise dg.Failure("a forced promotion needs a reason (--reason TEXT)", allow_retries=False)
-    golden_yaml, golden_fp = golden_for(spec, config, state)
+    golden = config.golden(spec, state)
     work = state.path("evaluations")
     champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
     try:
-        candidate, cached = evaluate_version(client, name, version, golden_yaml, golden_fp, work)
+        candidate, cached = evaluate_version(client, name, version, golden, work)
         champion = None
         if champion_version is not None:
-            champion, _ = evaluate_version(client, name, champion_version, golden_yaml, golden_fp, work)
+            champion, _ = evaluate_version(client, name, champion_version, golden, work)
     except (EvaluationError, PromotionError) as exc:
         # A failed evaluation is an error, never a score of 0: nothing is decided or changed.
         raise dg.Failure(description=f"evaluation of {name} failed, nothing was promoted: {exc}",
                          allow_retries=False) from exc
-    policy = config.policy(spec)
+    policy = config.policy(spec, load_settings())
     parity = {"passed": True, "failed": False}.get(mv.tags.get(PARITY_TAG, ""))
     decision = decide(candidate.headline(), champion.headline() if champion else None, parity, policy)
     verdict = decision.verdict

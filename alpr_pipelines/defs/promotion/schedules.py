@@ -1,7 +1,8 @@
 """Scheduled retraining: rematerialize the chain for both models; the sensor takes each new candidate from there.
 
 Training reuses its previous run when the dataset fingerprint and config are unchanged, so a tick with no new data
-registers nothing new, unless ``ALPR_RETRAIN_FORCE=1``.
+registers nothing new, unless ``ALPR_RETRAIN_FORCE=1``. Without ``ALPR_RETRAIN_RUN_CONFIG`` a tick trains the default
+synthetic recipe, as ``make demo`` does.
 """
 
 from typing import Any
@@ -9,13 +10,15 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from alpr_pipelines.defs.presets import recipe_run_config
 from alpr_pipelines.lib.models import MODEL_SPECS
 from alpr_pipelines.settings import Settings, load_settings
 
 
 def retrain_run_config(settings: Settings) -> dict[str, Any]:
-    """The scheduled run's config: ``ALPR_RETRAIN_RUN_CONFIG`` (YAML) if set, with ``force`` applied."""
-    config: dict[str, Any] = {"ops": {}}
+    """The scheduled run's config: ``ALPR_RETRAIN_RUN_CONFIG`` (YAML) if set, else the default synthetic recipe
+    (``defs.presets.recipe_run_config``, what ``make demo`` trains), with ``force`` applied."""
+    config: dict[str, Any] = recipe_run_config()
     if settings.retrain_run_config is not None:
         if not settings.retrain_run_config.is_file():
             raise FileNotFoundError(f"ALPR_RETRAIN_RUN_CONFIG={settings.retrain_run_config} does not exist")

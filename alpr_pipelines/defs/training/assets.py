@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from alpr_pipelines.defs.metadata import image_markdown
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.config import TrainConfig
@@ -66,6 +67,8 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         }
         if result.images_per_second is not None:
             metadata["train_images_per_second"] = round(result.images_per_second, 2)
+        if result.learning_curve is not None:
+            metadata["learning_curve"] = image_markdown(result.learning_curve, "learning curve")
         return dg.Output(
             {**result.as_dict(), "imgsz": config.imgsz, "dataset_fingerprint": dataset["fingerprint"]},
             data_version=dg.DataVersion(result.training_key),

@@ -23,6 +23,10 @@ class TrainConfig(dg.Config):
     seed: int = Field(default=_DEFAULTS.seed, description="Training seed")
     patience: int = Field(default=_DEFAULTS.patience, description="Early-stopping patience in epochs")
     augmentation: dict[str, float] = Field(default_factory=dict, description="Ultralytics augmentation overrides")
+    nbs: int = Field(default=_DEFAULTS.nbs, description="Nominal batch size: gradients of nbs/batch batches make one "
+                     "optimizer step")
+    warmup_epochs: float = Field(default=_DEFAULTS.warmup_epochs, description="Learning-rate warm-up, in epochs")
+    cos_lr: bool = Field(default=_DEFAULTS.cos_lr, description="Cosine learning-rate decay instead of linear")
     restart: bool = Field(default=False, description="Start over when a crashed training's checkpoint is gone")
     force: bool = Field(default=False, description="Retrain even when dataset and config are unchanged")
 
@@ -30,5 +34,6 @@ class TrainConfig(dg.Config):
         return TrainingParams(
             model=self.model, epochs=self.epochs, imgsz=self.imgsz, batch=self.batch, device=self.device,
             lr0=self.lr0, optimizer=self.optimizer, workers=self.workers, seed=self.seed, patience=self.patience,
-            augmentation=dict(self.augmentation), retrain_nonce=run_id if self.force else "",
+            augmentation=dict(self.augmentation), retrain_nonce=run_id if self.force else "", nbs=self.nbs,
+            warmup_epochs=self.warmup_epochs, cos_lr=self.cos_lr,
         )

@@ -1,0 +1,58 @@
+"""The default recipe: how each model is trained on synthetic data on a CPU, within the demo's budget.
+
+Chosen from measured learning curves (``bench/recipe_curves.py``; the curves and the reasons are in
+``docs/recipe.md``):
+
+- each model trains on what it serves (``lib.views``): the vehicle detector on whole frames, the plate detector on
+  vehicle crops fitted to a small input, where a plate is a tenth to a third of the image's width;
+- a narrower YOLO11 (``architectures/yolo11-narrow.yaml``) than YOLO11n: one or four classes of synthetic scenes
+  need less width, and a CPU trains about twice as many images a second with it;
+- one optimizer step per batch (``nbs`` = ``batch``; Ultralytics' default accumulates four batches of 16 into
+  one step) and a one-epoch warm-up: a few minutes of CPU are a few hundred steps, and each one counts.
+
+On a GPU, and on a user's own data, ``alpr train`` keeps the original ALPR registry design's flags
+(``--epochs 100 --imgsz 640``, :class:`~alpr_pipelines.lib.training.TrainingParams`' defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from alpr_pipelines.lib.training import TrainingParams
+
+NARROW_YOLO11 = str(Path(__file__).parent / "architectures" / "yolo11-narrow.yaml")
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """How many scenes the recipe renders (both models' datasets are views of the same scenes) and their size."""
+
+    train_scenes: int = 1200
+    val_scenes: int = 80
+    width: int = 640
+    height: int = 384
+
+
+SYNTHETIC_DATA = SyntheticData()
+
+_COMMON = TrainingParams(model=NARROW_YOLO11, batch=16, nbs=16, lr0=0.002, optimizer="AdamW", warmup_epochs=1.0,
+                         workers=2, patience=100)
+CPU_RECIPES: dict[str, TrainingParams] = {
+    # Whole 640x384 frames at 320 (the size the edge serves them at); mosaic until the last two epochs.
+    "vehicle": replace(_COMMON, epochs=8, imgsz=320, augmentation={"close_mosaic": 2}),
+    # Vehicle crops fitted to 192; mosaic until the last epoch; cosine decay.
+    "plate": replace(_COMMON, epochs=4, imgsz=192, cos_lr=True, augmentation={"close_mosaic": 1}),
+}
+
+
+def training_defaults(model_key: str, synthetic: bool, device: str) -> TrainingParams:
+    """The parameters a training starts from: the CPU recipe for synthetic data on a CPU, else the original flags.
+
+    ``device`` as ``alpr train --device`` takes it ("" picks CUDA 0 when present).
+    """
+    from alpr_pipelines.lib.training import resolve_device
+
+    if synthetic and resolve_device(device) == "cpu":
+        return CPU_RECIPES[model_key]
+    return TrainingParams()
