@@ -71,10 +71,11 @@ def main() -> int:
             cv2.imwrite(str(calib[0]), np.full((384, 640, 3), 114, np.uint8))
             calib_sizes = [128, IMGSZ]
         else:
-            from trained_models import cache_dir, prepare, serving_imgsz
+            from trained_models import prepare, serving_imgsz
 
-            weights = Path(prepare()["vehicle_pt"])
-            calib = split_images(load_data_yaml(cache_dir() / "data" / "vehicle" / "data.yaml"), "train")
+            trained = prepare()
+            weights = Path(trained["vehicle_pt"])
+            calib = split_images(load_data_yaml(Path(trained["data_vehicle"])), "train")
             calib_sizes = [serving_imgsz("vehicle"), IMGSZ]
         files = {"ours_fp32": Path(export_onnx(weights, work / "ours", IMGSZ).path or ""),
                  "stock_fp32": stock_export(weights, work / "stock", IMGSZ)}

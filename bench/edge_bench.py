@@ -146,12 +146,11 @@ def main() -> int:
     fp32 = {k: Path(export_onnx(w, work / k, sizes[k]).path or "") for k, w in weights.items()}
     calib: dict[str, list[Path]] = {}
     for key in weights:  # each model calibrated on its own training view, as the pipeline does
-        calib_source = weights[key].parent / "data" / key / "data.yaml"
-        if args.quick or not calib_source.is_file():
+        if args.quick:
             calib[key] = [work / "calib.jpg"]
             cv2.imwrite(str(calib[key][0]), np.full((384, 640, 3), 114, np.uint8))
         else:
-            calib[key] = split_images(load_data_yaml(calib_source), "train")
+            calib[key] = split_images(load_data_yaml(Path(trained[f"data_{key}"])), "train")
     int8 = {k: quantize_int8(p, calib[k], p.with_name("model.int8.onnx"), imgsz=[sizes[k]]) for k, p in fp32.items()}
 
     # --- accuracy on the golden set, each model at its serving size: Ultralytics predict (FP32) vs ours (FP32 and

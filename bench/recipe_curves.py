@@ -29,6 +29,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "nbs64": ("Ultralytics' nominal batch of 64: one optimizer step every four batches of 16", {"nbs": 64}, True),
     "one_thread": ("Ultralytics' thread count: cpu_count - 1 (one on 2 cores)", {}, False),
     "no_mosaic": ("no mosaic augmentation", {"augmentation": {"mosaic": 0.0}}, True),
+    "default_loss_gains": ("Ultralytics' loss weights (box 7.5, dfl 1.5)", {"loss_gains": {}}, True),
+    "scale_aug_025": ("scale augmentation 0.25 instead of 0.5", {"augmentation": {"close_mosaic": 1, "scale": 0.25}},
+                      True),
+    "epochs6": ("6 epochs instead of 4", {"epochs": 6}, True),
 }
 
 
@@ -36,15 +40,17 @@ def train_curve(params, data_yaml: Path, work: Path, all_cores: bool) -> list[di
     """Train with ``params``; return per-epoch training seconds and validation mAP50, mAP50-95."""
     from ultralytics import YOLO
 
-    from alpr_pipelines.lib.training import alpr_trainer
+    from alpr_pipelines.lib.training import alpr_trainer, ultralytics_args
 
     curve: list[dict[str, float]] = []
-    started = {"t": 0.0}
+    state = {"t": 0.0, "in_epoch": False}
     yolo = YOLO(params.model)
-    yolo.add_callback("on_train_start", lambda trainer: started.update(t=time.perf_counter()))
+    yolo.add_callback("on_train_start", lambda trainer: state.update(t=time.perf_counter()))
+    yolo.add_callback("on_train_epoch_start", lambda trainer: state.update(in_epoch=True))
 
     def on_fit_epoch_end(trainer) -> None:
-        if trainer.epoch + 1 > len(curve):  # an epoch, not the final validation
+        if state["in_epoch"]:  # an epoch, not the final validation of best.pt (the same event)
+            state["in_epoch"] = False
             m = trainer.metrics or {}
             curve.append({"epoch": trainer.epoch + 1, "seconds": round(time.perf_counter() - started["t"], 1),
                           "mAP50": round(float(m.get("metrics/mAP50(B)", 0.0)), 4),
@@ -52,11 +58,8 @@ def train_curve(params, data_yaml: Path, work: Path, all_cores: bool) -> list[di
             print(f"  {curve[-1]}", flush=True)
 
     yolo.add_callback("on_fit_epoch_end", on_fit_epoch_end)
-    yolo.train(trainer=alpr_trainer(all_cores=all_cores), data=str(data_yaml), epochs=params.epochs,
-               imgsz=params.imgsz, batch=params.batch, nbs=params.nbs, lr0=params.lr0, optimizer=params.optimizer,
-               warmup_epochs=params.warmup_epochs, workers=params.workers, seed=0, deterministic=True,
-               device="cpu", project=str(work), name="train", exist_ok=True, plots=False, verbose=False,
-               **params.augmentation)
+    yolo.train(trainer=alpr_trainer(all_cores=all_cores), data=str(data_yaml), device="cpu", project=str(work),
+               name="train", exist_ok=True, plots=False, verbose=False, **ultralytics_args(params))
     return curve
 
 
@@ -68,7 +71,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
 
-    from alpr_pipelines.lib.datasets import write_synthetic_views
+    from alpr_pipelines.lib.datasets import synthetic_key, write_synthetic_views
     from alpr_pipelines.lib.evaluation import evaluate_onnx
     from alpr_pipelines.lib.exports import export_onnx
     from alpr_pipelines.lib.golden import GoldenSpec, write_golden
@@ -82,7 +85,7 @@ def main() -> int:
         data = replace(data, train_scenes=8, val_scenes=4, width=256, height=160)
         golden_spec = GoldenSpec(scenes=4, width=256, height=160)
     home = load_settings().home / "bench"
-    views = write_synthetic_views(home / "recipe-data" / f"{data.train_scenes}-{data.val_scenes}",
+    views = write_synthetic_views(home / "recipe-data" / synthetic_key(0, data.train_scenes, data.val_scenes, data.width, data.height),
                                   MODEL_SPECS.values(), 0, {"train": data.train_scenes, "val": data.val_scenes},
                                   data.width, data.height)
     golden = write_golden(home / "golden", golden_spec)[args.model]

@@ -44,14 +44,15 @@ def train_with_golden_curve(model: str, train_args: dict[str, Any], golden_yaml:
     from alpr_pipelines.lib.exports import export_onnx
 
     curve: list[dict[str, float]] = []
-    clock = {"elapsed": 0.0, "since": 0.0}
+    clock = {"elapsed": 0.0, "since": 0.0, "in_epoch": False}
 
     def on_train_start(trainer) -> None:
         clock["since"] = time.perf_counter()
 
     def on_fit_epoch_end(trainer) -> None:
         clock["elapsed"] += time.perf_counter() - clock["since"]
-        if trainer.epoch + 1 > len(curve) and Path(trainer.last).is_file():  # an epoch, not the final validation
+        if clock["in_epoch"] and Path(trainer.last).is_file():  # an epoch, not the final validation of best.pt
+            clock["in_epoch"] = False
             snapshot = work / f"epoch{trainer.epoch + 1}.pt"
             shutil.copyfile(trainer.last, snapshot)
             onnx = Path(export_onnx(snapshot, work / f"epoch{trainer.epoch + 1}", imgsz).path or "")
@@ -67,6 +68,7 @@ def train_with_golden_curve(model: str, train_args: dict[str, Any], golden_yaml:
 
     yolo = YOLO(model)
     yolo.add_callback("on_train_start", on_train_start)
+    yolo.add_callback("on_train_epoch_start", lambda trainer: clock.update(in_epoch=True))
     yolo.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     yolo.train(trainer=trainer, project=str(work), name="train", exist_ok=True, device="cpu", verbose=False,
                plots=False, **train_args)
@@ -83,11 +85,11 @@ def main() -> int:
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
 
-    from alpr_pipelines.lib.datasets import write_synthetic_views
+    from alpr_pipelines.lib.datasets import synthetic_key, write_synthetic_views
     from alpr_pipelines.lib.golden import GoldenSpec, write_golden
     from alpr_pipelines.lib.models import MODEL_SPECS
     from alpr_pipelines.lib.recipes import CPU_RECIPES, SYNTHETIC_DATA
-    from alpr_pipelines.lib.training import alpr_trainer
+    from alpr_pipelines.lib.training import alpr_trainer, ultralytics_args
     from alpr_pipelines.settings import load_settings
 
     recipe = CPU_RECIPES["plate"]
@@ -97,7 +99,8 @@ def main() -> int:
         data_spec = replace(data_spec, train_scenes=8, val_scenes=4, width=256, height=160)
         golden_spec = GoldenSpec(scenes=4, width=256, height=160)
     home = load_settings().home / "bench"
-    views = write_synthetic_views(home / "recipe-data" / f"{data_spec.train_scenes}-{data_spec.val_scenes}",
+    views = write_synthetic_views(home / "recipe-data" / synthetic_key(0, data_spec.train_scenes, data_spec.val_scenes,
+                                                                        data_spec.width, data_spec.height),
                                   MODEL_SPECS.values(), 0, {"train": data_spec.train_scenes,
                                                             "val": data_spec.val_scenes},
                                   data_spec.width, data_spec.height)
@@ -105,12 +108,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-tta-"))
     try:
         print(f"recipe: {Path(recipe.model).name}, {recipe.epochs} epochs at {recipe.imgsz}", flush=True)
-        ours = train_with_golden_curve(
-            recipe.model, {"data": str(views["plate"]), "epochs": recipe.epochs, "imgsz": recipe.imgsz,
-                           "batch": recipe.batch, "nbs": recipe.nbs, "lr0": recipe.lr0, "optimizer": recipe.optimizer,
-                           "warmup_epochs": recipe.warmup_epochs, "workers": recipe.workers, "seed": 0,
-                           "deterministic": True, **recipe.augmentation},
-            golden, recipe.imgsz, work / "recipe", trainer=alpr_trainer())
+        ours = train_with_golden_curve(recipe.model, {"data": str(views["plate"]), **ultralytics_args(recipe)},
+                                       golden, recipe.imgsz, work / "recipe", trainer=alpr_trainer())
         ours_time = time_to(ours, TARGET)
         ours_total = ours[-1]["seconds"] if ours else 0.0
         budget = BASELINE_BUDGET * (ours_time or ours_total)

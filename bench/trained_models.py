@@ -36,25 +36,29 @@ def cache_dir() -> Path:
 
 
 def prepare(retrain: bool = False) -> dict[str, str]:
-    """Return {"vehicle_pt", "plate_pt", "golden_vehicle", "golden_plate"}: paths of trained weights and the golden
-    set's data YAMLs (each model's view of the golden scenes)."""
+    """Return {"vehicle_pt", "plate_pt", "golden_vehicle", "golden_plate", "data_vehicle", "data_plate"}: paths of
+    trained weights, the golden set's data YAMLs (each model's view of the golden scenes) and the training data's."""
     out = cache_dir()
     done = out / "models.json"
     recipes, data = _recipe()
-    stamp = json.dumps({k: repr(v) for k, v in recipes.items()} | {"data": repr(data)}, sort_keys=True)
+    from alpr_pipelines.lib.synth import GENERATOR_VERSION
+
+    stamp = json.dumps({k: repr(v) for k, v in recipes.items()} | {"data": repr(data), "generator": GENERATOR_VERSION},
+                       sort_keys=True)
     if done.is_file() and not retrain:
         cached = json.loads(done.read_text())
         if cached.get("recipe") == stamp and all(Path(p).exists() for k, p in cached["paths"].items()):
             return cached["paths"]
     from mlflow import MlflowClient
 
-    from alpr_pipelines.lib.datasets import validate_dataset, write_synthetic_views
+    from alpr_pipelines.lib.datasets import synthetic_key, validate_dataset, write_synthetic_views
     from alpr_pipelines.lib.golden import write_golden
     from alpr_pipelines.lib.models import MODEL_SPECS
     from alpr_pipelines.lib.training import train
 
     out.mkdir(parents=True, exist_ok=True)
-    views = write_synthetic_views(out / "data", MODEL_SPECS.values(), 0,
+    views = write_synthetic_views(out / "data" / synthetic_key(0, data.train_scenes, data.val_scenes, data.width,
+                                                               data.height), MODEL_SPECS.values(), 0,
                                   {"train": data.train_scenes, "val": data.val_scenes}, data.width, data.height)
     golden = write_golden(out / "golden")
     paths: dict[str, str] = {}
@@ -67,18 +71,20 @@ def prepare(retrain: bool = False) -> dict[str, str]:
             final.write_bytes(Path(result.best_pt).read_bytes())
             paths[f"{key}_pt"] = str(final)
             paths[f"golden_{key}"] = str(golden[key].data_yaml)
+            paths[f"data_{key}"] = str(views[key])
     done.write_text(json.dumps({"recipe": stamp, "paths": paths}, indent=2))
     return paths
 
 
 def quantized(onnx: dict[str, Path]) -> dict[str, Path]:
-    """INT8 copies (``model.int8.onnx`` beside each) of the trained detectors' ONNX exports, calibrated on the
-    vehicle view's training images as the pipeline calibrates; what the edge serves."""
+    """INT8 copies (``model.int8.onnx`` beside each) of the trained detectors' ONNX exports, each calibrated on its
+    own view's training images as the pipeline calibrates; what the edge serves."""
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images
     from alpr_pipelines.lib.quantize import quantize_int8
 
-    calib = split_images(load_data_yaml(cache_dir() / "data" / "vehicle" / "data.yaml"), "train")
-    return {k: quantize_int8(p, calib, p.with_name("model.int8.onnx")) for k, p in onnx.items()}
+    trained = prepare()
+    return {k: quantize_int8(p, split_images(load_data_yaml(Path(trained[f"data_{k}"])), "train"),
+                             p.with_name("model.int8.onnx")) for k, p in onnx.items()}
 
 
 def main() -> int:

@@ -52,6 +52,7 @@ AUGMENTATION_KEYS = (
     "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
     "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "close_mosaic",
 )
+LOSS_GAIN_KEYS = ("box", "cls", "dfl")  # Ultralytics' weights of its three losses (7.5, 0.5, 1.5 by default)
 
 
 class TrainingError(Exception):
@@ -91,6 +92,7 @@ class TrainingParams:
     nbs: int = 64
     warmup_epochs: float = 3.0
     cos_lr: bool = False
+    loss_gains: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -106,6 +108,10 @@ class TrainingParams:
         unknown = set(self.augmentation) - set(AUGMENTATION_KEYS)
         if unknown:
             raise TrainingError(f"unknown augmentation settings {sorted(unknown)}; known: {', '.join(AUGMENTATION_KEYS)}")
+        unknown = set(self.loss_gains) - set(LOSS_GAIN_KEYS)
+        if unknown or any(v <= 0 for v in self.loss_gains.values()):
+            raise TrainingError(f"loss gains must be positive and among {', '.join(LOSS_GAIN_KEYS)}; got "
+                                f"{self.loss_gains}")
         model = Path(self.model)
         if model.suffix == ".pt" and not model.is_file():
             raise TrainingError(
@@ -143,7 +149,8 @@ class TrainingResult:
         return d
 
 
-_LATER_FIELDS = {"retrain_nonce": "", "nbs": 64, "warmup_epochs": 3.0, "cos_lr": False}
+_LATER_FIELDS: dict[str, Any] = {"retrain_nonce": "", "nbs": 64, "warmup_epochs": 3.0, "cos_lr": False,
+                                 "loss_gains": {}}
 
 
 def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingParams) -> str:
@@ -187,6 +194,15 @@ def find_training_run(client: MlflowClient, experiment_id: str, key: str):
     return runs[0] if runs else None
 
 
+def ultralytics_args(params: TrainingParams) -> dict[str, Any]:
+    """What a training of ``params`` asks of Ultralytics' ``model.train``, but the data, device and output folder."""
+    return {"epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch, "lr0": params.lr0,
+            "optimizer": params.optimizer, "workers": params.workers, "seed": params.seed, "deterministic": True,
+            "patience": params.patience, "nbs": params.nbs, "warmup_epochs": params.warmup_epochs,
+            "cos_lr": params.cos_lr, "pretrained": Path(params.model).suffix == ".pt", **params.augmentation,
+            **params.loss_gains}
+
+
 def _log_params(client: MlflowClient, run_id: str, spec: ModelSpec, params: TrainingParams, data_yaml: Path,
                 resolved_aug: dict[str, Any]) -> None:
     values: dict[str, Any] = {
@@ -202,6 +218,7 @@ def _log_params(client: MlflowClient, run_id: str, spec: ModelSpec, params: Trai
         "nbs": params.nbs,
         "warmup_epochs": params.warmup_epochs,
         "cos_lr": params.cos_lr,
+        **{f"loss_{k}": v for k, v in params.loss_gains.items()},
         "model_name": spec.registered_name,
         **{f"aug_{k}": v for k, v in resolved_aug.items()},
     }
@@ -398,13 +415,9 @@ def train(
             else:
                 model = YOLO(params.model)
                 train_args = {
-                    "data": str(data_yaml), "epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch,
-                    "device": resolve_device(params.device), "lr0": params.lr0, "optimizer": params.optimizer,
-                    "workers": params.workers, "seed": params.seed, "deterministic": True,
-                    "patience": params.patience, "nbs": params.nbs, "warmup_epochs": params.warmup_epochs,
-                    "cos_lr": params.cos_lr, "project": str(run_dir), "name": "train", "exist_ok": True,
-                    "pretrained": Path(params.model).suffix == ".pt", "plots": True, "verbose": False,
-                    "amp": True, **params.augmentation,
+                    "data": str(data_yaml), "device": resolve_device(params.device), **ultralytics_args(params),
+                    "project": str(run_dir), "name": "train", "exist_ok": True, "plots": True, "verbose": False,
+                    "amp": True,
                 }
             model.add_callback("on_train_epoch_start", on_train_epoch_start)
             model.add_callback("on_fit_epoch_end", on_fit_epoch_end)

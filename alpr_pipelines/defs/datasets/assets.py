@@ -2,7 +2,6 @@
 
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,13 +14,12 @@ from alpr_pipelines.lib.datasets import (
     DatasetError,
     check_disjoint,
     sample_mosaic,
+    synthetic_key,
     validate_dataset,
     write_synthetic_views,
 )
 from alpr_pipelines.lib.golden import GoldenSpec, golden_dir, write_golden
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
-from alpr_pipelines.lib.plates import machine_fonts_digest
-from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
 GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
 _GOLDEN = GoldenSpec()
@@ -90,10 +88,8 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
     if config.source == "synthetic":
         if config.train_images < 1 or config.val_images < 1:
             raise DatasetError("synthetic datasets need train_images and val_images of at least 1")
-        synth = {k: getattr(config, k) for k in ("seed", "train_images", "val_images", "width", "height")}
-        synth["fonts"] = machine_fonts_digest()  # training plates are drawn in this machine's fonts too
-        digest = hashlib.sha256(json.dumps({"generator": GENERATOR_VERSION, **synth}, sort_keys=True).encode())
-        views = write_synthetic_views(state.path("datasets", "synthetic") / digest.hexdigest()[:16],
+        key = synthetic_key(config.seed, config.train_images, config.val_images, config.width, config.height)
+        views = write_synthetic_views(state.path("datasets", "synthetic") / key,
                                       MODEL_SPECS.values(), config.seed,
                                       {"train": config.train_images, "val": config.val_images},
                                       config.width, config.height)
@@ -107,9 +103,9 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
     if not (config.coco_annotations and config.coco_images):
         raise DatasetError("source 'coco' needs coco_annotations (instances_*.json) and coco_images (its image folder)")
     ann = Path(config.coco_annotations).expanduser().resolve()
-    key = hashlib.sha256(f"{ann}:{ann.stat().st_mtime_ns if ann.exists() else 0}:{config.val_fraction}".encode())
-    return convert_coco(ann, Path(config.coco_images).expanduser(), state.path("datasets", "coco") / key.hexdigest()[:16],
-                        config.val_fraction)
+    digest = hashlib.sha256(f"{ann}:{ann.stat().st_mtime_ns if ann.exists() else 0}:{config.val_fraction}".encode())
+    return convert_coco(ann, Path(config.coco_images).expanduser(),
+                        state.path("datasets", "coco") / digest.hexdigest()[:16], config.val_fraction)
 
 
 def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:

@@ -27,6 +27,7 @@ class TrainConfig(dg.Config):
                      "optimizer step")
     warmup_epochs: float = Field(default=_DEFAULTS.warmup_epochs, description="Learning-rate warm-up, in epochs")
     cos_lr: bool = Field(default=_DEFAULTS.cos_lr, description="Cosine learning-rate decay instead of linear")
+    loss_gains: dict[str, float] = Field(default_factory=dict, description="Ultralytics loss weights: box, cls, dfl")
     restart: bool = Field(default=False, description="Start over when a crashed training's checkpoint is gone")
     force: bool = Field(default=False, description="Retrain even when dataset and config are unchanged")
 
@@ -35,5 +36,5 @@ class TrainConfig(dg.Config):
             model=self.model, epochs=self.epochs, imgsz=self.imgsz, batch=self.batch, device=self.device,
             lr0=self.lr0, optimizer=self.optimizer, workers=self.workers, seed=self.seed, patience=self.patience,
             augmentation=dict(self.augmentation), retrain_nonce=run_id if self.force else "", nbs=self.nbs,
-            warmup_epochs=self.warmup_epochs, cos_lr=self.cos_lr,
+            warmup_epochs=self.warmup_epochs, cos_lr=self.cos_lr, loss_gains=dict(self.loss_gains),
         )
