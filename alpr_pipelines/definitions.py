@@ -1,25 +1,19 @@
-"""The code location: each domain's definitions, plus global policy (resources, jobs).
+"""The code location: each domain's definitions merged, plus global policy (resources, the asset jobs, the
+retraining schedule, the executor).
 
-``dagster dev`` in the repository root finds this through ``[tool.dagster]`` in pyproject.toml; ``workspace.yaml``
-loads the same module.
+``dagster dev`` in the repository root finds ``defs`` through ``[tool.dagster]`` in pyproject.toml; ``workspace.yaml``
+loads the same module. ``defs`` is built when Dagster loads the location (``@dg.definitions``), not at import, so the
+environment (``settings``) is read then.
 """
-
 
 import warnings
 
 import dagster as dg
 
-from alpr_pipelines.defs.datasets.assets import dataset_assets, golden_set
-from alpr_pipelines.defs.exports.assets import export_assets
-from alpr_pipelines.defs.exports.checks import parity_checks
-from alpr_pipelines.defs.promotion.assets import evaluation_assets
-from alpr_pipelines.defs.promotion.jobs import promotion_jobs
+from alpr_pipelines.defs import datasets, exports, promotion, registry, training
 from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule
-from alpr_pipelines.defs.promotion.sensors import promotion_sensor
-from alpr_pipelines.defs.registry.assets import registration_assets
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.defs.training.assets import training_assets
 from alpr_pipelines.lib.models import MODEL_SPECS
 from alpr_pipelines.settings import Settings, load_settings
 
@@ -27,22 +21,20 @@ from alpr_pipelines.settings import Settings, load_settings
 warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)  # raised inside dagster
 
-ALL_ASSETS = [golden_set, *dataset_assets, *training_assets, *export_assets, *registration_assets, *evaluation_assets]
-SHARED = dg.AssetSelection.groups("datasets")
-
 train_and_register = dg.define_asset_job(
     "train_and_register",
     selection=dg.AssetSelection.all(),
-    description="Datasets -> training -> ONNX/TensorRT -> registry, for both detectors.",
+    description="Datasets -> training -> ONNX/TensorRT -> registry, for every model.",
 )
 per_model_jobs = [
     dg.define_asset_job(
         f"train_and_register_{spec.key}",
-        selection=SHARED | dg.AssetSelection.groups(f"{spec.key}_detector"),
+        selection=dg.AssetSelection.groups("datasets") | dg.AssetSelection.groups(f"{spec.key}_detector"),
         description=f"Datasets -> training -> exports -> registry for {spec.registered_name} only.",
     )
     for spec in MODEL_SPECS.values()
 ]
+
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
     """``ALPR_EXECUTOR=k8s``: one Kubernetes pod per step (GPU steps carry their own ``dagster-k8s/config``)."""
@@ -57,12 +49,16 @@ def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
     return k8s_job_executor
 
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    asset_checks=parity_checks,
-    jobs=[train_and_register, *per_model_jobs, *promotion_jobs],
-    sensors=[promotion_sensor],
-    schedules=[build_retraining_schedule(train_and_register)],
-    resources={"state": AlprStateResource(), "mlflow_registry": MlflowRegistryResource()},
-    executor=executor_for(load_settings()),
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Every domain's definitions, the jobs over them, the schedule and the executor the environment asks for."""
+    settings = load_settings()
+    return dg.Definitions.merge(
+        *(domain.definitions() for domain in (datasets, training, exports, registry, promotion)),
+        dg.Definitions(
+            jobs=[train_and_register, *per_model_jobs],
+            schedules=[build_retraining_schedule(train_and_register, settings)],
+            resources={"state": AlprStateResource(), "mlflow_registry": MlflowRegistryResource()},
+            executor=executor_for(settings),
+        ),
+    )

@@ -25,7 +25,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 DEFAULT_EXPERIMENT = "alpr-training"
 
 

@@ -55,7 +55,7 @@ class MlflowServer:
 
     def start(self) -> None:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
-        # No job consumers, as the stack runs it (lib/stack.py).
+        # No job consumers, as the stack runs it (stack/embedded.py).
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
@@ -90,8 +90,7 @@ def _served(root: Path) -> Iterator[MlflowServer]:
 def registry_cache_in_front(upstream_uri: str, root: Path, ttl: str = "1s", workers: int | None = None) -> Iterator[str]:
     """The registry cache (nginx, the production profile's configuration) in front of ``upstream_uri``; yields its
     URL. Skips the test when nginx is not installed. ``workers``: nginx's worker processes (None: one per core)."""
-    from alpr_pipelines.lib import registry_cache
-    from alpr_pipelines.lib.stack import StackError
+    from alpr_pipelines.stack import StackError, registry_cache
 
     try:
         registry_cache.nginx_binary()
@@ -147,3 +146,10 @@ def module_mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
 @pytest.fixture()
 def unique_experiment(request) -> str:
     return f"test-{request.node.name}-{time.time_ns()}"
+
+
+def graph_assets() -> list:
+    """Every asset of the code location (``definitions.defs``), for ``dg.materialize``."""
+    from alpr_pipelines.definitions import defs
+
+    return list(defs().assets or [])

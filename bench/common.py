@@ -45,7 +45,7 @@ def machine(threads: int | None = None) -> str:
 
 def int_matmul_isa() -> str:
     """What this CPU multiplies INT8 with, which decides what quantization buys: AMX, VNNI or neither."""
-    from alpr_pipelines.edge.box_optimized import cpu_flags
+    from alpr_pipelines.edge.backends.box_optimized import cpu_flags
 
     flags = set(cpu_flags().split())
     if "amx_int8" in flags:

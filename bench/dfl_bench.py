@@ -54,8 +54,8 @@ def main() -> int:
 
     import cv2
 
+    from alpr_pipelines.edge.backends.onnx import OnnxDetector
     from alpr_pipelines.edge.frames import FrameReader
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images
     from alpr_pipelines.lib.exports import export_onnx
     from alpr_pipelines.lib.quantize import quantize_int8

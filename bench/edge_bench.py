@@ -92,7 +92,7 @@ def matmul_gflops(n: int, threads: int, repeats: int = 5) -> tuple[float, list]:
 
 def to_detections(result, model_version: str | None = None) -> list:
     """Ultralytics ``Results`` -> our :class:`Detection` list (for scoring both paths with the same code)."""
-    from alpr_pipelines.edge.onnx_backend import Detection
+    from alpr_pipelines.edge.yolo import Detection
 
     boxes = result.boxes
     xyxy, conf, cls = boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)
@@ -121,9 +121,10 @@ def main() -> int:
     import torch
     from ultralytics import YOLO
 
+    from alpr_pipelines.edge.backends.onnx import OnnxDetector
     from alpr_pipelines.edge.detector import YOLOv11Detector, crop_region
     from alpr_pipelines.edge.frames import FrameReader
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.edge.swap.policy import SwapPolicy
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images
     from alpr_pipelines.lib.evaluation import EVAL_CONF, score_detections
     from alpr_pipelines.lib.exports import export_onnx
@@ -178,8 +179,8 @@ def main() -> int:
     theirs_v = YOLO(str(fp32["vehicle"]), task="detect")
     theirs_p = YOLO(str(fp32["plate"]), task="detect")
     two_stage = YOLOv11Detector(vehicle_model_path=str(ours_files["vehicle"]),
-                                plate_model_path=str(ours_files["plate"]), use_mlflow=False, threads=threads,
-                                imgsz=IMGSZ, plate_imgsz=PLATE_IMGSZ)
+                                plate_model_path=str(ours_files["plate"]), use_mlflow=False, imgsz=IMGSZ,
+                                plate_imgsz=PLATE_IMGSZ, policy=SwapPolicy(threads=threads))
 
     def ours_run(det: OnnxDetector) -> Callable[[], int]:
         def run() -> int:

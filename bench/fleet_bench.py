@@ -1,12 +1,12 @@
 """Figure 6, the registry under a fleet: simulated edge devices polling a real MLflow server on PostgreSQL, through
 the registry cache (ours) and directly (the baseline), side by side in one run.
 
-The server is the production profile's ``mlflow server`` command (``alpr_pipelines.lib.stack_production``): the
+The server is the production profile's ``mlflow server`` command (``alpr_pipelines.stack.production``): the
 basic-auth app with its ``basic_auth.ini``, the PostgreSQL backend store, artifacts served by the server (to a
 temporary folder here instead of S3: an alias lookup never touches artifacts). Its stores live in throwaway databases
 (``alpr_fleet_<suffix>``, ``alpr_fleet_auth_<suffix>``), dropped at the end even on failure. In front of it runs the
-production profile's registry cache (nginx with ``alpr_pipelines/lib/nginx/registry-cache.conf.template``,
-:mod:`alpr_pipelines.lib.registry_cache`). The registry is seeded as production leaves it: both detectors with three
+production profile's registry cache (nginx with ``alpr_pipelines/stack/nginx/registry-cache.conf.template``,
+:mod:`alpr_pipelines.stack.registry_cache`). The registry is seeded as production leaves it: both detectors with three
 versions each, the champion in Production holding ``production``, the one before it ``previous`` (Archived), the
 newest in Staging holding ``candidate``.
 
@@ -76,12 +76,13 @@ import aiohttp
 import numpy as np
 import psutil
 
-from alpr_pipelines.edge.detector import PLATE_MODEL, VEHICLE_MODEL
-from alpr_pipelines.edge.loader import STAGE_ALIASES
-from alpr_pipelines.lib import registry_cache, stack
-from alpr_pipelines.lib import stack_production as prod
-from alpr_pipelines.lib.registry_cache import RunningCache
+from alpr_pipelines import stack
+from alpr_pipelines.edge.contract import PLATE_MODEL, STAGE_ALIASES, VEHICLE_MODEL
 from alpr_pipelines.settings import load_settings
+from alpr_pipelines.stack import production as prod
+from alpr_pipelines.stack import registry_cache
+from alpr_pipelines.stack.process import Service, logfile, start_all
+from alpr_pipelines.stack.registry_cache import RunningCache
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = (VEHICLE_MODEL, PLATE_MODEL)
@@ -174,7 +175,7 @@ def auth_ini(cfg: prod.ProductionConfig, auth_cache_ttl: int | None) -> str:
 
 
 def server_service(settings, cfg: prod.ProductionConfig, artifacts: Path, workers: int | None = None,
-                   extra_args: list[str] | None = None, auth: bool = True) -> stack.Service:
+                   extra_args: list[str] | None = None, auth: bool = True) -> Service:
     """The production profile's MLflow service, with artifacts in a local folder instead of the S3 bucket.
 
     ``workers``, ``extra_args`` (appended to the command) and ``auth=False`` (no basic-auth app) are for
@@ -191,7 +192,7 @@ def server_service(settings, cfg: prod.ProductionConfig, artifacts: Path, worker
             command[command.index("--workers") + 1] = str(workers)
         else:
             command += ["--workers", str(workers)]
-    return stack.Service(svc.name, command, svc.health_url, svc.marker)
+    return Service(svc.name, command, svc.health_url, svc.marker)
 
 
 @contextmanager
@@ -199,7 +200,7 @@ def fleet_server(auth: bool = True, auth_cache_ttl: int | None = None, workers: 
                  extra_args: list[str] | None = None) -> Iterator[FleetServer]:
     """Start the production profile's MLflow server on throwaway databases; stop it by PID and drop them after.
 
-    Started and stopped through :mod:`alpr_pipelines.lib.stack` (log and pidfile in a temporary ``ALPR_HOME``; the
+    Started and stopped through :mod:`alpr_pipelines.stack` (log and pidfile in a temporary ``ALPR_HOME``; the
     process group is stopped by PID, only if its command line is still ours).
 
     Environment:
@@ -224,16 +225,15 @@ def fleet_server(auth: bool = True, auth_cache_ttl: int | None = None, workers: 
     try:
         create_databases(cfg)
         created = True
-        stack._record_services(settings, [svc])  # so that stack.down finds it and stops it by PID
-        proc = stack._start(settings, svc, env)
-        stack._wait_healthy(settings, svc, proc, time.monotonic() + SERVER_START_TIMEOUT_S, SERVER_START_TIMEOUT_S)
+        pid = start_all(settings, [svc], env, SERVER_START_TIMEOUT_S)[0].pid  # recorded: stack.down stops it by PID
+        assert pid is not None
         if auth:
             prod.ensure_users(settings, cfg)
-        yield FleetServer(uri=settings.mlflow_tracking_uri, pid=proc.pid, command=svc.command,
+        yield FleetServer(uri=settings.mlflow_tracking_uri, pid=pid, command=svc.command,
                           auth_ini=ini if auth else None,
                           edge_auth=(prod.EDGE_USER, secrets["ALPR_EDGE_PASSWORD"]) if auth else None,
                           pipeline_auth=(prod.PIPELINE_USER, secrets["ALPR_PIPELINE_PASSWORD"]) if auth else None,
-                          databases=(cfg.mlflow_db, cfg.auth_db), log=stack._logfile(settings, svc.name))
+                          databases=(cfg.mlflow_db, cfg.auth_db), log=logfile(settings, svc.name))
     finally:
         try:
             stack.down(settings)

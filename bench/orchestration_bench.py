@@ -50,7 +50,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# Both sides run with these; our training sets the same itself (lib/training.py _offline_ultralytics).
+# Both sides run with these; our training sets the same itself (lib/training.py offline_ultralytics).
 ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}
 TARGET_WALL, TARGET_IPS = 1.15, 0.95
 OURS_TARGET = "vehicle/registered_version"
@@ -81,12 +81,13 @@ def pipeline_training_args(imgsz: int, epochs: int, batch: int) -> dict[str, Any
 
 def prepare(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Dataset, golden set, label caches, Ultralytics config folders, MLflow server, DAGSTER_HOME."""
+    from alpr_pipelines import stack
     from alpr_pipelines.defs.datasets.assets import GoldenSetConfig, write_golden_views
     from alpr_pipelines.defs.resources import AlprStateResource
-    from alpr_pipelines.lib import stack
     from alpr_pipelines.lib.datasets import write_synthetic_views
     from alpr_pipelines.lib.models import VEHICLE
     from alpr_pipelines.settings import load_settings
+    from alpr_pipelines.stack.embedded import ensure_dagster_home
 
     home = work / "alpr-home"
     width, height = cfg["scene"]
@@ -111,7 +112,7 @@ def prepare(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     prep = {"home": home, "data_yaml": data_yaml, "yolo_config": yolo_config, "settings": settings}
     try:
         warm_mlflow(settings.mlflow_tracking_uri, work)
-        stack._ensure_dagster_home(settings)
+        ensure_dagster_home(settings)
         # The instance's storage is created on first use: one golden-set run here, so no timed run pays for it.
         golden_only = work / "warm-up-run-config.yaml"
         golden_only.write_text(json.dumps({"execution": {"config": {"in_process": {}}},
@@ -185,10 +186,10 @@ def has_op(op: str) -> bool:
     """Whether the pipeline has this asset (``vehicle__onnx_int8`` -> ``vehicle/onnx_int8``) today."""
     import dagster as dg
 
-    from alpr_pipelines.definitions import ALL_ASSETS
+    from alpr_pipelines.definitions import defs
 
     key = dg.AssetKey(op.split("__"))
-    return any(key in a.keys for a in ALL_ASSETS)
+    return any(key in a.keys for a in defs().assets or [])
 
 
 def ours_run_config(data_yaml: Path, cfg: dict[str, Any], executor: str) -> dict[str, Any]:
@@ -451,7 +452,7 @@ def main() -> int:
         cfg["epochs"] = args.epochs
     cfg["int8"] = not args.no_int8
 
-    from alpr_pipelines.lib import stack
+    from alpr_pipelines import stack
 
     work = Path(tempfile.mkdtemp(prefix="alpr-orch-bench-"))
     prep: dict[str, Any] = {}

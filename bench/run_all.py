@@ -60,7 +60,7 @@ NOTES = [
     "groups: Linux weighs processes by session (autogroup), and a SCHED_IDLE server in a session of its own still "
     "got a whole group's share (two SCHED_IDLE spinners in another session took 67% of two normal threads' CPU; 3% "
     "with their group at nice 19). The edge's group runs at nice -10 and its frames' threads at SCHED_FIFO 10 "
-    "(realtime_priority, alpr_pipelines/edge/priority.py; the compose stack grants it, docs/deploy.md): this machine "
+    "(realtime_priority, alpr_pipelines/edge/swap/priority.py; the compose stack grants it, docs/deploy.md): this machine "
     "also runs PostgreSQL, MariaDB, RabbitMQ, Redis and NATS, and RabbitMQ starts an Erlang VM every 60 s that took "
     "75-94 ms of a core from single frames at the normal priority (sched_switch traces). The traces also found what "
     "the swap itself cost: a new ONNX Runtime session's threads spin from their start until a run ends (28-71 ms of "
@@ -82,7 +82,7 @@ NOTES = [
     "ratio grows as the training shrinks: the Limits line gives the shortest baseline for which it stays within "
     "1.15x, and `bench/orchestration_bench.py --epochs 3` measures a training a quarter as long.",
     "Figure 6: the edge fleet polls the registry cache (nginx in front of MLflow, "
-    "alpr_pipelines/lib/nginx/registry-cache.conf.template), as the production profile and the compose stack deploy "
+    "alpr_pipelines/stack/nginx/registry-cache.conf.template), as the production profile and the compose stack deploy "
     "it; the baseline is the same fleet polling that MLflow directly, as edge boxes did before. The largest sizes "
     "through the cache are limited by the load generator (one Python process opening a connection per poll on the "
     "same 2 cores), so the cache's own limit lies beyond the figure.",

@@ -216,13 +216,14 @@ def main() -> int:
     interval = args.poll_interval or (1.0 if args.quick else 5.0)
     rng = random.Random(args.seed)
 
-    from alpr_pipelines.lib import registry_cache, stack
+    from alpr_pipelines import stack
     from alpr_pipelines.lib.exports import export_onnx
     from alpr_pipelines.lib.models import PLATE, VEHICLE
     from alpr_pipelines.lib.promotion import promote_to_production
     from alpr_pipelines.lib.registry import STAGE_ALIASES, register_version
     from alpr_pipelines.lib.synth import write_sample_clip
     from alpr_pipelines.settings import load_settings
+    from alpr_pipelines.stack import registry_cache
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-swap-"))
     env = {**os.environ, "ALPR_HOME": str(work / "home"), "ALPR_MLFLOW_PORT": str(free_port())}

@@ -1,5 +1,5 @@
 """How long a frame waits behind a new version's session creation: the piece taken in arrival order (the baseline,
-as ``with turns:`` around a frame is) against at a frame's end (``Turns.piece``, what the poller does), paired.
+as ``with turns:`` around a frame is) against at a frame's end (``FrameTurns.loading_turn``, what the poller does), paired.
 
 A camera clip is served two-stage at 15 fps (the bench's trained detectors, INT8 as the edge serves them, 640) while sessions of the vehicle
 detector are created over and over, alternately under each policy, at random moments. For each creation the
@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     per_policy = args.creations or (4 if args.quick else 40)
 
-    from alpr_pipelines.edge.box_optimized import optimized_for_this_box
+    from alpr_pipelines.edge.backends.box_optimized import optimized_for_this_box
     from alpr_pipelines.edge.detector import YOLOv11Detector, load_backend
     from alpr_pipelines.edge.frames import FrameReader
     from alpr_pipelines.lib.exports import export_onnx
@@ -59,7 +59,7 @@ def main() -> int:
                              height=384)
     detector = YOLOv11Detector(vehicle_model_path=str(onnx["vehicle"]), plate_model_path=str(onnx["plate"]),
                                use_mlflow=False, imgsz=imgsz, plate_imgsz=imgsz)
-    turns = detector.turns
+    turns = detector.policy.turns
     stop = threading.Event()
     asked: list[tuple[float, float]] = []  # (when a frame asked for its turn, how long it waited), monotonic
 
@@ -90,7 +90,7 @@ def main() -> int:
         policy = "at a frame's end" if i % 2 == 0 else "arrival order"
         time.sleep(0.4 + rng.random() * 0.4)  # the poller asks at any moment of the frame period
         start = time.monotonic()
-        with turns.piece() if policy == "at a frame's end" else turns:
+        with turns.loading_turn() if policy == "at a frame's end" else turns:
             model = load_backend(onnx["vehicle"], str(i), None, imgsz, optimized)
         end = time.monotonic()
         kept = [*kept[-1:], model]

@@ -90,7 +90,7 @@ def main() -> int:
         state["onnx"] = Path(onnx.path or "")
         import onnxruntime as ort
 
-        from alpr_pipelines.edge.onnx_backend import OnnxDetector
+        from alpr_pipelines.edge.backends.onnx import OnnxDetector
 
         providers = ort.get_available_providers()
         detector = OnnxDetector(state["onnx"], providers=[p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -121,8 +121,9 @@ def main() -> int:
         # The edge's own engine backend (TensorRT runtime + cuda-python, no torch) against ONNX Runtime.
         import cv2
 
-        from alpr_pipelines.edge.onnx_backend import OnnxDetector, letterbox, to_tensor
-        from alpr_pipelines.edge.tensorrt_backend import TensorRTDetector
+        from alpr_pipelines.edge.backends.onnx import OnnxDetector
+        from alpr_pipelines.edge.backends.tensorrt import TensorRTDetector
+        from alpr_pipelines.edge.yolo import letterbox, to_tensor
 
         edge_engine = TensorRTDetector(result.path)
         onnx = OnnxDetector(state["onnx"], providers=["CPUExecutionProvider"])

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from alpr_pipelines.lib.stack import StackError
+    from alpr_pipelines.stack import StackError
 
     try:
         return int(args.func(args, load_settings()))

@@ -17,18 +17,18 @@ class CliError(Exception):
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _instance(settings: Settings):
+def dagster_instance(settings: Settings):
     """The persistent Dagster instance of the embedded stack, so CLI runs show up in the Dagster UI."""
     from dagster import DagsterInstance
 
-    from alpr_pipelines.lib.stack import _ensure_dagster_home
+    from alpr_pipelines.stack.embedded import ensure_dagster_home
 
-    _ensure_dagster_home(settings)
+    ensure_dagster_home(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return DagsterInstance.get()
 
 
-def _quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
+def quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
     return {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -57,16 +57,16 @@ def reap_dead_cli_runs(instance) -> list[str]:
     return reaped
 
 
-def _run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
+def run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
     import socket
 
     from alpr_pipelines.definitions import defs
 
-    instance = _instance(settings)
+    instance = dagster_instance(settings)
     for run_id in reap_dead_cli_runs(instance):
         print(f"marked run {run_id} failed: its alpr process is gone (its pool slots are free again)")
-    job = defs.get_job_def(job_name)
-    result = job.execute_in_process(run_config=_quiet_logs(run_config), instance=instance,
+    job = defs().get_job_def(job_name)
+    result = job.execute_in_process(run_config=quiet_logs(run_config), instance=instance,
                                     asset_selection=asset_selection, raise_on_error=False,
                                     tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     if not result.success:
@@ -79,7 +79,7 @@ def _run_job(settings: Settings, job_name: str, run_config: dict, asset_selectio
     return result
 
 
-def _require_mlflow(settings: Settings) -> None:
+def require_mlflow(settings: Settings) -> None:
     from urllib.error import URLError
     from urllib.request import urlopen
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alpr_pipelines.cli.common import CliError, _require_mlflow, _run_job, print_table, versions_table
+from alpr_pipelines.cli.common import CliError, print_table, require_mlflow, run_job, versions_table
 from alpr_pipelines.settings import Settings
 
 
@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         spec = _spec_from_args(args.name, args.data)
     except (DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    _require_mlflow(settings)
+    require_mlflow(settings)
     from alpr_pipelines.defs.presets import recipe_run_config, train_config
     from alpr_pipelines.lib.recipes import training_defaults
 
@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"--stage must be None or Staging at registration, got {args.stage}; use `alpr promote`")
         ops[f"{spec.key}__registered_version"] = {"config": {"initial_stage": args.stage}}
         keys.append([spec.key, "registered_version"])
-    result = _run_job(settings, f"train_and_register_{spec.key}", {"ops": ops},
+    result = run_job(settings, f"train_and_register_{spec.key}", {"ops": ops},
                       asset_selection=[dg.AssetKey(k) for k in keys])
     weights = result.output_for_node(f"{spec.key}__weights")
     print(f"MLflow run: {weights['run_id']} ({'reused' if weights['reused'] else 'trained'})")
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_register_existing(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.lib.existing import RegisterExistingError, register_existing
 
-    _require_mlflow(settings)
+    require_mlflow(settings)
     try:
         registered = register_existing(settings, Path(args.models_dir), stage=args.stage, only=args.model)
     except RegisterExistingError as exc:
@@ -117,7 +117,7 @@ def _person() -> str:
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.lib.models import spec_for
 
-    _require_mlflow(settings)
+    require_mlflow(settings)
     if args.force and not args.reason:
         raise CliError("--force needs --reason TEXT: every forced promotion says why")
     spec = spec_for(args.model)
@@ -125,7 +125,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
                               "force": args.force, "decided_by": f"alpr promote ({_person()})"}
     if args.reason:
         config["reason"] = args.reason
-    result = _run_job(settings, "promote_version", {"ops": {"gate_and_promote": {"config": config}}})
+    result = run_job(settings, "promote_version", {"ops": {"gate_and_promote": {"config": config}}})
     record = result.output_for_node("gate_and_promote")
     print(f"{spec.registered_name} v{args.version}: {record['verdict']}")
     for reason in record.get("reasons", []):
@@ -136,19 +136,19 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.lib.models import spec_for
 
-    _require_mlflow(settings)
+    require_mlflow(settings)
     spec = spec_for(args.model)
     config: dict[str, Any] = {"model": spec.key, "decided_by": f"alpr rollback ({_person()})"}
     if args.reason:
         config["reason"] = args.reason
-    result = _run_job(settings, "rollback_model", {"ops": {"rollback_production": {"config": config}}})
+    result = run_job(settings, "rollback_model", {"ops": {"rollback_production": {"config": config}}})
     out = result.output_for_node("rollback_production")
     print(f"{spec.registered_name}: Production v{out['demoted']} -> v{out['restored']}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    _require_mlflow(settings)
+    require_mlflow(settings)
     print_table(versions_table(settings))
     return 0
 

@@ -8,12 +8,12 @@ import os
 import time
 from pathlib import Path
 
-from alpr_pipelines.cli.common import _run_job, print_table, versions_table
+from alpr_pipelines.cli.common import print_table, run_job, versions_table
 from alpr_pipelines.settings import Settings
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    from alpr_pipelines.lib import stack
+    from alpr_pipelines import stack
 
     if args.action == "up":
         statuses = stack.up(settings, timeout=args.timeout, profile=args.profile, env_file=args.env_file)
@@ -151,8 +151,8 @@ def annotated_strip(clip: Path, results: list[dict], out_dir: Path, every: int =
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr_pipelines import stack
     from alpr_pipelines.defs.presets import recipe_run_config
-    from alpr_pipelines.lib import stack
 
     started = time.monotonic()
     print(f"state folder: {settings.home}")
@@ -160,7 +160,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     stack.up(settings)
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     print("materializing datasets -> training -> exports -> registry for both detectors...")
-    result = _run_job(settings, "train_and_register", recipe_run_config())
+    result = run_job(settings, "train_and_register", recipe_run_config())
     print(f"\nDagster run {result.run_id} succeeded in {time.monotonic() - started:.0f}s.")
     registered = [result.output_for_node(f"{key}__registered_version") for key in ("vehicle", "plate")]
     for v in registered:

@@ -35,11 +35,11 @@ from typing import Any
 
 import requests
 
+from alpr_pipelines.edge.contract import STAGE_ALIASES
 from alpr_pipelines.edge.integrity import sha256_file
 
 log = logging.getLogger(__name__)
 
-STAGE_ALIASES = {"Production": "production", "Staging": "candidate"}  # mirrors alpr_pipelines.lib.models
 LOADABLE_SUFFIXES = {".onnx", ".engine"}
 CHUNK = 1 << 16
 
@@ -129,12 +129,23 @@ class MLflowModelLoader:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} "
                              "(ALPR_EDGE_PRECISION)")
-        self._mlflow_connected = self.check_connection()
+        self._mlflow_connected = False  # whether the registry answered the last request (``_request`` keeps it)
+        self.check_connection()
 
     # ------------------------------------------------------------------------------------------- registry
 
+    def _request(self, url: str, **kwargs: Any) -> requests.Response:
+        """GET ``url``, recording whether the registry answered (any HTTP status) or could not be reached."""
+        try:
+            resp = self.http.get(url, timeout=self.timeout, **kwargs)
+        except requests.RequestException:
+            self._mlflow_connected = False
+            raise
+        self._mlflow_connected = True
+        return resp
+
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        resp = self.http.get(f"{self.tracking_uri}{path}", params=params, timeout=self.timeout)
+        resp = self._request(f"{self.tracking_uri}{path}", params=params)
         if resp.status_code == 404:
             return {}
         if resp.status_code == 400:
@@ -152,12 +163,11 @@ class MLflowModelLoader:
         return resp.json()
 
     def check_connection(self) -> bool:
+        """Whether the registry answers its health check."""
         try:
-            ok = self.http.get(f"{self.tracking_uri}/health", timeout=self.timeout).status_code == 200
+            return self._request(f"{self.tracking_uri}/health").status_code == 200
         except requests.RequestException:
-            ok = False
-        self._mlflow_connected = ok
-        return ok
+            return False
 
     def current_version(self, name: str) -> RemoteVersion | None:
         """What the registry names for the preferred stage: alias first, then the stage. One small request when the
@@ -171,7 +181,6 @@ class MLflowModelLoader:
                                stages=self.preferred_stage).get("model_versions", [])
             mv = latest[0] if latest else None
             via = f"stage:{self.preferred_stage}"
-        self._mlflow_connected = True
         if not mv:
             return None
         return RemoteVersion(name=name, version=str(mv["version"]), run_id=mv.get("run_id", ""),
@@ -206,7 +215,7 @@ class MLflowModelLoader:
         tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
         h = hashlib.sha256()
         try:
-            with self.http.get(url, stream=True, timeout=self.timeout) as resp:
+            with self._request(url, stream=True) as resp:
                 resp.raise_for_status()
                 with tmp.open("wb") as f:
                     for chunk in resp.iter_content(CHUNK):
@@ -307,7 +316,6 @@ class MLflowModelLoader:
                                    "stage": self.preferred_stage, "alias" if kind == "alias" else "via": label}
             tried.append(f"no {self.preferred_stage} version of {name} in the registry")
         except (requests.RequestException, ModelLoadError) as exc:
-            self._mlflow_connected = False if isinstance(exc, requests.RequestException) else self._mlflow_connected
             tried.append(f"registry {self.tracking_uri}: {exc}")
         cached = self.cached(name)
         if cached is not None:

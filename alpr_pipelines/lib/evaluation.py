@@ -1,6 +1,6 @@
 """Score an exported ONNX model on the frozen golden set, through the same inference code the edge runs.
 
-Detection decoding is ours (``alpr_pipelines.edge.onnx_backend``, what the edge runs); the metric arithmetic is
+Detection decoding is ours (``alpr_pipelines.edge.backends.onnx``, what the edge runs); the metric arithmetic is
 Ultralytics' ``ap_per_class`` (COCO-style AP at IoU 0.50:0.95, precision/recall at the max-F1 confidence), so the
 numbers read like the ones its validator prints. A model that cannot be loaded or run raises: never a score of 0.
 """
@@ -16,7 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector
+from alpr_pipelines.edge.backends.onnx import OnnxDetector
+from alpr_pipelines.edge.yolo import Detection
 from alpr_pipelines.lib.datasets import label_path, load_data_yaml, split_images
 
 EVALUATOR_VERSION = "2"  # bump when scoring changes, so cached scores of older versions are recomputed

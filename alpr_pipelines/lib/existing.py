@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.integrity import sha256_file
-from alpr_pipelines.edge.onnx_backend import OnnxDetector
 from alpr_pipelines.lib.exports import ExportError, export_onnx
 from alpr_pipelines.lib.models import PLATE, VEHICLE, ModelSpec
 from alpr_pipelines.lib.registry import RegisteredVersion, RegistryError, register_version

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.integrity import sha256_file
-from alpr_pipelines.edge.onnx_backend import Detection, OnnxDetector, decode, letterbox, to_tensor
+from alpr_pipelines.edge.yolo import Detection, decode, letterbox, to_tensor
 
 # Parity tolerances between PyTorch and ONNX Runtime (both FP32 on the same preprocessed tensor).
 PARITY_SCORE_ATOL = 1e-3  # class scores are sigmoid outputs in [0, 1]
@@ -97,9 +98,9 @@ def export_onnx(weights: Path, out_dir: Path, imgsz: int, simplify: bool = True,
         dest.unlink()  # a fixed-shape export from before exports were dynamic: export again
         (out_dir / "model.int8.onnx").unlink(missing_ok=True)
     if not dest.is_file():
-        from alpr_pipelines.lib.training import _offline_ultralytics
+        from alpr_pipelines.lib.training import offline_ultralytics
 
-        _offline_ultralytics()
+        offline_ultralytics()
         from ultralytics import YOLO
 
         # Export from a scratch copy: Ultralytics writes next to its input, and best.pt must stay untouched.
@@ -168,9 +169,9 @@ def export_tensorrt(weights: Path, out_dir: Path, imgsz: int, env: dict[str, Any
     assert env is not None
     dest = out_dir / f"model_sm{env['compute_capability'].replace('.', '')}_fp16.engine"
     if not dest.is_file():
-        from alpr_pipelines.lib.training import _offline_ultralytics
+        from alpr_pipelines.lib.training import offline_ultralytics
 
-        _offline_ultralytics()
+        offline_ultralytics()
         from ultralytics import YOLO
 
         scratch = out_dir / ".export-engine"
@@ -238,9 +239,9 @@ def onnx_parity(weights: Path, onnx_path: Path, images: list[Path], conf: float 
     import cv2
     import torch
 
-    from alpr_pipelines.lib.training import _offline_ultralytics
+    from alpr_pipelines.lib.training import offline_ultralytics
 
-    _offline_ultralytics()
+    offline_ultralytics()
     from ultralytics import YOLO
 
     if not images:

@@ -1,20 +1,20 @@
-"""The public contract of the two detectors: registered names, descriptions and classes (from the seed document)."""
+"""The public contract of the detectors: registered names, descriptions and classes, from the original ALPR registry
+design (the names, stages and aliases an edge box relies on are ``edge.contract``'s)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-STAGES = ("None", "Staging", "Production", "Archived")
+from alpr_pipelines.edge.contract import PLATE_MODEL, PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, VEHICLE_MODEL
+
+__all__ = ["GPU_STEP_K8S_CONFIG", "MODEL_SPECS", "PLATE", "PREVIOUS_ALIAS", "STAGES", "STAGE_ALIASES", "VEHICLE", "ModelSpec", "spec_for"]
+
 # What a GPU step (training, TensorRT build) asks Kubernetes for when runs use dagster-k8s's k8s_job_executor; other
 # executors ignore this tag. Node selectors are cluster-specific: add them per deployment (docker/k8s/values.yaml).
 GPU_STEP_K8S_CONFIG = {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
     "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
 }
-# Stages are deprecated in MLflow (since 2.9) in favour of aliases. We keep both, and these aliases mirror the stages:
-# the version holding an alias is the newest version in that stage.
-STAGE_ALIASES = {"Staging": "candidate", "Production": "production"}
-PREVIOUS_ALIAS = "previous"
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,13 @@ class ModelSpec:
 
 VEHICLE = ModelSpec(
     key="vehicle",
-    registered_name="alpr-vehicle-detector",
+    registered_name=VEHICLE_MODEL,
     description="YOLOv11 vehicle detector trained on COCO dataset",
     classes=("car", "truck", "bus", "motorcycle"),
 )
 PLATE = ModelSpec(
     key="plate",
-    registered_name="alpr-plate-detector",
+    registered_name=PLATE_MODEL,
     description="Custom YOLOv11 license plate detector",
     classes=("license_plate",),
     view="vehicle_crops",

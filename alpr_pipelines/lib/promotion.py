@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,9 @@ from mlflow import MlflowClient
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
+from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
-from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES
+from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec
 from alpr_pipelines.lib.registry import (
     RegistryError,
     alias_version,
@@ -199,3 +201,44 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     except RegistryError as exc:
         raise PromotionError(str(exc)) from exc
     return current, restored
+
+
+def gate_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden: GoldenSplits, policy: GatePolicy,
+                     work_dir: Path, decided_by: str, dagster_run_id: str | None, force: bool = False,
+                     reason: str | None = None, log: Callable[[str], None] = lambda line: None) -> DecisionRecord:
+    """Evaluate ``version`` and the champion by the same code on the golden set, apply the gate, then promote
+    (Production stage and alias, the old champion ``previous``) or reject (out of Staging), and record the decision
+    on the version. ``force`` promotes whatever the gate says and needs a ``reason``; ``log`` hears each step.
+
+    Raises:
+        EvaluationError, PromotionError: a version cannot be evaluated (never a score of 0: nothing is decided or
+            changed), or stage and alias disagree after the change.
+    """
+    if force and not reason:
+        raise PromotionError("a forced promotion needs a reason (--reason TEXT)")
+    name = spec.registered_name
+    mv = client.get_model_version(name, version)
+    champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
+    candidate, _ = evaluate_version(client, name, version, golden, work_dir)
+    champion = evaluate_version(client, name, champion_version, golden, work_dir)[0] if champion_version else None
+    parity = {"passed": True, "failed": False}.get(mv.tags.get(PARITY_TAG, ""))
+    decision = decide(candidate.headline(), champion.headline() if champion else None, parity, policy)
+    reasons = list(decision.reasons)
+    verdict = decision.verdict
+    if force and not decision.promote:
+        verdict = "forced"
+        reasons.append(f"FORCED by {decided_by}: {reason}")
+    record = DecisionRecord(name=name, version=version, verdict=verdict, reasons=reasons,
+                            candidate=candidate.headline(), champion=champion.headline() if champion else None,
+                            champion_version=champion_version, decided_by=decided_by, dagster_run_id=dagster_run_id,
+                            time=now_iso())
+    for line in reasons:
+        log(f"{name} v{version}: {line}")
+    if decision.promote or force:
+        aliases = promote_to_production(client, name, version)
+        log(f"{name} v{version} promoted to Production; aliases {aliases}")
+    else:
+        reject(client, name, version)
+        log(f"{name} v{version} rejected; it stays out of Production")
+    record_decision(client, record)
+    return record

@@ -29,7 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from alpr_pipelines.edge.onnx_backend import PRECISION_KEY, Detection, OnnxDetector
+from alpr_pipelines.edge.backends.onnx import PRECISION_KEY, OnnxDetector
+from alpr_pipelines.edge.yolo import Detection
 from alpr_pipelines.lib.exports import ExportResult
 
 MAX_MAP_DROP = 0.005  # mAP50-95, absolute: 0.5 points
@@ -56,7 +57,7 @@ def head_nodes_to_exclude(model: Any) -> list[str]:
 
 
 def _calibration_tensors(images: list[Path], sizes: list[int], stride: int) -> list[np.ndarray]:
-    from alpr_pipelines.edge.onnx_backend import letterbox, to_tensor
+    from alpr_pipelines.edge.yolo import letterbox, to_tensor
 
     tensors = []
     for i, path in enumerate(images):

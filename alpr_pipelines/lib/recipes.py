@@ -45,7 +45,7 @@ CPU_RECIPES: dict[str, TrainingParams] = {
     # Whole 640x384 frames at 320 (the size the edge serves them at); mosaic until the last two epochs.
     "vehicle": replace(_COMMON, epochs=8, imgsz=320, augmentation={"close_mosaic": 2}, loss_gains=_LOCALIZE),
     # Vehicle crops fitted to 224; mosaic until the last epoch; cosine decay.
-    "plate": replace(_COMMON, epochs=4, imgsz=224, cos_lr=True, augmentation={"close_mosaic": 1},
+    "plate": replace(_COMMON, epochs=6, imgsz=224, cos_lr=True, augmentation={"close_mosaic": 1},
                      loss_gains=_LOCALIZE),
 }
 

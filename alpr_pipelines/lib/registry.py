@@ -125,13 +125,17 @@ def find_version_by_content(client: MlflowClient, name: str, cid: str):
 
 
 def _staged_code() -> Path:
-    """A copy of just ``alpr_pipelines/edge`` (plus the package marker) for the pyfunc model's ``code_paths``."""
+    """A copy of what the pyfunc model imports, for its ``code_paths``: the package marker, ``alpr_pipelines/edge``
+    and ``alpr_pipelines/lib/pyfunc`` (the rest of ``lib`` needs torch and is left out)."""
     package = Path(alpr_pipelines.__file__).resolve().parent
     dest = Path(tempfile.mkdtemp(prefix="alpr-code-")) / "alpr_pipelines"
-    (dest / "edge").mkdir(parents=True)
-    shutil.copyfile(package / "__init__.py", dest / "__init__.py")
-    for f in (package / "edge").glob("*.py"):
-        shutil.copyfile(f, dest / "edge" / f.name)
+    for part in ("edge", "lib/pyfunc"):
+        for f in (package / part).rglob("*.py"):
+            target = dest / f.relative_to(package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+    for marker in ("__init__.py", "lib/__init__.py"):
+        shutil.copyfile(package / marker, dest / marker)
     return dest
 
 
@@ -141,8 +145,8 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    import alpr_pipelines.edge.pyfunc_model_code as model_code
-    from alpr_pipelines.edge.pyfunc import OUTPUT_COLUMNS
+    import alpr_pipelines.lib.pyfunc.model_code as model_code
+    from alpr_pipelines.lib.pyfunc.model import OUTPUT_COLUMNS
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("binary", "image")]),

@@ -59,7 +59,8 @@ class TrainingError(Exception):
     """Training cannot go on; the message says why and what to do."""
 
 
-def _offline_ultralytics() -> None:
+def offline_ultralytics() -> None:
+    """Ultralytics never reaches for the network or pip, and logs little (unless the environment says otherwise)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "false")
@@ -339,7 +340,7 @@ def train(
         TrainingError: bad parameters, or a crashed training whose checkpoint is gone (and ``restart`` is False).
     """
     params.validate()
-    _offline_ultralytics()
+    offline_ultralytics()
     key = training_key(spec, dataset_fingerprint, params)
     experiment_id = get_or_create_experiment(client, experiment)
     run_dir = (work_dir / spec.key / key).resolve()  # absolute: Ultralytics puts relative projects under its runs/

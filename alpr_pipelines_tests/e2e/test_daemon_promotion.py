@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_daemon_sensor_promotes_a_new_candidate(tmp_path):
     from mlflow import MlflowClient
 
-    from alpr_pipelines.definitions import ALL_ASSETS
     from alpr_pipelines.defs.exports.checks import parity_checks
     from alpr_pipelines.defs.presets import graph_run_config
     from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
     from alpr_pipelines.defs.resources import AlprStateResource
+    from alpr_pipelines_tests.conftest import graph_assets
 
     mlflow_port = free_port()
     env = {**os.environ, "ALPR_HOME": str(tmp_path / "home"), "ALPR_MLFLOW_PORT": str(mlflow_port),
@@ -37,9 +37,9 @@ def test_daemon_sensor_promotes_a_new_candidate(tmp_path):
         uri = f"http://127.0.0.1:{mlflow_port}"
         config = graph_run_config(train_images=96, val_images=24, epochs=25, imgsz=160,
                                   seed=1, scene_size=(320, 192), models=("vehicle",))
-        selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets")
+        selection = [a.key for a in graph_assets() if a.key.path[0] in ("vehicle", "datasets")
                      and a.key.path[-1] != "evaluation"]
-        result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, selection=selection,
+        result = dg.materialize([*graph_assets(), *parity_checks], run_config=config, selection=selection,
                                 resources={"state": AlprStateResource(home=env["ALPR_HOME"]),
                                            "mlflow_registry": MlflowRegistryResource(tracking_uri=uri)})
         assert result.success

@@ -80,13 +80,13 @@ def test_missing_env_file_is_a_clear_error(tmp_path):
 def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from alpr_pipelines.definitions import ALL_ASSETS
     from alpr_pipelines.defs.exports.checks import parity_checks
     from alpr_pipelines.defs.presets import graph_run_config
     from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
     from alpr_pipelines.defs.resources import AlprStateResource
     from alpr_pipelines.edge.service import EdgeConfig, EdgeService
     from alpr_pipelines.lib.synth import write_sample_clip
+    from alpr_pipelines_tests.conftest import graph_assets
 
     uri, edge_uri, secrets = prod_stack["uri"], prod_stack["edge_uri"], prod_stack["secrets"]
     pipeline_auth = ("alpr-pipeline", secrets["ALPR_PIPELINE_PASSWORD"])
@@ -100,12 +100,12 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", pipeline_auth[1])
     resources = {"state": AlprStateResource(home=str(prod_stack["home"])),
                  "mlflow_registry": MlflowRegistryResource(tracking_uri=uri)}
-    selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets") and a.key.path[-1] != "evaluation"]
+    selection = [a.key for a in graph_assets() if a.key.path[0] in ("vehicle", "datasets") and a.key.path[-1] != "evaluation"]
 
     def train_register(epochs: int, seed: int) -> str:
         config = graph_run_config(train_images=96, val_images=24, epochs=epochs, imgsz=160,
                                   seed=seed, scene_size=(320, 192), models=("vehicle",), initial_stage="None")
-        result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, selection=selection,
+        result = dg.materialize([*graph_assets(), *parity_checks], run_config=config, selection=selection,
                                 resources=resources)
         assert result.success
         return result.output_for_node("vehicle__registered_version")["version"]

@@ -12,9 +12,13 @@ import pytest
 import requests
 import yaml
 
-from alpr_pipelines.edge.detector import RegistryPoller, YOLOv11Detector
+from alpr_pipelines.edge.detector import YOLOv11Detector
 from alpr_pipelines.edge.loader import IntegrityError, MLflowModelLoader, ModelLoadError
 from alpr_pipelines.edge.service import EdgeConfig, EdgeService
+from alpr_pipelines.edge.swap.policy import SwapPolicy
+from alpr_pipelines.edge.swap.poller import RegistryPoller
+from alpr_pipelines.edge.swap.prefetch import SpareFetcher
+from alpr_pipelines.edge.swap.turns import FrameTurns
 from alpr_pipelines.lib.datasets import validate_dataset
 from alpr_pipelines.lib.exports import export_onnx
 from alpr_pipelines.lib.models import PLATE, VEHICLE
@@ -213,7 +217,7 @@ def test_bad_new_version_keeps_the_old_one_serving(registry, models, tmp_path):
     bad = register_version(client, spec, run_id, {"onnx": garbage}, 64, {})
     set_stage(client, spec.registered_name, bad.version, "Production", archive_existing=True)
     events = []
-    poller = RegistryPoller(loader, detector.vehicle, on_event=lambda kind, data: events.append(kind))
+    poller = RegistryPoller(loader, detector.vehicle, detector.policy, on_event=lambda kind, data: events.append(kind))
     assert poller.poll_once() is False
     assert "swap_failed" in events and detector.vehicle.version == good.version
     assert poller.stats.failed_swaps == 1
@@ -235,7 +239,7 @@ def test_a_version_whose_outputs_do_not_fit_its_class_names_never_serves(registr
     bad = register_version(client, spec, run_id, {"onnx": path}, 64, {})
     set_stage(client, spec.registered_name, bad.version, "Production", archive_existing=True)
     events: list[tuple[str, dict]] = []
-    poller = RegistryPoller(loader, detector.vehicle, on_event=lambda kind, data: events.append((kind, data)))
+    poller = RegistryPoller(loader, detector.vehicle, detector.policy, on_event=lambda kind, data: events.append((kind, data)))
     try:
         assert poller.poll_once() is False
     finally:
@@ -249,7 +253,8 @@ def test_poller_backs_off_while_the_registry_is_away(tmp_path):
     loader = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=tmp_path, timeout=0.5)
     from alpr_pipelines.edge.detector import ModelSlot
 
-    poller = RegistryPoller(loader, ModelSlot("alpr-plate-detector"), interval=2.0, jitter=0.0, max_backoff=30.0)
+    poller = RegistryPoller(loader, ModelSlot("alpr-plate-detector"), SwapPolicy(), interval=2.0, jitter=0.0,
+                            max_backoff=30.0)
     assert poller.next_delay() == 2.0
     delays = []
     for _ in range(5):
@@ -409,7 +414,7 @@ def test_int8_version_is_what_a_cpu_box_loads(registry, models, tiny_views, tmp_
     fp32 (ALPR_EDGE_PRECISION) gets the FP32 file of the same version."""
     from mlflow import MlflowClient
 
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.edge.backends.onnx import OnnxDetector
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images
     from alpr_pipelines.lib.quantize import build_int8
 
@@ -449,7 +454,7 @@ def test_crops_in_one_batch_match_one_by_one(models):
     """detect_many (one batched run, crops padded, never scaled) finds exactly what per-crop detection finds when the
     crops share a shape, and boxes of mixed-size crops stay inside their own crop."""
 
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.edge.backends.onnx import OnnxDetector
     from alpr_pipelines.lib.synth import generate_scene
 
     det = OnnxDetector(models["plate"]["onnx"], providers=["CPUExecutionProvider"])
@@ -485,8 +490,8 @@ def test_loader_through_the_registry_cache_gets_the_same_verified_files(registry
 def test_box_optimized_copy_detects_the_same_and_is_made_once(models, tmp_path):
     import shutil
 
-    from alpr_pipelines.edge.box_optimized import optimized_for_this_box
-    from alpr_pipelines.edge.onnx_backend import OnnxDetector
+    from alpr_pipelines.edge.backends.box_optimized import optimized_for_this_box
+    from alpr_pipelines.edge.backends.onnx import OnnxDetector
 
     onnx = shutil.copy(models["vehicle"]["onnx"], tmp_path / "model.onnx")
     optimized = optimized_for_this_box(onnx)
@@ -510,7 +515,7 @@ def test_prefetch_child_fetches_verifies_and_optimizes(registry, models, tmp_pat
     from dataclasses import replace as dc_replace
 
     from alpr_pipelines.edge.integrity import sha256_file
-    from alpr_pipelines.edge.prefetch import fetch_prepared
+    from alpr_pipelines.edge.swap.prefetch import fetch_prepared
 
     loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
     remote = loader.current_version("alpr-plate-detector")
@@ -527,10 +532,9 @@ def test_prefetch_takes_turns_with_frames_that_keep_the_cores_busy(registry, mod
     """A box kept busy by its frames leaves a lowest-priority child no idle cores; the poller's slices do."""
     import threading
 
-    from alpr_pipelines.edge.prefetch import SLICE_S, fetch_prepared
-    from alpr_pipelines.edge.turns import Turns
+    from alpr_pipelines.edge.swap.prefetch import SLICE_S, fetch_prepared
 
-    class CountingTurns(Turns):
+    class CountingTurns(FrameTurns):
         def __init__(self) -> None:
             super().__init__()
             self.taken: dict[str, int] = {}
@@ -544,8 +548,8 @@ def test_prefetch_takes_turns_with_frames_that_keep_the_cores_busy(registry, mod
             self.count()
 
         @contextlib.contextmanager
-        def piece(self):
-            with super().piece():
+        def loading_turn(self):
+            with super().loading_turn():
                 self.count()
                 yield
 
@@ -574,9 +578,9 @@ def test_prefetch_takes_turns_with_frames_that_keep_the_cores_busy(registry, mod
 
 def test_prefetch_spare_is_used_once_and_ends_with_close(registry, models, tmp_path):
     """A spare child imports ahead and serves one fetch; a closed Spare starts no more, and its waiting child exits."""
-    from alpr_pipelines.edge.prefetch import Spare, fetch_prepared
+    from alpr_pipelines.edge.swap.prefetch import fetch_prepared
 
-    spare = Spare()
+    spare = SpareFetcher()
     spare.ready()
     child = spare.take()
     assert child is not None and spare.take() is None

@@ -13,9 +13,9 @@ from alpr_pipelines.lib.exports import dfl_as_reductions, export_onnx, onnx_pari
 @pytest.fixture(scope="module")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """A YOLO11n of one class, untrained (its head's numbers are what matters here, not its accuracy)."""
-    from alpr_pipelines.lib.training import _offline_ultralytics
+    from alpr_pipelines.lib.training import offline_ultralytics
 
-    _offline_ultralytics()
+    offline_ultralytics()
     from ultralytics import YOLO
 
     model = YOLO("yolo11n.yaml")

@@ -5,12 +5,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from alpr_pipelines.definitions import ALL_ASSETS
 from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import tiny_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines_tests.conftest import copy_dataset
+from alpr_pipelines_tests.conftest import copy_dataset, graph_assets
 
 
 def _resources(home: Path, uri: str, experiment: str) -> dict:
@@ -29,7 +28,7 @@ def _versions(client, name):
 def graph_run(mlflow_server, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=tiny_run_config(), instance=instance,
+    result = dg.materialize([*graph_assets(), *parity_checks], run_config=tiny_run_config(), instance=instance,
                             resources=_resources(home, mlflow_server.uri, "materialize-tests"))
     return result, home, instance
 
@@ -66,7 +65,7 @@ def test_whole_graph_registers_both_detectors(graph_run, mlflow_client):
 def test_rerun_reuses_training_and_registers_nothing_new(graph_run, mlflow_server, mlflow_client):
     result, home, instance = graph_run
     before = {n: len(_versions(mlflow_client, n)) for n in ("alpr-vehicle-detector", "alpr-plate-detector")}
-    again = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=tiny_run_config(), instance=instance,
+    again = dg.materialize([*graph_assets(), *parity_checks], run_config=tiny_run_config(), instance=instance,
                            resources=_resources(home, mlflow_server.uri, "materialize-tests"))
     assert again.success
     for key in ("vehicle", "plate"):
@@ -85,7 +84,7 @@ def test_bad_dataset_stops_the_chain(mlflow_server, mlflow_client, tiny_views, t
     config = tiny_run_config(models=("plate",))
     config["ops"]["plate__dataset"] = {"config": {"source": "yaml", "data_yaml": str(broken / "data.yaml")}}
     before = len(_versions(mlflow_client, "alpr-plate-detector"))
-    plate_assets = [a for a in ALL_ASSETS if any(k.path[0] in ("plate", "datasets") for k in a.keys)]
+    plate_assets = [a for a in graph_assets() if any(k.path[0] in ("plate", "datasets") for k in a.keys)]
     result = dg.materialize([*plate_assets, *parity_checks[1:]], run_config=config, raise_on_error=False,
                             resources=_resources(tmp_path / "home", mlflow_server.uri, experiment),
                             selection=[a.key for a in plate_assets])
@@ -122,7 +121,8 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
     config = tiny_run_config(models=("plate",), epochs=3, seed=7)
     del config["ops"]["plate__registered_version"]
     keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
-    result = dg.materialize(ALL_ASSETS, run_config=config, selection=[dg.AssetKey(k) for k in keys],
+    result = dg.materialize([*graph_assets(), *parity_checks], run_config=config,
+                            selection=[dg.AssetKey(k) for k in keys],
                             resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
     assert result.success and attempts["n"] == 2
     assert any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)

@@ -7,15 +7,16 @@ import dagster as dg
 import pytest
 import requests
 
-from alpr_pipelines.definitions import ALL_ASSETS, defs
+from alpr_pipelines.definitions import defs
 from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import graph_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines_tests.conftest import graph_assets
 
 NAME = "alpr-vehicle-detector"
 # Small enough for the default test run, big enough that a trained vehicle model beats an untrained one clearly.
-GOLDEN = {"golden_scenes": 24, "golden_width": 320, "golden_height": 192}
+GOLDEN = {"scenes": 24, "width": 320, "height": 192}
 # These tests exercise the promotion machinery on models trained for seconds, far below the default floors (which
 # reject them, as test_an_untrained_model_is_rejected_by_the_default_gate shows): an operator lowers the floors
 # through the run config, as the job allows. The default floors meet real models in the slow recipe test.
@@ -37,11 +38,11 @@ def env(registry, tmp_path_factory):
 
 def _train_and_register(env, epochs: int, seed: int) -> str:
     resources, instance = env
-    config = graph_run_config(train_images=96, val_images=24, golden_scenes=GOLDEN["golden_scenes"], epochs=epochs,
+    config = graph_run_config(train_images=96, val_images=24, golden_scenes=GOLDEN["scenes"], epochs=epochs,
                               imgsz=160, batch=16, seed=seed, scene_size=(320, 192), models=("vehicle",))
-    selection = [a.key for a in ALL_ASSETS if a.key.path[0] in ("vehicle", "datasets")
+    selection = [a.key for a in graph_assets() if a.key.path[0] in ("vehicle", "datasets")
                  and a.key.path[-1] != "evaluation"]
-    result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=config, instance=instance,
+    result = dg.materialize([*graph_assets(), *parity_checks], run_config=config, instance=instance,
                             resources=resources, selection=selection)
     assert result.success
     return result.output_for_node("vehicle__registered_version")["version"]
@@ -49,8 +50,8 @@ def _train_and_register(env, epochs: int, seed: int) -> str:
 
 def _promote(env, version: str, **extra) -> dict:
     resources, instance = env
-    job = defs.get_job_def("promote_version")
-    config = {"model": "vehicle", "version": version, **GOLDEN, **extra}
+    job = defs().get_job_def("promote_version")
+    config = {"model": "vehicle", "version": version, "golden": GOLDEN, **extra}
     result = job.execute_in_process(run_config={"ops": {"gate_and_promote": {"config": config}}}, instance=instance,
                                     resources=resources)
     return result.output_for_node("gate_and_promote")
@@ -93,7 +94,7 @@ def test_good_promoted_bad_rejected_rollback(env, registry):
     assert client.get_model_version(NAME, good).current_stage == "Archived"
 
     resources, instance = env
-    result = defs.get_job_def("rollback_model").execute_in_process(
+    result = defs().get_job_def("rollback_model").execute_in_process(
         run_config={"ops": {"rollback_production": {"config": {"model": "vehicle"}}}}, instance=instance,
         resources=resources)
     assert result.output_for_node("rollback_production") == {"demoted": bad, "restored": good}

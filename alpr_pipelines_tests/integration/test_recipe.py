@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alpr_pipelines.edge.onnx_backend import Detection
+from alpr_pipelines.edge.yolo import Detection
 from alpr_pipelines.lib.datasets import (
     label_path,
     load_data_yaml,
@@ -60,14 +60,14 @@ def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path)
     detectors work on the golden set and its held-out shift split, and the default gate would promote them."""
     import dagster as dg
 
-    from alpr_pipelines.definitions import ALL_ASSETS
     from alpr_pipelines.defs.exports.checks import parity_checks
     from alpr_pipelines.defs.presets import recipe_run_config
-    from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, decide
     from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
     from alpr_pipelines.defs.resources import AlprStateResource
+    from alpr_pipelines.lib.gate import DEFAULT_POLICIES, decide
+    from alpr_pipelines_tests.conftest import graph_assets
 
-    result = dg.materialize([*ALL_ASSETS, *parity_checks], run_config=recipe_run_config(),
+    result = dg.materialize([*graph_assets(), *parity_checks], run_config=recipe_run_config(),
                             resources={"state": AlprStateResource(home=str(tmp_path / "home")),
                                        "mlflow_registry": MlflowRegistryResource(tracking_uri=mlflow_server.uri,
                                                                                  experiment_name="recipe")})

@@ -12,7 +12,7 @@ import requests
 
 from alpr_pipelines.edge.loader import MLflowModelLoader
 from alpr_pipelines.lib.registry import set_stage
-from alpr_pipelines.lib.registry_cache import HEADER
+from alpr_pipelines.stack.registry_cache import HEADER
 from alpr_pipelines_tests.conftest import MlflowServer, registry_cache_in_front
 
 NAME = "alpr-plate-detector"

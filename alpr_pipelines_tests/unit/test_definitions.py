@@ -5,7 +5,7 @@ from alpr_pipelines.lib.models import MODEL_SPECS
 
 
 def test_definitions_load_with_the_whole_chain_per_model():
-    repo = defs.get_repository_def()
+    repo = defs().get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert "datasets/golden_set" in keys
     for key in MODEL_SPECS:
@@ -18,19 +18,19 @@ def test_definitions_load_with_the_whole_chain_per_model():
 
 
 def test_parity_checks_are_blocking():
-    checks = list(defs.get_repository_def().asset_graph.asset_check_keys)
+    checks = list(defs().get_repository_def().asset_graph.asset_check_keys)
     assert {c.asset_key.to_user_string() for c in checks} == {f"{k}/onnx" for k in MODEL_SPECS}
-    for spec in defs.asset_checks or []:
+    for spec in defs().asset_checks or []:
         for check_spec in spec.check_specs:
             assert check_spec.blocking
 
 
 def test_jobs_exist():
-    names = set(defs.get_repository_def().job_names)
+    names = set(defs().get_repository_def().job_names)
     assert {"train_and_register", "train_and_register_vehicle", "train_and_register_plate"} <= names
 
 
 def test_training_uses_the_training_pool_and_retries():
-    node = defs.get_assets_def(dg.AssetKey(["plate", "weights"]))
+    node = defs().get_assets_def(dg.AssetKey(["plate", "weights"]))
     assert node.op.pool == "alpr_training"
     assert node.op.retry_policy is not None and node.op.retry_policy.max_retries >= 1

@@ -59,7 +59,7 @@ CODE_READS = {
                                       "ALPR_EDGE_MODELS_DIR", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
 }
 
-# Metrics the edge service exposes (checked against alpr_pipelines/edge/service.py below).
+# Metrics the edge service exposes (checked against alpr_pipelines/edge/metrics.py below).
 EDGE_METRICS = {
     "alpr_inference_fps", "alpr_inference_latency_seconds", "alpr_detection_confidence", "alpr_frames_total",
     "alpr_model_version_info", "alpr_model_swaps_total", "alpr_model_swap_failures_total",
@@ -480,7 +480,7 @@ def test_edge_container_config_loads_and_matches_the_service(services):
 def test_edge_polls_through_the_registry_cache_which_fronts_mlflow(services):
     """The compose cache runs the package's own template, every placeholder of it filled from its environment, in
     front of the mlflow service; the edge polls it; MLflow accepts the Host header the cache passes on."""
-    from alpr_pipelines.lib import registry_cache
+    from alpr_pipelines.stack import registry_cache
 
     svc = services["registry-cache"]
     mounts = {t: s for s, t in bind_mounts(svc)}
@@ -563,7 +563,7 @@ def promql_metrics(expr: str) -> set[str]:
 
 
 def test_edge_metric_list_matches_the_service():
-    source = (ROOT / "alpr_pipelines" / "edge" / "service.py").read_text()
+    source = (ROOT / "alpr_pipelines" / "edge" / "metrics.py").read_text()
     exposed = set(re.findall(r"(?:Gauge|Counter|Histogram|Summary)\(\s*\"(\w+)\"", source))
     assert exposed == EDGE_METRICS
 
@@ -637,7 +637,7 @@ def test_helm_values_launch_runs_on_kubernetes_with_gpu_training_steps(helm_valu
     pytest.importorskip("dagster")
     from alpr_pipelines.definitions import defs
 
-    job = defs.resolve_job_def("train_and_register")
+    job = defs().resolve_job_def("train_and_register")
     nodes = {node.name: node.definition for node in job.graph.nodes}
     assert set(per_step) <= set(nodes), f"unknown step keys: {sorted(set(per_step) - set(nodes))}"
     trainings = {name for name, d in nodes.items() if getattr(d, "pool", None) == "alpr_training"}

@@ -1,6 +1,6 @@
 import pytest
 
-from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, GatePolicy, decide
+from alpr_pipelines.lib.gate import DEFAULT_POLICIES, GatePolicy, decide
 
 POLICY = GatePolicy(min_map50=0.5, min_map50_95=0.10, min_class_ap50=0.4, max_regression=0.01,
                     latency_budget_ms_p95=50.0, require_parity=True)

@@ -3,7 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from alpr_pipelines.edge.onnx_backend import Letterbox, decode, letterbox, to_tensor
+from alpr_pipelines.edge.swap.policy import pin_to_first_core
+from alpr_pipelines.edge.yolo import Letterbox, decode, letterbox, to_tensor
 
 
 @pytest.mark.parametrize("shape", [(160, 256), (384, 640), (100, 100), (641, 333)])
@@ -78,21 +79,20 @@ def test_a_640x384_frame_is_not_padded_to_a_square():
 
 
 def test_a_session_is_created_on_the_core_its_pool_threads_leave_free_then_the_thread_gets_its_cores_back():
-    from alpr_pipelines.edge.onnx_backend import on_the_callers_core
 
     before = os.sched_getaffinity(0)
-    with on_the_callers_core(None):
+    with pin_to_first_core(None):
         inside = os.sched_getaffinity(0)
     assert os.sched_getaffinity(0) == before
     assert inside == ({min(before)} if len(before) > 1 else before)
-    with on_the_callers_core(2):  # an explicit thread count: ONNX Runtime pins nothing, nor does this
+    with pin_to_first_core(2):  # an explicit thread count: ONNX Runtime pins nothing, nor does this
         assert os.sched_getaffinity(0) == before
 
 
 def test_first_run_of_a_backend_that_must_warm_up_is_one_run_at_the_frame_shape():
     """A backend whose first run is costly (not a dynamic ONNX model on the CPU) makes one warm-up run at the
     frames' shape in the session's piece and reports it is not ready yet; the caller makes the second."""
-    from alpr_pipelines.edge.detector import first_run
+    from alpr_pipelines.edge.swap.poller import first_run
 
     class Engine:
         imgsz = (64, 64)

@@ -1,6 +1,6 @@
 import os
 
-from alpr_pipelines.edge.prefetch import STARVED_SHARE, WINDOW_S, run_and_wait, starved
+from alpr_pipelines.edge.swap.prefetch import STARVED_SHARE, WINDOW_S, run_and_wait, starved
 
 
 def test_a_child_is_starved_only_when_it_waits_for_a_core_it_does_not_get():

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from alpr_pipelines.edge import priority
-from alpr_pipelines.edge.priority import check_priority, realtime
 from alpr_pipelines.edge.service import ConfigError, EdgeConfig
+from alpr_pipelines.edge.swap import priority
+from alpr_pipelines.edge.swap.priority import check_priority, realtime
 
 linux = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="SCHED_FIFO is Linux's")
 
@@ -79,7 +79,7 @@ def test_a_box_that_refuses_it_runs_the_block_at_normal_priority_and_says_what_t
     monkeypatch.setattr(os, "sched_getparam", lambda pid: None, raising=False)
     monkeypatch.setattr(priority, "_warned", set())
     ran = []
-    with caplog.at_level(logging.WARNING, logger="alpr_pipelines.edge.priority"):
+    with caplog.at_level(logging.WARNING, logger="alpr_pipelines.edge.swap.priority"):
         for _ in range(2):
             with realtime(10):
                 ran.append(True)

@@ -6,10 +6,9 @@ import uuid
 
 import pytest
 
-from alpr_pipelines.lib import registry_cache
-from alpr_pipelines.lib import stack_production as prod
-from alpr_pipelines.lib.stack import StackError
 from alpr_pipelines.settings import load_settings
+from alpr_pipelines.stack import StackError, registry_cache
+from alpr_pipelines.stack import production as prod
 
 
 def _nginx() -> str | None:

@@ -8,12 +8,12 @@ from alpr_pipelines.definitions import defs, train_and_register
 from alpr_pipelines.defs.presets import recipe_run_config
 from alpr_pipelines.defs.promotion.ops import PROMOTION_POOL
 from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule, retrain_run_config
-from alpr_pipelines.lib.stack import DAGSTER_YAML
 from alpr_pipelines.settings import load_settings
+from alpr_pipelines.stack.embedded import DAGSTER_YAML
 
 
 def test_schedule_defaults_weekly_utc_and_targets_the_whole_chain():
-    schedule = defs.get_schedule_def("retrain_weekly")
+    schedule = defs().get_schedule_def("retrain_weekly")
     assert schedule.cron_schedule == "0 3 * * 1" and schedule.execution_timezone == "UTC"
     assert schedule.job_name == "train_and_register"
 
@@ -39,15 +39,15 @@ def test_scheduled_run_config_retrains_only_when_forced(tmp_path):
 
 
 def test_schedule_tick_requests_a_run():
-    schedule = defs.get_schedule_def("retrain_weekly")
+    schedule = defs().get_schedule_def("retrain_weekly")
     request = schedule(dg.build_schedule_context())
     assert isinstance(request, dg.RunRequest) and request.tags["alpr/trigger"] == "schedule"
 
 
 def test_promotions_and_trainings_are_serialized_by_pools():
-    job = defs.get_job_def("promote_version")
+    job = defs().get_job_def("promote_version")
     assert job.graph.node_dict["gate_and_promote"].definition.pool == PROMOTION_POOL
-    assert defs.get_job_def("rollback_model").graph.node_dict["rollback_production"].definition.pool == PROMOTION_POOL
+    assert defs().get_job_def("rollback_model").graph.node_dict["rollback_production"].definition.pool == PROMOTION_POOL
     assert yaml.safe_load(DAGSTER_YAML)["concurrency"]["pools"]["default_limit"] == 1
 
 
@@ -56,9 +56,9 @@ def test_gpu_steps_carry_their_k8s_config_and_the_executor_is_selectable():
     from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG
 
     for key in (["plate", "weights"], ["vehicle", "tensorrt"]):
-        tags = defs.get_assets_def(dg.AssetKey(key)).op.tags
+        tags = defs().get_assets_def(dg.AssetKey(key)).op.tags
         assert json.loads(tags["dagster-k8s/config"]) == GPU_STEP_K8S_CONFIG  # Dagster stores op tags as JSON
-    assert "dagster-k8s/config" not in defs.get_assets_def(dg.AssetKey(["plate", "evaluation"])).op.tags
+    assert "dagster-k8s/config" not in defs().get_assets_def(dg.AssetKey(["plate", "evaluation"])).op.tags
     assert executor_for(load_settings({})) is None
     with pytest.raises(ValueError, match="ALPR_EXECUTOR='slurm' is unknown"):
         executor_for(load_settings({"ALPR_EXECUTOR": "slurm"}))

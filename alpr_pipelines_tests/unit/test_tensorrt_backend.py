@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from alpr_pipelines.edge.tensorrt_backend import read_engine_file
+from alpr_pipelines.edge.backends.tensorrt import read_engine_file
 
 
 def test_reads_ultralytics_engine_header(tmp_path):
@@ -23,7 +23,7 @@ def test_plain_engine_without_header(tmp_path):
 
 def test_engine_backend_needs_tensorrt_and_a_gpu(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (pip install '.[gpu]' on a CUDA machine)")
-    from alpr_pipelines.edge.tensorrt_backend import TensorRTDetector
+    from alpr_pipelines.edge.backends.tensorrt import TensorRTDetector
 
     path = tmp_path / "x.engine"
     path.write_bytes(b"\x00\x00\x00\x00")

@@ -1,10 +1,10 @@
-"""Turns: the inference work of the edge process one piece at a time. Frames go in arrival order; a piece of loading
+"""FrameTurns: the inference work of the edge process one piece at a time. Frames go in arrival order; a piece of loading
 goes at a frame's end, ahead of the next frame, or at once when no frame has come for a while; neither starves."""
 
 import threading
 import time
 
-from alpr_pipelines.edge.turns import Turns
+from alpr_pipelines.edge.swap.turns import FrameTurns
 
 
 def _wait_for(predicate, timeout: float = 5.0) -> None:
@@ -14,9 +14,9 @@ def _wait_for(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def _exclusive(turns: Turns, order: list[str], inside: list[str]):
+def _exclusive(turns: FrameTurns, order: list[str], inside: list[str]):
     def take(name: str, piece: bool) -> None:
-        with turns.piece() if piece else turns:
+        with turns.loading_turn() if piece else turns:
             inside.append(name)
             assert len(inside) == 1, f"{inside} hold a turn at once"
             order.append(name)
@@ -27,7 +27,7 @@ def _exclusive(turns: Turns, order: list[str], inside: list[str]):
 
 
 def test_frames_go_in_arrival_order_and_a_waiting_piece_goes_at_the_next_frames_end():
-    turns = Turns(idle_s=60)
+    turns = FrameTurns(idle_s=60)
     order: list[str] = []
     take = _exclusive(turns, order, [])
     threads = []
@@ -36,7 +36,7 @@ def test_frames_go_in_arrival_order_and_a_waiting_piece_goes_at_the_next_frames_
             t = threading.Thread(target=take, args=(name, piece))
             t.start()
             threads.append(t)
-            _wait_for(lambda n=n: turns._issued + turns._pieces_issued == n + 2)  # waiting for its turn now
+            _wait_for(lambda n=n: turns._issued + turns._steps_issued == n + 2)  # waiting for its turn now
         assert order == []
     for t in threads:
         t.join(5)
@@ -44,19 +44,19 @@ def test_frames_go_in_arrival_order_and_a_waiting_piece_goes_at_the_next_frames_
 
 
 def test_a_piece_waits_for_a_frames_end_while_frames_come_and_goes_at_once_when_none_do():
-    turns = Turns(idle_s=0.2)
-    with turns.piece():  # no frame has come yet: at once
+    turns = FrameTurns(idle_s=0.2)
+    with turns.loading_turn():  # no frame has come yet: at once
         pass
     with turns:
         pass
     asked = time.monotonic()
-    with turns.piece():  # a frame ended just now and none has come since: it waits for the idle time to pass
+    with turns.loading_turn():  # a frame ended just now and none has come since: it waits for the idle time to pass
         waited = time.monotonic() - asked
     assert 0.15 <= waited < 5
 
 
 def test_a_frame_waits_for_at_most_the_piece_in_progress_and_pieces_alternate_with_frames():
-    turns = Turns(idle_s=60)
+    turns = FrameTurns(idle_s=60)
     stop = threading.Event()
     log: list[str] = []
 
@@ -68,7 +68,7 @@ def test_a_frame_waits_for_at_most_the_piece_in_progress_and_pieces_alternate_wi
 
     def pieces() -> None:
         for _ in range(5):
-            with turns.piece():
+            with turns.loading_turn():
                 log.append("piece")
 
     loop = threading.Thread(target=frame_loop)

@@ -4,8 +4,8 @@ frame when no vehicle is found. Plates come back in frame coordinates, once each
 import numpy as np
 
 from alpr_pipelines.edge.detector import CROP_MARGIN, ModelSlot, YOLOv11Detector, crop_region, dedup
-from alpr_pipelines.edge.onnx_backend import Detection
-from alpr_pipelines.edge.turns import Turns
+from alpr_pipelines.edge.swap.policy import SwapPolicy
+from alpr_pipelines.edge.yolo import Detection
 
 
 class FakeVehicles:
@@ -44,7 +44,7 @@ def detector(vehicle_boxes, plates=None):
     det.conf = det.plate_conf = 0.25
     det.vehicle = ModelSlot("v", FakeVehicles(vehicle_boxes))
     det.plate = ModelSlot("p", plates or FakePlates())
-    det.turns = Turns()
+    det.policy = SwapPolicy()
     return det
 
 

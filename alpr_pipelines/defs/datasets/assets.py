@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from alpr_pipelines.defs.golden import GoldenSetConfig
 from alpr_pipelines.defs.metadata import image_markdown
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.coco import convert_coco
@@ -18,33 +19,17 @@ from alpr_pipelines.lib.datasets import (
     validate_dataset,
     write_synthetic_views,
 )
-from alpr_pipelines.lib.golden import GoldenSpec, golden_dir, write_golden
+from alpr_pipelines.lib.golden import golden_dir
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
 
 GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
-_GOLDEN = GoldenSpec()
-
-
-class GoldenSetConfig(dg.Config):
-    """The frozen evaluation set (``lib.golden``), from scene streams training never draws from."""
-
-    seed: int = _GOLDEN.seed
-    scenes: int = _GOLDEN.scenes
-    width: int = _GOLDEN.width
-    height: int = _GOLDEN.height
-
-    def spec(self) -> GoldenSpec:
-        return GoldenSpec(seed=self.seed, scenes=self.scenes, width=self.width, height=self.height)
-
-
 @dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
           description="Frozen golden evaluation set, disjoint from every training scene: each model's view of the "
           "golden scenes, and a held-out 'shift' split whose plates use formats, colours and a font training never "
           "sees.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
-    root = state.path("datasets", "golden")
     try:
-        splits = write_golden(root, config.spec())
+        splits = config.splits(state)
     except DatasetError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     metadata: dict[str, Any] = {}
@@ -57,7 +42,8 @@ def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state
     combined = hashlib.sha256("".join(s.key for s in splits.values()).encode()).hexdigest()
     return dg.Output({key: split.as_dict() for key, split in splits.items()},
                      data_version=dg.DataVersion(combined[:32]),
-                     metadata={"path": dg.MetadataValue.path(str(golden_dir(root, config.spec()))),
+                     metadata={"path": dg.MetadataValue.path(str(golden_dir(state.path("datasets", "golden"),
+                                                                            config.spec()))),
                                "scenes": config.scenes, **metadata})
 
 

@@ -5,50 +5,30 @@ from typing import Literal
 import dagster as dg
 import yaml
 
-from alpr_pipelines.defs.promotion.gate import DEFAULT_POLICIES, GatePolicy, decide
+from alpr_pipelines.defs.golden import GoldenSetConfig
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.evaluation import EvaluationError
-from alpr_pipelines.lib.golden import GoldenSpec, GoldenSplits, write_golden
+from alpr_pipelines.lib.gate import DEFAULT_POLICIES, GatePolicy
 from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion import (
-    PARITY_TAG,
     DecisionRecord,
     PromotionError,
-    evaluate_version,
+    gate_candidate,
     now_iso,
-    promote_to_production,
     record_decision,
-    reject,
     rollback,
     verify_agreement,
 )
-from alpr_pipelines.lib.registry import alias_version, set_stage
+from alpr_pipelines.lib.registry import set_stage
 from alpr_pipelines.settings import Settings, load_settings
 
 PROMOTION_POOL = "alpr_promotion"  # limit 1 (dagster.yaml): promotions are serialized
 
 
-_GOLDEN = GoldenSpec()
-
-
-class GoldenConfig(dg.Config):
-    """The frozen golden set the evaluations use (``lib.golden``; the golden_set asset's defaults)."""
-
-    golden_seed: int = _GOLDEN.seed
-    golden_scenes: int = _GOLDEN.scenes
-    golden_width: int = _GOLDEN.width
-    golden_height: int = _GOLDEN.height
-
-    def golden(self, spec: ModelSpec, state: AlprStateResource) -> GoldenSplits:
-        """``spec``'s golden splits, generated if absent (they are deterministic)."""
-        golden = GoldenSpec(seed=self.golden_seed, scenes=self.golden_scenes, width=self.golden_width,
-                            height=self.golden_height)
-        return write_golden(state.path("datasets", "golden"), golden)[spec.key]
-
-
-class PromoteConfig(GoldenConfig):
-    """Gate and promote one version. Unset policy fields take the model's defaults (gate.DEFAULT_POLICIES)."""
+class PromoteConfig(dg.Config):
+    """Gate and promote one version on ``golden`` (the golden_set asset's defaults). Unset policy fields take the
+    model's defaults (``lib.gate.DEFAULT_POLICIES``), then ``ALPR_GATE_POLICY``'s."""
 
     model: str
     version: str
@@ -56,6 +36,7 @@ class PromoteConfig(GoldenConfig):
     force: bool = False
     reason: str | None = None
     decided_by: str = "promotion sensor"
+    golden: GoldenSetConfig = GoldenSetConfig()
     min_map50: float | None = None
     min_map50_95: float | None = None
     min_class_ap50: float | None = None
@@ -97,8 +78,10 @@ def _observe(context: dg.OpExecutionContext, spec: ModelSpec, record: DecisionRe
     ))
 
 
-def run_promotion(context: dg.OpExecutionContext, config: PromoteConfig, mlflow_registry: MlflowRegistryResource,
-                  state: AlprStateResource) -> dict:
+@dg.op(pool=PROMOTION_POOL, description="Evaluate a version and the champion on the golden set, apply the gate, "
+       "then promote (production alias + Production stage) or reject, recording the decision.")
+def gate_and_promote(context: dg.OpExecutionContext, config: PromoteConfig, mlflow_registry: MlflowRegistryResource,
+                     state: AlprStateResource) -> dict:
     spec = spec_for(config.model)
     name, version = spec.registered_name, str(config.version)
     client = mlflow_registry.get_client()
@@ -110,54 +93,17 @@ def run_promotion(context: dg.OpExecutionContext, config: PromoteConfig, mlflow_
     if mv.current_stage == "Production":
         context.log.info(f"{name} v{version} is already in Production; nothing to do")
         return {"name": name, "version": version, "verdict": "already-production"}
-    if config.force and not config.reason:
-        raise dg.Failure("a forced promotion needs a reason (--reason TEXT)", allow_retries=False)
-    golden = config.golden(spec, state)
-    work = state.path("evaluations")
-    champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
     try:
-        candidate, cached = evaluate_version(client, name, version, golden, work)
-        champion = None
-        if champion_version is not None:
-            champion, _ = evaluate_version(client, name, champion_version, golden, work)
+        record = gate_candidate(client, spec, version, config.golden.splits(state)[spec.key],
+                                config.policy(spec, load_settings()), state.path("evaluations"), config.decided_by,
+                                context.run.run_id, config.force, config.reason, log=context.log.info)
     except (EvaluationError, PromotionError) as exc:
         # A failed evaluation is an error, never a score of 0: nothing is decided or changed.
-        raise dg.Failure(description=f"evaluation of {name} failed, nothing was promoted: {exc}",
-                         allow_retries=False) from exc
-    policy = config.policy(spec, load_settings())
-    parity = {"passed": True, "failed": False}.get(mv.tags.get(PARITY_TAG, ""))
-    decision = decide(candidate.headline(), champion.headline() if champion else None, parity, policy)
-    verdict = decision.verdict
-    reasons = list(decision.reasons)
-    if config.force and not decision.promote:
-        verdict = "forced"
-        reasons.append(f"FORCED by {config.decided_by}: {config.reason}")
-    record = DecisionRecord(
-        name=name, version=version, verdict=verdict, reasons=reasons, candidate=candidate.headline(),
-        champion=champion.headline() if champion else None, champion_version=champion_version,
-        decided_by=config.decided_by, dagster_run_id=context.run.run_id, time=now_iso(),
-    )
-    for line in reasons:
-        context.log.info(f"{name} v{version}: {line}")
-    if decision.promote or config.force:
-        try:
-            aliases = promote_to_production(client, name, version)
-        except PromotionError as exc:
-            raise dg.Failure(description=str(exc)) from exc
-        context.log.info(f"{name} v{version} promoted to Production; aliases {aliases}")
-    else:
-        reject(client, name, version)
-        context.log.info(f"{name} v{version} rejected; it stays out of Production")
-    record_decision(client, record)
+        raise dg.Failure(description=f"{name} v{version}: nothing was promoted: {exc}", allow_retries=False) from exc
     _observe(context, spec, record)
     return record.as_dict()
 
 
-@dg.op(pool=PROMOTION_POOL, description="Evaluate a version and the champion on the golden set, apply the gate, "
-       "then promote (production alias + Production stage) or reject, recording the decision.")
-def gate_and_promote(context: dg.OpExecutionContext, config: PromoteConfig, mlflow_registry: MlflowRegistryResource,
-                     state: AlprStateResource) -> dict:
-    return run_promotion(context, config, mlflow_registry, state)
 
 
 class RollbackConfig(dg.Config):

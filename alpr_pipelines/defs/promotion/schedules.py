@@ -31,12 +31,12 @@ def retrain_run_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def build_retraining_schedule(job: Any, settings: Settings | None = None) -> dg.ScheduleDefinition:
-    settings = settings or load_settings()
+def build_retraining_schedule(job: Any, settings: Settings) -> dg.ScheduleDefinition:
+    """The weekly retraining schedule of ``job``, at the time ``settings`` give (``ALPR_RETRAIN_CRON``)."""
 
     @dg.schedule(job=job, cron_schedule=settings.retrain_cron, execution_timezone=settings.retrain_timezone,
                  name="retrain_weekly", default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description=f"Retrain both detectors ({settings.retrain_cron}, {settings.retrain_timezone}); a "
+                 description=f"Retrain every model ({settings.retrain_cron}, {settings.retrain_timezone}); a "
                  "changed dataset (or ALPR_RETRAIN_FORCE=1) yields new candidates for the promotion sensor.")
     def retrain_weekly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return dg.RunRequest(run_config=retrain_run_config(load_settings()),

@@ -1,32 +1,20 @@
-"""Fetching a new version off the frame loop's interpreter: download, verification and the optimization for this
-box (``box_optimized.optimized_for_this_box``) in a child process of the lowest CPU priority.
+"""Preparing a new version off the frame loop: download, verification and the optimization for this box
+(``backends.box_optimized``) in a child process of the lowest CPU priority.
 
-Done in the edge process, that work cost the frames served meanwhile, even from a thread of the lowest priority:
-the optimization takes a core from the frame's spinning ONNX Runtime threads, and every pass of the download loop
-takes the interpreter lock that the frame loop needs between its runs (a low-priority thread gives it back late);
-frames during a swap took up to 2.6x the steady p95 (2 cores). A child shares no lock with the frame loop and, at
-the lowest priority from its first statement on, gets the cores only when frames leave them idle. It writes into
-the same verified cache (temporary file, sha256 against the manifest, atomic rename) and answers with the paths;
-the poller then creates the session from the optimized file, between two frames.
+A child shares no interpreter lock with the frame loop and, at the lowest priority from its first statement on,
+gets the cores only when frames leave them idle. It writes into the same verified cache (temporary file, sha256
+against the manifest, atomic rename) and answers with the paths; the poller then creates the session between two
+frames. While the child is starved of the cores (:func:`starved`, from ``/proc/<pid>/schedstat``), the poller also
+takes loading turns with the frames (``swap.turns``) and spends each one, :data:`SLICE_S`, leaving the cores idle
+for it. A spare child (:class:`SpareFetcher`) is started ahead of need, so a swap does not pay for its imports.
+Why, and what each part measured: docs/edge.md, "Swaps".
 
-Idle cores alone do not always come: a box whose cameras keep both cores busy (measured: two-stage INT8 at 640 and
-15 fps on a 2-core AMD EPYC without VNNI, 57 ms of every 67) left the child so little that its 0.6 s of CPU took
-3 to 26 s, and the new version waited. So while the child is starved, the poller also takes turns with the frames
-(``edge.turns``) and spends each turn, :data:`SLICE_S`, doing nothing: the frame loop's threads sleep, the cores
-go idle, and the child runs. A frame then waits for at most one slice; the child gets a slice of both cores per
-frame at least. Starved (:func:`starved`) means that over the last :data:`WINDOW_S` the child's working thread
-ran for less than :data:`STARVED_SHARE` of a core and waited for one longer than it ran (``/proc/<pid>/schedstat``);
-a child that gets the gaps a paced camera leaves (a third of a core at 15 fps on the benchmark box) gets no
-slices, so its frames wait for none (figure 4 of ``docs/benchmarks.md``). Where the kernel does not say, every
-turn is a slice. Half of a child's CPU was its start (imports: 0.33 of 0.6 s, OpenCV included, which it no longer
-imports), so the pollers keep a spare (:class:`Spare`) started ahead of need: it imports at the lowest priority
-while nothing is asked of it and then waits for its request, and the swap pays only the fetch and the optimization.
-
-    python -m alpr_pipelines.edge.prefetch    # reads one request (JSON) on stdin, answers one line of JSON
+    python -m alpr_pipelines.edge.swap.prefetch    # reads one request (JSON) on stdin, answers one line of JSON
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by main() only once the priority is down
     from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion
-    from alpr_pipelines.edge.turns import Turns
+    from alpr_pipelines.edge.swap.turns import FrameTurns
 
 
 def lowest_priority() -> None:
@@ -56,7 +44,7 @@ def lowest_priority() -> None:
 
 # The child imports only this module (the standard library) before main() lowers its priority; where util-linux's
 # chrt and coreutils' nice exist, it starts at the lowest priority, interpreter start-up included.
-_BOOT = "from alpr_pipelines.edge.prefetch import main; raise SystemExit(main())"
+_BOOT = "from alpr_pipelines.edge.swap.prefetch import main; raise SystemExit(main())"
 SLICE_S = 0.02  # one turn's worth of idle cores for the child: a frame waits for at most this long
 WINDOW_S = 0.2  # how long the child's share of the cores is measured over before the poller decides on slices
 STARVED_SHARE = 0.2  # of one core: below it, while the child waits for a core longer than it runs, it gets slices
@@ -102,14 +90,14 @@ def spawn() -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-class Spare:
-    """A child started ahead of need (:func:`spawn`), for whichever of a box's pollers finds a new version first;
+class SpareFetcher:
+    """A fetch child started ahead of need (:func:`spawn`), for whichever of a box's pollers finds a new version first;
     one at a time (each costs ~80 MB while it waits). Thread-safe.
 
     No new one starts while a fetch that took one (:meth:`take`) is under way, until it says it is over
     (:meth:`done`): a start runs at the poller's priority until the child lowers its own, and on 2 cores a start
     that another poller made during a swap took a core from the new version's session creation. The start itself
-    takes a turn (``turns``), so it never overlaps a frame either."""
+    takes a loading turn (``turns``), so it never overlaps a frame either."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,15 +105,13 @@ class Spare:
         self._closed = False
         self._fetching = 0  # fetches under way that took this spare's child (or found none)
 
-    def ready(self, turns: Turns | None = None) -> None:
+    def ready(self, turns: FrameTurns | None = None) -> None:
         """Start one unless one is waiting, a fetch is under way, or this is closed; where none can start, each fetch
-        starts its own (and says why). ``turns``: the frame loop's, the start is a piece of them."""
-        from alpr_pipelines.edge.turns import piece_of
-
+        starts its own (and says why). ``turns``: the frame loop's; the start takes a loading turn of them."""
         with self._lock:
             if self._closed or self._fetching or (self._child is not None and self._child.poll() is None):
                 return
-            with piece_of(turns):
+            with turns.loading_turn() if turns is not None else contextlib.nullcontext():
                 try:
                     self._child = spawn()
                 except OSError:
@@ -152,7 +138,7 @@ class Spare:
 
 
 def discard(child: subprocess.Popen[str] | None) -> None:
-    """Ends a spare child that will not be used (closing its stdin is its signal to exit)."""
+    """Ends a spare fetch child that will not be used (closing its stdin is its signal to exit)."""
     if child is None:
         return
     try:
@@ -163,21 +149,20 @@ def discard(child: subprocess.Popen[str] | None) -> None:
 
 
 def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: float = 600.0,
-                   turns: Turns | None = None,
+                   turns: FrameTurns | None = None,
                    child: subprocess.Popen[str] | None = None) -> tuple[Path, dict[str, Any], Path | None]:
     """``loader.fetch(remote)`` and the file's copy optimized for this box, done by a child of the lowest priority;
     returns (path, manifest, optimized path or None).
 
-    ``turns``: the frame loop's turns (``edge.turns.Turns``); while the child is starved of the cores
-    (:func:`starved`), this thread takes pieces of :data:`SLICE_S` and leaves the cores idle for it, so a box kept
-    busy by its cameras still swaps.
+    ``turns``: the frame loop's (``swap.turns.FrameTurns``); while the child is starved of the cores
+    (:func:`starved`), this thread takes loading turns of :data:`SLICE_S` and leaves the cores idle for it, so a box
+    kept busy by its cameras still swaps.
     ``child``: a spare from :func:`spawn` (used up by this call, whatever happens); a new one is started without.
 
     Raises:
         ModelLoadError: the child failed (its last words are in the message); nothing half-written is left behind.
     """
     from alpr_pipelines.edge.loader import ModelLoadError
-    from alpr_pipelines.edge.turns import piece_of
 
     if child is not None and child.poll() is not None:  # the spare died waiting (killed, out of memory)
         child.communicate()
@@ -206,7 +191,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
     last, since = run_and_wait(proc.pid), time.monotonic()
     slicing = last is None  # where the kernel does not say how the child fares, every turn is a slice
     while talker.is_alive():
-        with piece_of(turns if slicing else None):  # a slice, or a plain wait of the same length
+        with turns.loading_turn() if slicing and turns is not None else contextlib.nullcontext():  # a slice, or a wait
             talker.join(SLICE_S)
         now = time.monotonic()
         if last is not None and now - since >= WINDOW_S:
@@ -233,7 +218,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
 
 def main() -> int:
     lowest_priority()  # first: what follows (imports included) yields to the frame loop
-    from alpr_pipelines.edge.box_optimized import optimized_for_this_box
+    from alpr_pipelines.edge.backends.box_optimized import optimized_for_this_box
     from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion
 
     text = sys.stdin.read()  # imports done: a spare waits here for its request

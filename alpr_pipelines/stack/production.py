@@ -1,4 +1,5 @@
-"""The production-like stack on one machine, without Docker: the seed's architecture with local processes.
+"""The production-like stack on one machine, without Docker: the original ALPR registry design's architecture
+(docker-compose of PostgreSQL, MinIO, MLflow and the Dagster services) with local processes.
 
 - PostgreSQL (already running, ``ALPR_POSTGRES_HOST``/``ALPR_POSTGRES_PORT``, default 127.0.0.1:5432): databases
   ``mlflow_db`` (user ``mlflow``, as in the seed), ``mlflow_auth`` (MLflow's user store) and ``dagster``; the env
@@ -8,7 +9,7 @@
 - ``mlflow server`` with the PostgreSQL backend, S3 artifacts served through the server (edge boxes hold no storage
   credentials) and its basic-auth app. Principals: ``admin``, ``alpr-pipeline`` (may write: training, registration,
   promotion) and ``alpr-edge`` (read-only, for edge devices).
-- The registry cache (nginx, :mod:`alpr_pipelines.lib.registry_cache`, ``ALPR_REGISTRY_CACHE_PORT``, default 5080) in
+- The registry cache (nginx, :mod:`alpr_pipelines.stack.registry_cache`, ``ALPR_REGISTRY_CACHE_PORT``, default 5080) in
   front of MLflow: edge boxes point ``MLFLOW_TRACKING_URI`` at it, so a fleet's version polls cost MLflow one lookup
   per model and second instead of one per box and poll. ``ALPR_REGISTRY_CACHE=off`` leaves it out;
   ``ALPR_REGISTRY_CACHE_TTL`` (default 1s) sets how long an answer is kept.
@@ -28,9 +29,10 @@ from pathlib import Path
 
 import requests
 
-from alpr_pipelines.lib import registry_cache
-from alpr_pipelines.lib.stack import Service, StackError, _bin, workspace_file
 from alpr_pipelines.settings import Settings
+from alpr_pipelines.stack import registry_cache
+from alpr_pipelines.stack.embedded import workspace_file
+from alpr_pipelines.stack.process import Service, ServiceStatus, StackError, bin_path, start_all
 
 BUCKET = "alpr-mlflow-artifacts"
 REQUIRED_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "ALPR_PIPELINE_PASSWORD",
@@ -202,21 +204,21 @@ def services(settings: Settings, cfg: ProductionConfig) -> list[Service]:
     cache = ([registry_cache.service(_cache_dir(settings), settings.mlflow_host, cfg.cache_port)]
              if cfg.cache_enabled else [])
     return [
-        Service("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(cfg.s3_port)],
+        Service("s3", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(cfg.s3_port)],
                 f"{cfg.s3_endpoint}/moto-api/", "moto_server"),
         Service(
             "mlflow",
-            [_bin("mlflow"), "server", "--app-name", "basic-auth", "--host", settings.mlflow_host, "--port",
+            [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--host", settings.mlflow_host, "--port",
              str(settings.mlflow_port), "--backend-store-uri", f"postgresql+psycopg2://mlflow@{pg}/{cfg.mlflow_db}",
              "--artifacts-destination", f"s3://{BUCKET}", "--serve-artifacts"],
             f"http://{settings.mlflow_host}:{settings.mlflow_port}/health",
             "mlflow",
         ),
         *cache,
-        Service("dagster-webserver", [_bin("dagster-webserver"), "-h", settings.dagster_host, "-p",
+        Service("dagster-webserver", [bin_path("dagster-webserver"), "-h", settings.dagster_host, "-p",
                                       str(settings.dagster_port), "-w", workspace],
                 f"http://{settings.dagster_host}:{settings.dagster_port}/server_info", "dagster-webserver"),
-        Service("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", workspace], None, "dagster-daemon"),
+        Service("dagster-daemon", [bin_path("dagster-daemon"), "run", "-w", workspace], None, "dagster-daemon"),
     ]
 
 
@@ -257,3 +259,16 @@ def stack_environment(settings: Settings, cfg: ProductionConfig) -> dict[str, st
     return {**os.environ, **service_env(settings, cfg), "ALPR_HOME": str(settings.home),
             "DAGSTER_HOME": str(settings.dagster_home), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
             "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def up(settings: Settings, env_file: Path, timeout: float = 120.0, only: list[str] | None = None) -> list[ServiceStatus]:
+    """Start the production profile from ``env_file`` (databases and bucket created, MLflow users made, once their
+    services are healthy).
+
+    Raises:
+        StackError: the env file is missing or incomplete, or a service does not come up (see ``start_all``).
+    """
+    cfg = production_config(env_file)
+    prepare(settings, cfg)
+    return start_all(settings, services(settings, cfg), stack_environment(settings, cfg), timeout, only,
+                     after_healthy={"s3": lambda: ensure_bucket(cfg), "mlflow": lambda: ensure_users(settings, cfg)})

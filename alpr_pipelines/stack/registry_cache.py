@@ -2,7 +2,7 @@
 
 What it caches and why is in its configuration, ``nginx/registry-cache.conf.template`` (one template for the compose
 stack, where the nginx image fills it, and for the local processes started here). This module fills the template,
-writes the main ``nginx.conf`` around it and describes the process as a :class:`~alpr_pipelines.lib.stack.Service`,
+writes the main ``nginx.conf`` around it and describes the process as a :class:`~alpr_pipelines.stack.process.Service`,
 for ``alpr stack up --profile production`` and the fleet benchmark.
 
 nginx is a system package, not a Python one (``apt-get install nginx-light`` on Debian and Ubuntu); without it the
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from alpr_pipelines.lib.stack import Service, StackError
+from alpr_pipelines.stack.process import Service, StackError
 
 TEMPLATE = Path(__file__).parent / "nginx" / "registry-cache.conf.template"
 DEFAULT_TTL = "1s"
@@ -36,7 +36,7 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _TTL = re.compile(r"^[1-9][0-9]*[sm]$")  # nginx caches in whole seconds
 
 MAIN_CONF = """\
-# Written by alpr (alpr_pipelines.lib.registry_cache): nginx's main configuration for the registry cache.
+# Written by alpr (alpr_pipelines.stack.registry_cache): nginx's main configuration for the registry cache.
 # The cache itself is configured in registry-cache.conf, filled in from the package's template.
 daemon off;
 worker_processes {workers};

@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from alpr_pipelines.edge.pyfunc import AlprDetectorModel
+from alpr_pipelines.lib.pyfunc.model import AlprDetectorModel
 
 set_model(AlprDetectorModel())

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from alpr_pipelines.edge.onnx_backend import OnnxDetector
+from alpr_pipelines.edge.backends.onnx import OnnxDetector
 
 OUTPUT_COLUMNS = ["image_index", "x1", "y1", "x2", "y2", "confidence", "class_id", "class_name"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alpr_pipelines.edge.onnx_backend import Detection, decode, letterbox, to_tensor
+from alpr_pipelines.edge.yolo import Detection, decode, letterbox, to_tensor
 
 
 def read_engine_file(path: Path) -> tuple[dict[str, Any], bytes]:
