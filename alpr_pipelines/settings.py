@@ -1,6 +1,6 @@
 """Every environment-dependent value, read in one place and only when asked for (never at import).
 
-Environment variables (seed names first):
+Environment variables (the original ALPR registry design's names first):
     MLFLOW_TRACKING_URI: MLflow server URL (default http://127.0.0.1:5000, the embedded stack).
     MLFLOW_S3_ENDPOINT_URL: S3 endpoint for artifacts when the server proxies none (unset on the embedded stack).
     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: S3 credentials (unset on the embedded stack: the MLflow server serves

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-file", type=Path, help="credentials for the production profile (config/production.env)")
     s.set_defaults(func=cmd_stack)
 
-    t = sub.add_parser("train", help="train one detector (the seed's train_with_mlflow.py)")
+    t = sub.add_parser("train", help="train one detector (the original design's train_with_mlflow.py)")
     t.add_argument("--data", required=True, help="Ultralytics data YAML, or 'synthetic' for generated scenes")
     # Unset flags take the default recipe for --data synthetic on a CPU (lib.recipes), else the original flags:
     # --model yolo11n.yaml --epochs 100 --imgsz 640 --batch 16 --lr0 0.01 --optimizer AdamW.

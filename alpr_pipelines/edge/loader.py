@@ -14,7 +14,7 @@ loaded. ``<cache>/<model>/current.json`` names the last version that was verifie
 
 Environment:
     MLFLOW_TRACKING_URI: registry URL (default http://127.0.0.1:5000).
-    MLFLOW_MODEL_STAGE: Production (default) or Staging, as in the seed.
+    MLFLOW_MODEL_STAGE: Production (default) or Staging, as in the original ALPR registry design.
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: basic-auth principal (a read-only one on edge devices).
     ALPR_EDGE_CACHE: cache folder (default ``~/.cache/alpr-edge``).
     ALPR_EDGE_MODELS_DIR: where local fallback files live (default ``models``).
@@ -93,7 +93,7 @@ def cpu_only() -> bool:
 
 
 class MLflowModelLoader:
-    """The seed's loader: ``get_model_path(name, fallback_filename=...) -> (path, metadata)``.
+    """The original ALPR registry design's loader: ``get_model_path(name, fallback_filename=...) -> (path, metadata)``.
 
     ``metadata``: ``source`` ("mlflow", "cache" or "local"), ``version``, ``stage``, ``alias`` (or ``via``), ``sha256``.
     """

@@ -1,7 +1,7 @@
-"""Register model files that already exist on disk (the seed's ``register_existing_models.py``).
+"""Register model files that already exist on disk (the original ALPR registry design's ``register_existing_models.py``).
 
 Files are grouped by stem: ``yolo11n.pt`` + ``yolo11n.onnx`` + ``yolo11n.engine`` are one version. A stem with
-"plate" in it is the plate detector (the seed's ``yolo11n-plate.pt``); any other is the vehicle detector. A ``.pt``
+"plate" in it is the plate detector (the original design's ``yolo11n-plate.pt``); any other is the vehicle detector. A ``.pt``
 without an ``.onnx`` beside it is exported first, because every version carries ONNX for the edge. Class names are
 read from the ONNX metadata and must match the detector's contract.
 """

@@ -267,7 +267,7 @@ def set_stage(client: MlflowClient, name: str, version: str, stage: str, archive
         raise RegistryError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     old_champion = alias_version(client, name, STAGE_ALIASES["Production"])
     with warnings.catch_warnings():
-        # Deliberate: stages stay supported beside aliases for the seed's scripts (see the module docstring).
+        # Deliberate: stages stay supported beside aliases for the original design's scripts (see the module docstring).
         warnings.filterwarnings("ignore", message=".*transition_model_version_stage.*", category=FutureWarning)
         client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive_existing)
     if stage == "Production" and old_champion is not None and old_champion != str(version):

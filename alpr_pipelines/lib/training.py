@@ -1,7 +1,7 @@
 """YOLO11 training with Ultralytics, one MLflow run per training, resumable and idempotent.
 
 How this relates to Ultralytics' own MLflow callback: we strip it from our trainer. It logs through the global
-``mlflow`` module, starts and ends runs on its own, and names things differently from the seed's contract. We log
+``mlflow`` module, starts and ends runs on its own, and names things differently from the original ALPR registry design's contract. We log
 through an ``MlflowClient`` with an explicit run id instead, so a retried step continues its run, never a new one.
 
 Identity of a training: ``training_key`` = hash(model, dataset fingerprint, training parameters, base-model bytes).
@@ -38,7 +38,7 @@ DAGSTER_RUN_TAG = "dagster_run_id"  # the tag name dagster-mlflow uses, so its u
 MODEL_TAG = "alpr_model"
 COMPLETE_TAG = "alpr_complete"
 LEARNING_CURVE = "learning_curve.png"  # beside Ultralytics' plots in the run folder; uploaded to plots/
-# The seed's "What Gets Logged": metric name -> key in Ultralytics' per-epoch dictionaries.
+# The original design's "What Gets Logged": metric name -> key in Ultralytics' per-epoch dictionaries.
 EPOCH_METRICS = {
     "mAP50": "metrics/mAP50(B)",
     "mAP50-95": "metrics/mAP50-95(B)",
@@ -68,7 +68,7 @@ def offline_ultralytics() -> None:
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """The seed's training flags (``train_with_mlflow.py``), with defaults that work offline.
+    """The original ALPR registry design's training flags (``train_with_mlflow.py``), with defaults that work offline.
 
     ``model`` defaults to ``yolo11n.yaml`` (train from scratch) because nothing may be downloaded; pass a local
     ``.pt`` file to fine-tune. ``device`` "" picks CUDA device 0 when present, else the CPU.

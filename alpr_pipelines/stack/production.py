@@ -2,7 +2,7 @@
 (docker-compose of PostgreSQL, MinIO, MLflow and the Dagster services) with local processes.
 
 - PostgreSQL (already running, ``ALPR_POSTGRES_HOST``/``ALPR_POSTGRES_PORT``, default 127.0.0.1:5432): databases
-  ``mlflow_db`` (user ``mlflow``, as in the seed), ``mlflow_auth`` (MLflow's user store) and ``dagster``; the env
+  ``mlflow_db`` (user ``mlflow``, as in the original ALPR registry design), ``mlflow_auth`` (MLflow's user store) and ``dagster``; the env
   file may rename them (``ALPR_MLFLOW_DB``, ``ALPR_MLFLOW_AUTH_DB``, ``ALPR_DAGSTER_DB``).
 - An S3-compatible server on loopback (moto's server mode, ``ALPR_S3_PORT``, default 9000) with the bucket
   ``alpr-mlflow-artifacts``; MLflow reaches it through ``MLFLOW_S3_ENDPOINT_URL`` with boto3.

@@ -1,6 +1,6 @@
-"""The seed's production architecture on this machine with the real pieces: PostgreSQL, an S3 server (moto), MLflow
+"""The original ALPR registry design's production architecture on this machine with the real pieces: PostgreSQL, an S3 server (moto), MLflow
 with basic-auth, and the Dagster daemon on PostgreSQL. A new dataset version is trained, registered, promoted by the
-sensor, and a running edge service (read-only principal) swaps to it; the seed's documented commands pass."""
+sensor, and a running edge service (read-only principal) swaps to it; its documented commands pass."""
 
 import json
 import os
@@ -91,7 +91,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     uri, edge_uri, secrets = prod_stack["uri"], prod_stack["edge_uri"], prod_stack["secrets"]
     pipeline_auth = ("alpr-pipeline", secrets["ALPR_PIPELINE_PASSWORD"])
     edge_auth = ("alpr-edge", secrets["ALPR_EDGE_PASSWORD"])
-    # The seed's health check; the API refuses anonymous callers.
+    # The original design's health check; the API refuses anonymous callers.
     assert requests.get(f"{uri}/health", timeout=10).text == "OK"
     assert requests.get(f"{uri}/api/2.0/mlflow/registered-models/search", timeout=10).status_code == 401
 
@@ -111,7 +111,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
         return result.output_for_node("vehicle__registered_version")["version"]
 
     client = MlflowClient(uri)
-    # A first version goes to Production through the seed's own workflow (transition_model_version_stage).
+    # A first version goes to Production through the original design's own workflow (transition_model_version_stage).
     v1 = train_register(epochs=1, seed=11)
     client.transition_model_version_stage(NAME, v1, "Production", archive_existing_versions=True)
 
@@ -158,7 +158,7 @@ def test_production_stack_end_to_end(prod_stack, tmp_path, monkeypatch):
     assert [r["frame"] for r in rows] == list(range(len(rows)))  # no dropped frame across the swap
     assert rows[0]["vehicle_version"] == v1 and rows[-1]["vehicle_version"] == v2
 
-    # The seed's REST lookups, with the edge's read-only principal.
+    # The original design's REST lookups, with the edge's read-only principal.
     latest = requests.get(f"{uri}/api/2.0/mlflow/registered-models/get-latest-versions",
                           params={"name": NAME, "stages": "Production"}, auth=edge_auth, timeout=10).json()
     assert [v["version"] for v in latest["model_versions"]] == [v2]

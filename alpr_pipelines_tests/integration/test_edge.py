@@ -69,7 +69,7 @@ def test_loader_resolves_alias_and_verifies(registry, models, tmp_path):
 
 
 def test_stage_without_alias_is_found_the_seeds_way(registry, models, tmp_path):
-    """A version put in Production with the seed's transition_model_version_stage only (no alias yet)."""
+    """A version put in Production with the original design's transition_model_version_stage only (no alias yet)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(registry.uri)

@@ -1,5 +1,5 @@
 """Gated promotion against a real `mlflow server`: a trained model is promoted, an untrained one is rejected with
-its reasons, a rollback restores the previous version in both alias and stage, and the seed's stage API agrees."""
+its reasons, a rollback restores the previous version in both alias and stage, and the original design's stage API agrees."""
 
 import json
 

@@ -139,7 +139,7 @@ def test_a_moved_alias_reaches_the_edge_within_the_entry_lifetime(auth_server, c
         assert time.monotonic() - moved < 4.5, f"still {remote.version} after {time.monotonic() - moved:.1f}s"
         time.sleep(0.05)
     assert seen <= {before.version, target}
-    # The seed's stage lookup agrees through the cache as well.
+    # The original design's stage lookup agrees through the cache as well.
     latest = _get(cache, LATEST, edge, name=NAME, stages="Production").json()["model_versions"]
     deadline = time.monotonic() + 4.5
     while [v["version"] for v in latest] != [target] and time.monotonic() < deadline:

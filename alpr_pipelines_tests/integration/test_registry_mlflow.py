@@ -101,7 +101,7 @@ def test_stage_and_alias_agree_through_rest(mlflow_server, mlflow_client, traine
     rest = requests.get(f"{mlflow_server.uri}/api/2.0/mlflow/registered-models/get-latest-versions",
                         params={"name": name, "stages": "Production"}, timeout=10).json()
     assert [v["version"] for v in rest["model_versions"]] == [versions[1].version]
-    # A person using the seed's workflow directly: reconcile brings the aliases back in line.
+    # A person using the original design's workflow directly: reconcile brings the aliases back in line.
     mlflow_client.transition_model_version_stage(name, versions[0].version, "Staging")
     from alpr_pipelines.lib.registry import reconcile_aliases
 

@@ -3,8 +3,8 @@ other and against the code, without Docker, Kubernetes or the network.
 
 What is checked: compose services (images/Dockerfiles, mounted files, ports, dependencies, the environment each
 service needs), secrets (none written anywhere, every one a required ``${VAR:?...}`` from docker/.env), the Dagster
-instance and workspace, the MLflow server (seed flags and limits, auth config, databases, bucket), the edge config,
-the images (slim edge, pipeline extras), Prometheus targets, the Grafana dashboard (seed panels, metrics the edge
+instance and workspace, the MLflow server (the original design's flags and limits, auth config, databases, bucket), the edge config,
+the images (slim edge, pipeline extras), Prometheus targets, the Grafana dashboard (the original design's panels, metrics the edge
 really exposes), the GPU override and the Helm values.
 """
 
@@ -75,7 +75,7 @@ VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}
 SECRET_KEY_RE = re.compile(r"(password|passwd|secret_key|secret_access_key|access_key_id|api_key|token|_root_user)$",
                            re.IGNORECASE)
 PLACEHOLDER = "change-me"
-# Literals that must never appear: the seed's hard-coded MinIO password, MinIO's and MLflow's historical defaults.
+# Literals that must never appear: the original design's hard-coded MinIO password, MinIO's and MLflow's historical defaults.
 KNOWN_LEAKED = ["alpr_minio_secure_pass_2024", "password1234", "minioadmin"]
 
 

@@ -53,7 +53,7 @@ class DatasetConfig(dg.Config):
     - ``synthetic`` (default): generated road scenes (``seed``, ``train_images`` and ``val_images`` scenes of
       ``width`` x ``height``); each model's dataset is its view of the same scenes (``lib.views``: the frames for
       the vehicle detector, one crop per vehicle for the plate detector), rendered once;
-    - ``yaml``: any Ultralytics data YAML at ``data_yaml`` (the seed's ``--data plates.yaml``);
+    - ``yaml``: any Ultralytics data YAML at ``data_yaml`` (the original design's ``--data plates.yaml``);
     - ``coco``: a COCO annotation file (``coco_annotations``) and its images folder (``coco_images``), converted to
       the vehicle classes (vehicle model only).
     """

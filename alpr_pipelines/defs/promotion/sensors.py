@@ -33,7 +33,7 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
         if spec.registered_name not in existing:
             continue
         try:
-            # Stage changes made with the seed's MlflowClient workflow are mirrored onto the aliases each tick.
+            # Stage changes made with the original design's MlflowClient workflow are mirrored onto the aliases each tick.
             before = {a: alias_version(client, spec.registered_name, a) for a in STAGE_ALIASES.values()}
             after = reconcile_aliases(client, spec.registered_name)
             if {a: after.get(a) for a in before} != before:

@@ -13,7 +13,7 @@ from alpr_pipelines.lib.registry import RegistryError, register_version
 
 
 class RegisterConfig(dg.Config):
-    """``initial_stage`` None or Staging (the seed's ``--stage``); Staging also sets the ``candidate`` alias."""
+    """``initial_stage`` None or Staging (the original design's ``--stage``); Staging also sets the ``candidate`` alias."""
 
     initial_stage: Literal["None", "Staging"] = "Staging"
 

@@ -1,4 +1,4 @@
-"""Training configuration: the seed's ``train_with_mlflow.py`` flags as Dagster run config."""
+"""Training configuration: the original design's ``train_with_mlflow.py`` flags as Dagster run config."""
 
 
 import dagster as dg
@@ -10,7 +10,7 @@ _DEFAULTS = TrainingParams()
 
 
 class TrainConfig(dg.Config):
-    """Per-run knobs of a training (seed flags: --model --epochs --imgsz --batch --device --lr0 --optimizer)."""
+    """Per-run knobs of a training (the original design's flags: --model --epochs --imgsz --batch --device --lr0 --optimizer)."""
 
     model: str = Field(default=_DEFAULTS.model, description="Base model: yolo11n.yaml (from scratch) or a local .pt")
     epochs: int = Field(default=_DEFAULTS.epochs, description="Number of training epochs")
