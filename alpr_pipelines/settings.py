@@ -14,7 +14,8 @@ Environment variables (the original ALPR registry design's names first):
     ALPR_RETRAIN_RUN_CONFIG: a YAML run config for scheduled retraining (default: the assets' defaults).
     ALPR_RETRAIN_FORCE: "1" retrains on every tick even when data and config are unchanged.
     ALPR_GATE_POLICY: a YAML file of promotion-gate overrides per model, e.g. ``plate: {min_map50: 0.85}``
-        (fields of ``defs.promotion.gate.GatePolicy``); read by every promotion run, the sensor's included.
+        (fields of ``lib.gate.GatePolicy``); read by every promotion run, the sensor's included.
+    ALPR_SYSTEM_FONTS: "0" draws training plates in the shipped fonts only (default: this machine's fonts too).
     ALPR_EXECUTOR: "k8s" runs each step as its own Kubernetes pod (dagster-k8s's k8s_job_executor), so training
         steps alone ask for a GPU; unset: Dagster's default executor.
 """
@@ -49,6 +50,7 @@ class Settings:
     retrain_force: bool = False
     executor: str = "default"
     gate_policy_file: Path | None = None
+    system_fonts: bool = True
 
     @property
     def datasets_dir(self) -> Path:
@@ -102,4 +104,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         retrain_force=env.get("ALPR_RETRAIN_FORCE", "").lower() in ("1", "true", "yes"),
         executor=env.get("ALPR_EXECUTOR") or "default",
         gate_policy_file=Path(env["ALPR_GATE_POLICY"]).expanduser() if env.get("ALPR_GATE_POLICY") else None,
+        system_fonts=env.get("ALPR_SYSTEM_FONTS", "1") != "0",
     )

@@ -22,6 +22,15 @@ for _name, _value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "false"), ("YO
     os.environ.setdefault(_name, _value)
 
 
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def machine(threads: int | None = None) -> str:
     """CPU model, cores, memory and Python, as the report's header states them."""
     cpu = platform.processor() or platform.machine()

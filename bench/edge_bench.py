@@ -122,9 +122,10 @@ def main() -> int:
     from ultralytics import YOLO
 
     from alpr_pipelines.edge.backends.onnx import OnnxDetector
-    from alpr_pipelines.edge.detector import YOLOv11Detector, crop_region
+    from alpr_pipelines.edge.detector import YOLOv11Detector
     from alpr_pipelines.edge.frames import FrameReader
     from alpr_pipelines.edge.swap.policy import SwapPolicy
+    from alpr_pipelines.edge.yolo import crop_region
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images
     from alpr_pipelines.lib.evaluation import EVAL_CONF, score_detections
     from alpr_pipelines.lib.exports import export_onnx

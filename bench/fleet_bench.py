@@ -10,7 +10,7 @@ production profile's registry cache (nginx with ``alpr_pipelines/stack/nginx/reg
 versions each, the champion in Production holding ``production``, the one before it ``previous`` (Archived), the
 newest in Staging holding ``candidate``.
 
-Each simulated device does what an edge box does: one :class:`~alpr_pipelines.edge.detector.RegistryPoller` per model,
+Each simulated device does what an edge box does: one :class:`~alpr_pipelines.edge.swap.poller.RegistryPoller` per model,
 each calling :meth:`~alpr_pipelines.edge.loader.MLflowModelLoader.current_version` every interval, i.e. the
 ``production`` alias lookup as the read-only principal ``alpr-edge``, and ``get-latest-versions`` only when the alias
 is missing. Each poll opens a new connection, as a box's does: its interval (10 s) is longer than the server's
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import common  # noqa: F401 - first: offline Ultralytics, the repository on sys.path
+from common import machine  # first: offline Ultralytics, the repository on sys.path
 from fleet import (
     ALIAS_PATH,
     CACHE_FLEETS,
@@ -71,7 +71,7 @@ from fleet import (
 )
 from fleet.cpu import CpuMonitor
 from fleet.load import Fleet, StepResult, generator_priority, ladder, loop_factory, raise_fd_limit, settle
-from fleet.report import cpu_ceiling_devices, figure, machine
+from fleet.report import cpu_ceiling_devices, figure
 from fleet.server import (
     cache_in_front,
     fleet_server,

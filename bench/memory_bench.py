@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, machine, write_json  # sets offline Ultralytics, puts the repo on sys.path
+from trained_models import serving_imgsz
 
 EDGE_LIMIT_MB = 600
 BIN = Path(sys.executable).parent
@@ -33,13 +34,14 @@ BIN = Path(sys.executable).parent
 ULTRALYTICS_EDGE = """
 import sys
 from ultralytics import YOLO
-vehicle, plate, clip, imgsz = YOLO(sys.argv[1], task="detect"), YOLO(sys.argv[2], task="detect"), sys.argv[3], int(sys.argv[4])
+vehicle, plate, clip = YOLO(sys.argv[1], task="detect"), YOLO(sys.argv[2], task="detect"), sys.argv[3]
+imgsz, plate_imgsz = int(sys.argv[4]), int(sys.argv[5])
 for r in vehicle.predict(clip, stream=True, imgsz=imgsz, conf=0.25, verbose=False, device="cpu"):
     h, w = r.orig_shape
     for x1, y1, x2, y2 in [tuple(int(v) for v in b) for b in r.boxes.xyxy.numpy()] or [(0, 0, w, h)]:
         crop = r.orig_img[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
         if crop.shape[0] >= 8 and crop.shape[1] >= 8:
-            plate.predict(crop, imgsz=imgsz, conf=0.25, verbose=False, device="cpu")
+            plate.predict(crop, imgsz=plate_imgsz, conf=0.25, verbose=False, device="cpu")
 """
 
 OUR_TRAINING = """
@@ -136,7 +138,7 @@ def main() -> int:
     from alpr_pipelines.lib.synth import write_sample_clip
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-memory-"))
-    imgsz = 640
+    sizes = {"vehicle": 320, "plate": 128} if args.quick else {k: serving_imgsz(k) for k in ("vehicle", "plate")}
     if args.quick:
         from edge_bench import untrained_weights
 
@@ -146,20 +148,20 @@ def main() -> int:
 
         trained = prepare()
         weights = {k: Path(trained[f"{k}_pt"]) for k in ("vehicle", "plate")}
-    onnx = {k: Path(export_onnx(w, work / "export" / k, imgsz).path or "") for k, w in weights.items()}
+    onnx = {k: Path(export_onnx(w, work / "export" / k, sizes[k]).path or "") for k, w in weights.items()}
     clip = write_sample_clip(work / "clip.avi", frames=10 if args.quick else 120, width=640, height=384)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     config = {"registry": {"enabled": False},
-              "models": {"vehicle": {"fallback": str(onnx["vehicle"]), "imgsz": imgsz},
-                         "plate": {"fallback": str(onnx["plate"]), "imgsz": imgsz}},
+              "models": {"vehicle": {"fallback": str(onnx["vehicle"]), "imgsz": sizes["vehicle"]},
+                         "plate": {"fallback": str(onnx["plate"]), "imgsz": sizes["plate"]}},
               "cameras": [{"name": "bench", "source": str(clip)}], "output": {"detections": str(work / "d.jsonl")},
               "http": {"port": 0}}
     cfg = work / "cameras.yaml"
     cfg.write_text(json.dumps(config))
     edge = measure([str(BIN / "alpr"), "edge", "--config", str(cfg)], env, work)
     edge_theirs = measure([sys.executable, "-c", ULTRALYTICS_EDGE, str(onnx["vehicle"]), str(onnx["plate"]),
-                           str(clip), str(imgsz)], env, work)
+                           str(clip), str(sizes["vehicle"]), str(sizes["plate"])], env, work)
 
     counts = {"train": 16, "val": 4} if args.quick else {"train": 160, "val": 40}
     epochs, train_imgsz, batch, workers = (1, 128, 8, 2) if args.quick else (2, 320, 16, 2)
@@ -181,7 +183,7 @@ def main() -> int:
     edge_met = mb(edge) < EDGE_LIMIT_MB
     figure = {
         "id": "7", "name": "memory (peak RSS, process tree)", "ours": mb(edge),
-        "ours_text": f"edge with both models at {imgsz}: {mb(edge):.0f} MB; training ({epochs} epochs at "
+        "ours_text": f"edge with the models at {sizes['vehicle']} and {sizes['plate']}: {mb(edge):.0f} MB; training ({epochs} epochs at "
                      f"{train_imgsz}, batch {batch}, no dataloader workers on the CPU): {mb(training):.0f} MB tree, "
                      f"{training['largest_process_mb']:.0f} MB largest process",
         "baseline_text": f"Ultralytics predict, same two stages and files: {mb(edge_theirs):.0f} MB; `yolo train`, "
@@ -194,7 +196,7 @@ def main() -> int:
     result = {"figures": [figure], "machine": machine(),
               "command": ".venv/bin/python bench/memory_bench.py" + (" --quick" if args.quick else ""),
               "details": {"edge": edge, "edge_ultralytics": edge_theirs, "training": training,
-                          "training_ultralytics": training_theirs, "imgsz": imgsz,
+                          "training_ultralytics": training_theirs, "imgsz": sizes,
                           "training_settings": {"epochs": epochs, "imgsz": train_imgsz, "batch": batch,
                                                 "workers": workers, **counts}}}
     write_json(result, args.json)

@@ -38,7 +38,6 @@ import contextlib
 import csv
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -48,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import free_port, machine  # first: offline Ultralytics, the repository on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Both sides run with these; our training sets the same itself (lib/training.py offline_ultralytics).
@@ -55,25 +56,23 @@ ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBO
 TARGET_WALL, TARGET_IPS = 1.15, 0.95
 OURS_TARGET = "vehicle/registered_version"
 
-# golden: the golden set's config; None keeps the pipeline's defaults (100 scenes at 640x384), as a user has them.
-# FULL is the demo's training (`make demo`, defs/presets.demo_run_config: 160/40 images of 512x320 scenes, 12 epochs
-# at 320 px, batch 16), the smallest training this project runs for real. The overhead is a fixed number of seconds
-# per run, so the ratio depends on the training's length: `--epochs 3` shows it on a training a quarter as long.
+# golden: the golden set's config; None keeps the pipeline's defaults (lib.golden), as a user has them.
+# FULL is a short training (160/40 images of 512x320 scenes, 12 epochs at 320 px, batch 16; the demo's recipe trains
+# longer). The overhead is a fixed number of seconds per run, so the ratio depends on the training's length:
+# `--epochs 3` shows it on a training a quarter as long.
 FULL = {"train_images": 160, "val_images": 40, "scene": (512, 320), "imgsz": 320, "epochs": 12, "batch": 16,
         "repetitions": 3, "golden": None}
 QUICK = {"train_images": 16, "val_images": 4, "scene": (192, 128), "imgsz": 128, "epochs": 1, "batch": 8,
-         "repetitions": 1, "golden": {"images": 8, "width": 320, "height": 192}}
+         "repetitions": 1, "golden": {"scenes": 8, "width": 320, "height": 192}}
 
 
 def pipeline_training_args(imgsz: int, epochs: int, batch: int) -> dict[str, Any]:
     """What ``lib/training.py`` passes to ``model.train`` for ``alpr train`` with these flags and TrainConfig's
     defaults (lr0 0.01, AdamW, 2 workers, seed 0, patience 100, no augmentation overrides), device cpu."""
-    from alpr_pipelines.lib.training import TrainingParams
+    from alpr_pipelines.lib.training import TrainingParams, ultralytics_args
 
-    p = TrainingParams(epochs=epochs, imgsz=imgsz, batch=batch, device="cpu")
-    return {"epochs": p.epochs, "imgsz": p.imgsz, "batch": p.batch, "device": p.device, "lr0": p.lr0,
-            "optimizer": p.optimizer, "workers": p.workers, "seed": p.seed, "deterministic": True,
-            "patience": p.patience, "pretrained": False, "plots": True, "verbose": False, "amp": True}
+    params = TrainingParams(epochs=epochs, imgsz=imgsz, batch=batch, device="cpu")
+    return {**ultralytics_args(params), "device": "cpu", "plots": True, "verbose": False, "amp": True}
 
 
 # --------------------------------------------------------------------------------------------- prepare (not timed)
@@ -82,7 +81,7 @@ def pipeline_training_args(imgsz: int, epochs: int, batch: int) -> dict[str, Any
 def prepare(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Dataset, golden set, label caches, Ultralytics config folders, MLflow server, DAGSTER_HOME."""
     from alpr_pipelines import stack
-    from alpr_pipelines.defs.datasets.assets import GoldenSetConfig, write_golden_views
+    from alpr_pipelines.defs.golden import GoldenSetConfig
     from alpr_pipelines.defs.resources import AlprStateResource
     from alpr_pipelines.lib.datasets import write_synthetic_views
     from alpr_pipelines.lib.models import VEHICLE
@@ -94,7 +93,7 @@ def prepare(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     data_yaml = write_synthetic_views(work / "data", [VEHICLE], seed=5, counts={
         "train": cfg["train_images"], "val": cfg["val_images"]}, width=width, height=height)["vehicle"]
     # Rendered once here, as any run after a pipeline's first finds it; each timed run still validates it.
-    write_golden_views(GoldenSetConfig(**(cfg["golden"] or {})), AlprStateResource(home=str(home)))
+    GoldenSetConfig(**(cfg["golden"] or {})).splits(AlprStateResource(home=str(home)))
     warm_label_caches(data_yaml, cfg["imgsz"], cfg["batch"])
 
     yolo_config = {side: work / f"yolo-config-{side}" for side in ("ours", "baseline")}
@@ -144,12 +143,6 @@ def warm_mlflow(uri: str, work: Path) -> None:
         client.set_terminated(run_id)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def warm_label_caches(data_yaml: Path, imgsz: int, batch: int) -> None:
@@ -342,8 +335,6 @@ def registered_in_mlflow(uri: str, sample: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------------------------- report
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def step_label(step_key: str) -> str:

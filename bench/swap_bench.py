@@ -30,7 +30,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,18 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import cpu_stalls, machine, write_json  # first: offline Ultralytics, the repository on sys.path
+from common import cpu_stalls, free_port, machine, write_json  # first: offline Ultralytics, the repository on sys.path
 
 SWAP_WINDOW_AFTER_S = 2.0
-# The edge's frames at SCHED_FIFO (edge.priority), as a box that must not stall a camera runs them (docs/deploy.md).
+# The edge's frames at SCHED_FIFO (edge.swap.priority), as a box that must not stall a camera runs them (docs/deploy.md).
 REALTIME_PRIORITY = 10
-REFUSED = "real-time priority {} not allowed here"  # edge.priority's warning when this box refuses it
+REFUSED = "real-time priority {} not allowed here"  # edge.swap.priority's warning when this box refuses it
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tagged_copy(src: Path, dest: Path, tag: str) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from common import machine, write_json  # first: offline Ultralytics and the repository on sys.path
+from trained_models import serving_imgsz
 
 
 def main() -> int:
@@ -39,7 +40,9 @@ def main() -> int:
     from alpr_pipelines.lib.synth import write_sample_clip
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-turns-"))
-    imgsz = 320 if args.quick else 640
+    # The sizes the recipe trains and the edge serves at (vehicles, plates).
+    sizes = {"vehicle": 320, "plate": 128} if args.quick else {k: serving_imgsz(k) for k in ("vehicle", "plate")}
+    imgsz = sizes["vehicle"]
     if args.quick:
         from edge_bench import untrained_weights
 
@@ -49,7 +52,7 @@ def main() -> int:
 
         trained = prepare()
         weights = {k: Path(trained[f"{k}_pt"]) for k in ("vehicle", "plate")}
-    onnx = {k: Path(export_onnx(w, work / k, imgsz).path or "") for k, w in weights.items()}
+    onnx = {k: Path(export_onnx(w, work / k, sizes[k]).path or "") for k, w in weights.items()}
     if not args.quick:  # INT8, as the edge serves them (figure 1): the frames, and so the gaps between them
         from trained_models import quantized
 
@@ -58,7 +61,7 @@ def main() -> int:
     clip = write_sample_clip(work / "clip.avi", frames=int(args.camera_fps * (20 + per_policy * 2.5)), width=640,
                              height=384)
     detector = YOLOv11Detector(vehicle_model_path=str(onnx["vehicle"]), plate_model_path=str(onnx["plate"]),
-                               use_mlflow=False, imgsz=imgsz, plate_imgsz=imgsz)
+                               use_mlflow=False, imgsz=imgsz, plate_imgsz=sizes["plate"])
     turns = detector.policy.turns
     stop = threading.Event()
     asked: list[tuple[float, float]] = []  # (when a frame asked for its turn, how long it waited), monotonic
@@ -108,7 +111,7 @@ def main() -> int:
                    "mean_ms": float(np.mean(v)), "waited": sum(w > 1.0 for w in v), "n": len(v)}
                for k, v in waits.items()}
     result = {"machine": machine(), "command": ".venv/bin/python bench/turns_bench.py" + (" --quick" * args.quick),
-              "camera_fps": args.camera_fps, "imgsz": imgsz, "precision": "fp32" if args.quick else "int8",
+              "camera_fps": args.camera_fps, "imgsz": sizes, "precision": "fp32" if args.quick else "int8",
               "waits": summary, "figures": []}
     write_json(result, args.json)
     return 0

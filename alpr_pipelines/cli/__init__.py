@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from alpr_pipelines.cli.common import HOST_TAG, PID_TAG, CliError, reap_dead_cli_runs
+from alpr_pipelines.cli.demo import cmd_demo
 from alpr_pipelines.cli.edge import cmd_edge
 from alpr_pipelines.cli.pipeline import (
     cmd_dataset,
@@ -20,7 +21,7 @@ from alpr_pipelines.cli.pipeline import (
     cmd_status,
     cmd_train,
 )
-from alpr_pipelines.cli.stack import cmd_demo, cmd_stack
+from alpr_pipelines.cli.stack import cmd_stack
 from alpr_pipelines.settings import load_settings
 
 __all__ = ["CliError", "HOST_TAG", "PID_TAG", "build_parser", "main", "reap_dead_cli_runs"]

@@ -1,1 +1,2 @@
-"""The edge runtime. It imports no dagster, torch or ultralytics: an edge box installs only ``.[edge]``."""
+"""The edge runtime (docs/edge.md). It imports no dagster, torch, ultralytics, mlflow or pandas: an edge box installs
+the base package only."""

@@ -62,7 +62,7 @@ class EdgeConfig:
     imgsz: int | None = None  # serving size of a dynamic-shape vehicle model; None: as exported
     plate_imgsz: int | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
-    realtime_priority: int | None = None  # SCHED_FIFO priority of the frames' threads (edge.priority); None: normal
+    realtime_priority: int | None = None  # SCHED_FIFO priority of the frames' threads (edge.swap.priority); None: normal
 
     @classmethod
     def load(cls, path: str | Path) -> EdgeConfig:

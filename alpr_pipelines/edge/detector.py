@@ -22,15 +22,10 @@ from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.contract import PLATE_MODEL, VEHICLE_MODEL
 from alpr_pipelines.edge.loader import MLflowModelLoader, ModelLoadError
 from alpr_pipelines.edge.swap.policy import SwapPolicy
-from alpr_pipelines.edge.yolo import Detection
+from alpr_pipelines.edge.yolo import MIN_CROP_PX, Detection, crop_region, iou
 
 log = logging.getLogger(__name__)
 
-# Each vehicle box is grown by this share of its width and height on every side before its crop goes to the plate
-# detector: a plate at the box's edge is not cut, and the plate model sees the context it was trained with
-# (lib.views cuts its training crops the same way).
-CROP_MARGIN = 0.05
-MIN_CROP_PX = 8  # a crop narrower or lower than this holds no readable plate
 PLATE_DEDUP_IOU = 0.5
 
 
@@ -178,7 +173,7 @@ class YOLOv11Detector:
     def detect(self, frame: np.ndarray) -> FrameResult:
         """Vehicles in the frame, then plates within each vehicle's crop (the whole frame when no vehicle is found).
 
-        Each vehicle box grows by :data:`CROP_MARGIN` before it is cut out; the crops go to the plate model in
+        Each vehicle box grows by ``yolo.CROP_MARGIN`` before it is cut out; the crops go to the plate model in
         batches, each fitted to the model's input size as its training images were (``lib.views``), so a plate
         keeps its size relative to its vehicle at any distance. Plates come back in frame pixels; where vehicle
         crops overlap, a plate found in both is kept once (:data:`PLATE_DEDUP_IOU`).
@@ -208,29 +203,11 @@ class YOLOv11Detector:
                            (time.perf_counter() - started) * 1000)
 
 
-def crop_region(x1: float, y1: float, x2: float, y2: float, width: int, height: int,
-                margins: tuple[float, float, float, float] = (CROP_MARGIN,) * 4) -> tuple[int, int, int, int]:
-    """The pixels cut out for the vehicle box ``(x1, y1, x2, y2)``: the box grown by ``margins`` (left, top, right,
-    bottom, as shares of its width and height), inside the ``width`` x ``height`` frame."""
-    bw, bh = x2 - x1, y2 - y1
-    left, top, right, bottom = margins
-    return (max(0, int(np.floor(x1 - left * bw))), max(0, int(np.floor(y1 - top * bh))),
-            min(width, int(np.ceil(x2 + right * bw))), min(height, int(np.ceil(y2 + bottom * bh))))
-
-
-def dedup(detections: list[Detection], iou: float) -> list[Detection]:
-    """Keep the most confident of detections of one class that overlap by more than ``iou`` (the same object found
-    in two overlapping crops); order by confidence."""
+def dedup(detections: list[Detection], threshold: float) -> list[Detection]:
+    """Keep the most confident of detections of one class that overlap by an IoU over ``threshold`` (the same object
+    found in two overlapping crops); order by confidence."""
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: -d.confidence):
-        if all(k.class_id != d.class_id or _iou(k, d) <= iou for k in kept):
+        if all(k.class_id != d.class_id or iou(k, d) <= threshold for k in kept):
             kept.append(d)
     return kept
-
-
-def _iou(a: Detection, b: Detection) -> float:
-    iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = iw * ih
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union > 0 else 0.0

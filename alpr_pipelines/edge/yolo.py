@@ -14,6 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Each vehicle box is grown by this share of its width and height on every side before its crop goes to the plate
+# detector: a plate at the box's edge is not cut, and the plate model sees the context it was trained with
+# (lib.views cuts its training crops the same way).
+CROP_MARGIN = 0.05
+MIN_CROP_PX = 8  # a crop narrower or lower than this holds no readable plate
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -46,7 +52,7 @@ def letterbox(
     ``auto=False`` pads to exactly ``size`` (h, w): what a fixed-shape model needs. ``auto=True`` pads only to the
     next multiple of ``stride`` (rectangular inference, for dynamic-shape models): a 640x384 frame at 640 stays
     640x384 instead of becoming 640x640, 40% less compute for the same boxes. ``scaleup=False`` never enlarges
-    (crops smaller than ``size`` keep their pixels, the scale the model saw objects at in training).
+    (an image smaller than ``size`` keeps its pixels).
     """
     h, w = image.shape[:2]
     gain = min(size[0] / h, size[1] / w)
@@ -140,3 +146,19 @@ def check_answer(raw: np.ndarray, names: dict[int, str], path: Path) -> None:
                          "again with Ultralytics")
 
 
+def iou(a: Detection, b: Detection) -> float:
+    iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = iw * ih
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def crop_region(x1: float, y1: float, x2: float, y2: float, width: int, height: int,
+                margins: tuple[float, float, float, float] = (CROP_MARGIN,) * 4) -> tuple[int, int, int, int]:
+    """The pixels cut out for the vehicle box ``(x1, y1, x2, y2)``: the box grown by ``margins`` (left, top, right,
+    bottom, as shares of its width and height), inside the ``width`` x ``height`` frame."""
+    bw, bh = x2 - x1, y2 - y1
+    left, top, right, bottom = margins
+    return (max(0, int(np.floor(x1 - left * bw))), max(0, int(np.floor(y1 - top * bh))),
+            min(width, int(np.ceil(x2 + right * bw))), min(height, int(np.ceil(y2 + bottom * bh))))

@@ -23,7 +23,8 @@ import yaml
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import ModelSpec
-from alpr_pipelines.lib.synth import PURPOSES, Scene, generate_scene
+from alpr_pipelines.lib.plates import machine_fonts_digest
+from alpr_pipelines.lib.synth import GENERATOR_VERSION, PURPOSES, Scene, generate_scene
 from alpr_pipelines.lib.views import view_images
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -104,9 +105,6 @@ def write_data_yaml(root: Path, names: dict[int, str], splits: Iterable[str]) ->
 def synthetic_key(seed: int, train_scenes: int, val_scenes: int, width: int, height: int) -> str:
     """Identity of a synthetic training set: its settings, the generator's version and this machine's fonts (its
     plates are drawn in them too), so a cached set is reused only where it would come out the same."""
-    from alpr_pipelines.lib.plates import machine_fonts_digest
-    from alpr_pipelines.lib.synth import GENERATOR_VERSION
-
     blob = json.dumps({"generator": GENERATOR_VERSION, "fonts": machine_fonts_digest(), "seed": seed,
                        "train_images": train_scenes, "val_images": val_scenes, "width": width, "height": height},
                       sort_keys=True)

@@ -19,12 +19,12 @@ import numpy as np
 from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.yolo import Detection
 from alpr_pipelines.lib.datasets import label_path, load_data_yaml, split_images
+from alpr_pipelines.lib.gate import CLASS_AP50_PREFIX
 
 EVALUATOR_VERSION = "2"  # bump when scoring changes, so cached scores of older versions are recomputed
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 EVAL_CONF = 0.001  # as Ultralytics' validator: keep low-confidence boxes so the PR curve is complete
 LATENCY_WARMUP = 3
-CLASS_AP50_PREFIX = "AP50/"  # per-class AP50 in the headline metrics: ``AP50/car``, ``AP50/bus`` ...
 
 
 class EvaluationError(Exception):
@@ -145,7 +145,8 @@ def score_detections(detect: Callable[[np.ndarray], list[Detection]], names: dic
         stats_target.append(true_cls)
     tp = np.concatenate(stats_tp) if stats_tp else np.zeros((0, 10), bool)
     conf, pred, target = (np.concatenate(x) for x in (stats_conf, stats_pred, stats_target))
-    per_class = {name: 0.0 for name in names.values()}
+    # Classes the images hold: a class with no instance here has no AP to speak of, and is left out.
+    per_class = {names[int(c)]: 0.0 for c in sorted(set(target.tolist())) if int(c) in names}
     per_class50 = dict(per_class)
     if len(target) and len(conf):
         _, _, p, r, _, ap, classes, *_ = ap_per_class(tp, conf, pred, target)

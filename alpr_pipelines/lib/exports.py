@@ -20,7 +20,7 @@ import numpy as np
 
 from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.integrity import sha256_file
-from alpr_pipelines.edge.yolo import Detection, decode, letterbox, to_tensor
+from alpr_pipelines.edge.yolo import Detection, decode, iou, letterbox, to_tensor
 
 # Parity tolerances between PyTorch and ONNX Runtime (both FP32 on the same preprocessed tensor).
 PARITY_SCORE_ATOL = 1e-3  # class scores are sigmoid outputs in [0, 1]
@@ -206,14 +206,6 @@ class ParityReport:
         return asdict(self)
 
 
-def _iou(a: Detection, b: Detection) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = ix * iy
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _unmatched(ours: list[Detection], theirs: list[Detection], conf: float) -> int:
     """Detections with no twin, ignoring those whose confidence sits within tolerance of the threshold."""
     missing = 0
@@ -223,7 +215,7 @@ def _unmatched(ours: list[Detection], theirs: list[Detection], conf: float) -> i
                 continue
             twin = any(
                 d.class_id == e.class_id and abs(d.confidence - e.confidence) <= PARITY_SCORE_ATOL
-                and _iou(d, e) >= PARITY_MATCH_IOU
+                and iou(d, e) >= PARITY_MATCH_IOU
                 for e in b
             )
             missing += not twin

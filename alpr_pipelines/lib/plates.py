@@ -9,7 +9,6 @@ found on this machine (never a held-out family).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +23,8 @@ SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Pa
 # The shipped font the shift domain uses and training never draws (its family is excluded from system fonts too).
 SHIFT_FONT = "LiberationMono-Bold.ttf"
 SHIFT_FONT_FAMILIES = ("liberationmono", "cousine")  # the same glyph design under its other name
+# Small print on every plate (EU country codes) and the font of last resort: shipped, and never the held-out one.
+PLAIN_FONT = "DejaVuSansCondensed-Bold.ttf"
 DOMAINS = ("train", "shift")
 
 RGB = tuple[int, int, int]
@@ -95,11 +96,11 @@ def _family_key(path: Path) -> str:
 
 @lru_cache(maxsize=1)
 def system_fonts() -> tuple[Path, ...]:
-    """TrueType fonts installed on this machine that can draw plate text, held-out families excluded.
+    """TrueType fonts installed on this machine that can draw plate text, held-out families excluded; none where
+    ``ALPR_SYSTEM_FONTS=0`` (``settings``): training then draws from the shipped fonts alone."""
+    from alpr_pipelines.settings import load_settings
 
-    Environment: ``ALPR_SYSTEM_FONTS=0`` leaves them out (training then draws from the shipped fonts alone).
-    """
-    if os.environ.get("ALPR_SYSTEM_FONTS", "1") == "0":
+    if not load_settings().system_fonts:
         return ()
     shipped = {p.name for p in shipped_fonts()}
     found = []
@@ -198,14 +199,14 @@ def render_plate(rng: np.random.Generator, height: int = 64, domain: str = "trai
                  machine_fonts: bool = True) -> RenderedPlate:
     """Draw one plate of ``domain`` face-on: a random format, pattern, colour scheme, font, border and text
     (``machine_fonts``: see :func:`fonts_for`)."""
-    formats = PLATE_FORMATS[domain] if domain in PLATE_FORMATS else None
+    formats = PLATE_FORMATS.get(domain)
     if formats is None:
         raise ValueError(f"unknown plate domain {domain!r}; expected one of {DOMAINS}")
     fmt = formats[rng.integers(len(formats))]
     pattern = fmt.patterns[rng.integers(len(fmt.patterns))]
     text = _text(rng, pattern, fmt.letters)
     usable = [p for p in fonts_for(domain, machine_fonts) if _draws(p, text.replace("\n", "").replace(" ", ""))]
-    font_path = usable[rng.integers(len(usable))] if usable else shipped_fonts()[0]
+    font_path = usable[rng.integers(len(usable))] if usable else FONTS_DIR / PLAIN_FONT
     background, ink = (_jitter(rng, c) for c in fmt.colours[rng.integers(len(fmt.colours))])
     width = int(height * fmt.aspect * rng.uniform(0.95, 1.05))
     img = Image.new("RGB", (width, height), background)
@@ -220,7 +221,7 @@ def render_plate(rng: np.random.Generator, height: int = 64, domain: str = "trai
         draw.rectangle([2, 2, band_w, height - 3], fill=_jitter(rng, fmt.band, 10))
         code = fmt.band_codes[rng.integers(len(fmt.band_codes))] if fmt.band_codes else ""
         if code:
-            small = _font(shipped_fonts()[0], max(6, height // 4))
+            small = _font(FONTS_DIR / PLAIN_FONT, max(6, height // 4))
             _draw_lines(draw, small, [code], (2, height * 0.5, band_w, height - 4), (255, 255, 255))
         left = band_w + 4
     if fmt.region_box:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,16 +202,16 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     return current, restored
 
 
-def gate_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden: GoldenSplits, policy: GatePolicy,
-                     work_dir: Path, decided_by: str, dagster_run_id: str | None, force: bool = False,
-                     reason: str | None = None, log: Callable[[str], None] = lambda line: None) -> DecisionRecord:
-    """Evaluate ``version`` and the champion by the same code on the golden set, apply the gate, then promote
-    (Production stage and alias, the old champion ``previous``) or reject (out of Staging), and record the decision
-    on the version. ``force`` promotes whatever the gate says and needs a ``reason``; ``log`` hears each step.
+def judge_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden: GoldenSplits, policy: GatePolicy,
+                    work_dir: Path, decided_by: str, dagster_run_id: str | None, force: bool = False,
+                    reason: str | None = None) -> tuple[DecisionRecord, bool]:
+    """Evaluate ``version`` and the champion by the same code on the golden set and apply the gate; change nothing.
+    Returns the decision to record and whether to promote (``force`` promotes whatever the gate says, with a
+    ``reason``).
 
     Raises:
-        EvaluationError, PromotionError: a version cannot be evaluated (never a score of 0: nothing is decided or
-            changed), or stage and alias disagree after the change.
+        EvaluationError, PromotionError: a version cannot be evaluated (never a score of 0), or a forced promotion
+            has no reason.
     """
     if force and not reason:
         raise PromotionError("a forced promotion needs a reason (--reason TEXT)")
@@ -232,13 +231,19 @@ def gate_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden: 
                             candidate=candidate.headline(), champion=champion.headline() if champion else None,
                             champion_version=champion_version, decided_by=decided_by, dagster_run_id=dagster_run_id,
                             time=now_iso())
-    for line in reasons:
-        log(f"{name} v{version}: {line}")
-    if decision.promote or force:
-        aliases = promote_to_production(client, name, version)
-        log(f"{name} v{version} promoted to Production; aliases {aliases}")
-    else:
-        reject(client, name, version)
-        log(f"{name} v{version} rejected; it stays out of Production")
+    return record, decision.promote or force
+
+
+def apply_decision(client: MlflowClient, record: DecisionRecord, promote: bool) -> dict[str, str | None] | None:
+    """Promote (Production stage and alias, the old champion ``previous``; returns the aliases read back) or reject
+    (out of Staging), then record the decision on the version.
+
+    Raises:
+        PromotionError: stage and alias disagree after the change (a concurrent change raced this one); nothing is
+            recorded, and promoting again is safe.
+    """
+    aliases = promote_to_production(client, record.name, record.version) if promote else None
+    if not promote:
+        reject(client, record.name, record.version)
     record_decision(client, record)
-    return record
+    return aliases

@@ -6,7 +6,7 @@ Chosen from measured learning curves (``bench/recipe_curves.py``; the curves and
 - each model trains on what it serves (``lib.views``): the vehicle detector on whole frames, the plate detector on
   vehicle crops fitted to a small input, where a plate is a tenth to a third of the image's width;
 - a narrower YOLO11 (``architectures/yolo11-narrow.yaml``) than YOLO11n: one or four classes of synthetic scenes
-  need less width, and a CPU trains about twice as many images a second with it;
+  need less width, and a CPU trains more images a second with it;
 - one optimizer step per batch (``nbs`` = ``batch``; Ultralytics' default accumulates four batches of 16 into
   one step) and a one-epoch warm-up: a few minutes of CPU are a few hundred steps, and each one counts.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from alpr_pipelines.lib.training import TrainingParams
+from alpr_pipelines.lib.training import TrainingParams, resolve_device
 
 NARROW_YOLO11 = str(Path(__file__).parent / "architectures" / "yolo11-narrow.yaml")
 
@@ -55,8 +55,6 @@ def training_defaults(model_key: str, synthetic: bool, device: str) -> TrainingP
 
     ``device`` as ``alpr train --device`` takes it ("" picks CUDA 0 when present).
     """
-    from alpr_pipelines.lib.training import resolve_device
-
     if synthetic and resolve_device(device) == "cpu":
         return CPU_RECIPES[model_key]
     return TrainingParams()

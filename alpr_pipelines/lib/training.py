@@ -150,8 +150,8 @@ class TrainingResult:
         return d
 
 
-_LATER_FIELDS: dict[str, Any] = {"retrain_nonce": "", "nbs": 64, "warmup_epochs": 3.0, "cos_lr": False,
-                                 "loss_gains": {}}
+_LATER_FIELDS = {name: getattr(TrainingParams(), name)
+                 for name in ("retrain_nonce", "nbs", "warmup_epochs", "cos_lr", "loss_gains")}
 
 
 def training_key(spec: ModelSpec, dataset_fingerprint: str, params: TrainingParams) -> str:
@@ -238,8 +238,8 @@ def alpr_trainer(all_cores: bool = True):
     - Its MLflow callback logs through the global ``mlflow`` module and starts and ends runs on its own; our runs
       are logged through an explicit client (see the module docstring).
     - On a CPU it trains on ``cpu_count - 1`` threads (one, on a 2-core box) and loads data in the training thread;
-      this trainer gives the network every core this process may use while it trains (measured: 1.7x the images
-      a second on 2 cores, docs/recipe.md), and puts the thread count back when training ends.
+      this trainer gives the network every core this process may use while it trains (docs/recipe.md), and puts
+      the thread count back when training ends.
     """
     import torch
     from ultralytics.models.yolo.detect import DetectionTrainer

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alpr_pipelines.edge.detector import CROP_MARGIN, MIN_CROP_PX, crop_region
+from alpr_pipelines.edge.yolo import CROP_MARGIN, MIN_CROP_PX, crop_region
 from alpr_pipelines.lib.synth import Box, Scene
 
 VIEWS = ("frames", "vehicle_crops")

@@ -85,8 +85,6 @@ def ensure_dagster_home(settings: Settings) -> None:
         cfg.write_text(DAGSTER_YAML)
 
 
-
-
 def up(settings: Settings, timeout: float = 120.0, only: list[str] | None = None) -> list[ServiceStatus]:
     """Start the embedded stack (see :func:`stack.process.start_all`)."""
     ensure_dagster_home(settings)

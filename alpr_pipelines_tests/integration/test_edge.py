@@ -451,8 +451,9 @@ def test_int8_that_loses_accuracy_is_not_published(models, tiny_views):
 
 
 def test_crops_in_one_batch_match_one_by_one(models):
-    """detect_many (one batched run, crops padded, never scaled) finds exactly what per-crop detection finds when the
-    crops share a shape, and boxes of mixed-size crops stay inside their own crop."""
+    """detect_many (one batched run, each crop fitted to the model's size as detect fits it, then padded) finds
+    exactly what per-crop detection finds when the crops share a shape, and boxes of mixed-size crops stay inside
+    their own crop."""
 
     from alpr_pipelines.edge.backends.onnx import OnnxDetector
     from alpr_pipelines.lib.synth import generate_scene
@@ -462,7 +463,7 @@ def test_crops_in_one_batch_match_one_by_one(models):
     frame = generate_scene(0, "clip", 0, 640, 384).image
     same = [frame[0:128, 0:224], frame[100:228, 300:524], frame[256:384, 416:640]]
     batched = det.detect_many(same, conf=0.01)
-    single = [det.detect(c, conf=0.01, scaleup=False) for c in same]
+    single = [det.detect(c, conf=0.01) for c in same]
     for b, s in zip(batched, single, strict=True):
         assert len(b) == len(s)
         assert np.allclose([[d.x1, d.y1, d.x2, d.y2, d.confidence] for d in b],

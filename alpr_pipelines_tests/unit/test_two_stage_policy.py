@@ -3,9 +3,9 @@ frame when no vehicle is found. Plates come back in frame coordinates, once each
 
 import numpy as np
 
-from alpr_pipelines.edge.detector import CROP_MARGIN, ModelSlot, YOLOv11Detector, crop_region, dedup
+from alpr_pipelines.edge.detector import ModelSlot, YOLOv11Detector, dedup
 from alpr_pipelines.edge.swap.policy import SwapPolicy
-from alpr_pipelines.edge.yolo import Detection
+from alpr_pipelines.edge.yolo import CROP_MARGIN, Detection, crop_region
 
 
 class FakeVehicles:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alpr_pipelines.edge.detector import CROP_MARGIN, crop_region
+from alpr_pipelines.edge.yolo import CROP_MARGIN, crop_region
 from alpr_pipelines.lib.synth import Box, Scene, generate_scene
 from alpr_pipelines.lib.views import CLOSE_UP_WIDTH, MARGIN_JITTER, MIN_VISIBLE, plates_in, vehicle_crops, view_images
 

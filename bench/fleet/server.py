@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import free_port
 
 from alpr_pipelines import stack
 from alpr_pipelines.settings import load_settings
@@ -58,10 +58,6 @@ class FleetServer:
         return ini.getint("mlflow", "auth_cache_ttl_seconds", fallback=0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres(host: str, port: int):

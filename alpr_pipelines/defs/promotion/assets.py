@@ -6,7 +6,8 @@ import dagster as dg
 
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.lib.evaluation import CLASS_AP50_PREFIX, EvaluationError, EvaluationResult
+from alpr_pipelines.lib.evaluation import EvaluationError, EvaluationResult
+from alpr_pipelines.lib.gate import CLASS_AP50_PREFIX
 from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec
 from alpr_pipelines.lib.promotion import PromotionError, evaluate_version

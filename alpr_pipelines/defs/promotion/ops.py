@@ -14,7 +14,8 @@ from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion import (
     DecisionRecord,
     PromotionError,
-    gate_candidate,
+    apply_decision,
+    judge_candidate,
     now_iso,
     record_decision,
     rollback,
@@ -94,16 +95,22 @@ def gate_and_promote(context: dg.OpExecutionContext, config: PromoteConfig, mlfl
         context.log.info(f"{name} v{version} is already in Production; nothing to do")
         return {"name": name, "version": version, "verdict": "already-production"}
     try:
-        record = gate_candidate(client, spec, version, config.golden.splits(state)[spec.key],
-                                config.policy(spec, load_settings()), state.path("evaluations"), config.decided_by,
-                                context.run.run_id, config.force, config.reason, log=context.log.info)
+        record, promote = judge_candidate(client, spec, version, config.golden.splits(state)[spec.key],
+                                          config.policy(spec, load_settings()), state.path("evaluations"),
+                                          config.decided_by, context.run.run_id, config.force, config.reason)
     except (EvaluationError, PromotionError) as exc:
         # A failed evaluation is an error, never a score of 0: nothing is decided or changed.
         raise dg.Failure(description=f"{name} v{version}: nothing was promoted: {exc}", allow_retries=False) from exc
+    for line in record.reasons:
+        context.log.info(f"{name} v{version}: {line}")
+    try:
+        aliases = apply_decision(client, record, promote)
+    except PromotionError as exc:  # a concurrent change raced this one: a retry decides again
+        raise dg.Failure(description=str(exc)) from exc
+    context.log.info(f"{name} v{version} " + (f"promoted to Production; aliases {aliases}" if promote
+                                              else "rejected; it stays out of Production"))
     _observe(context, spec, record)
     return record.as_dict()
-
-
 
 
 class RollbackConfig(dg.Config):

@@ -1,5 +1,5 @@
 """A model optimized once for this box (ONNX Runtime's offline mode), importable without OpenCV: the child that
-prepares new versions (``edge.prefetch``) imports only this, ONNX Runtime and the loader.
+prepares new versions (``edge.swap.prefetch``) imports only this, ONNX Runtime and the loader.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def optimized_for_this_box(path: Path) -> Path | None:
     or this box runs ONNX models on a GPU provider (the caller then loads ``path`` itself).
 
     Why: optimizing takes a core for ~70 ms (YOLO11n INT8; ~30 ms FP32), and loading the result ~17 ms, so the
-    costly part can run apart from the frame loop (``edge.prefetch``, at the lowest CPU priority) and what is left
+    costly part can run apart from the frame loop (``edge.swap.prefetch``, at the lowest CPU priority) and what is left
     between two frames. This is ONNX Runtime's offline mode: the file suits this machine and this ONNX Runtime only,
     so its name carries :func:`box_tag`, and a sidecar holds its sha256, so a file altered on disk is made again,
     never loaded.

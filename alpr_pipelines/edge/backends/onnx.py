@@ -168,8 +168,8 @@ class OnnxDetector:
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.7,
                scaleup: bool = True) -> list[Detection]:
-        """Detect objects in a BGR image (as ``cv2.imread`` gives). ``scaleup=False`` never enlarges the image
-        (for crops); it matters only for a dynamic model, a fixed one always fills its input."""
+        """Detect objects in a BGR image (as ``cv2.imread`` gives), fitted to the model's size. ``scaleup=False``
+        never enlarges the image; it matters only for a dynamic model, a fixed one always fills its input."""
         tensor, box = self.prepare(image_bgr, scaleup=scaleup or not self.dynamic)
         raw = self.raw(tensor)
         return decode(raw, box, image_bgr.shape[:2], self.names, conf, iou, model_version=self.model_version)

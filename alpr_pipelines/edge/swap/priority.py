@@ -4,8 +4,8 @@ A frame's ONNX Runtime threads hold every core of a small box for most of the fr
 that the kernel lets in takes a core from one of them while the other waits at the next operator. A nice value only
 weighs the detector against the box's other services; under ``SCHED_FIFO`` nothing of normal priority runs on a core
 while a frame's thread wants it, and a frame waits only for the pieces of loading it takes turns with
-(``edge.turns``). What keeps the box responsive: frames end (a paced camera leaves gaps), ONNX Runtime's threads stop
-spinning when a run ends (``onnx_backend.session_options``), and the kernel keeps 5% of each second for normal
+(``swap.turns``). What keeps the box responsive: frames end (a paced camera leaves gaps), ONNX Runtime's threads stop
+spinning when a run ends (``backends.onnx.session_options``), and the kernel keeps 5% of each second for normal
 threads however busy the real-time ones are (``/proc/sys/kernel/sched_rt_runtime_us``).
 
 The policy is per thread, and threads inherit their creator's: the frame loop runs under :func:`realtime`, and so
