@@ -163,11 +163,13 @@ class MLflowModelLoader:
         return resp.json()
 
     def check_connection(self) -> bool:
-        """Whether the registry answers its health check."""
+        """Whether the registry answers its health check (a proxy's 502 for an unreachable registry is "no")."""
         try:
-            return self._request(f"{self.tracking_uri}/health").status_code == 200
+            ok = self._request(f"{self.tracking_uri}/health").status_code == 200
         except requests.RequestException:
-            return False
+            ok = False
+        self._mlflow_connected = ok
+        return ok
 
     def current_version(self, name: str) -> RemoteVersion | None:
         """What the registry names for the preferred stage: alias first, then the stage. One small request when the

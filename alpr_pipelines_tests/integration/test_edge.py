@@ -243,7 +243,7 @@ def test_a_version_whose_outputs_do_not_fit_its_class_names_never_serves(registr
     try:
         assert poller.poll_once() is False
     finally:
-        poller.spare.close()
+        detector.policy.close()
     failed = [data for kind, data in events if kind == "swap_failed"]
     assert failed and "class scores per anchor" in failed[0]["error"]
     assert detector.vehicle.version == good.version

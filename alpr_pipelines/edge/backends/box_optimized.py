@@ -45,9 +45,8 @@ def optimized_for_this_box(path: Path) -> Path | None:
     session loads it with no optimization to do (``OnnxDetector(path, optimized=...)``); None when it cannot be made
     or this box runs ONNX models on a GPU provider (the caller then loads ``path`` itself).
 
-    Why: optimizing takes a core for ~70 ms (YOLO11n INT8; ~30 ms FP32), and loading the result ~17 ms, so the
-    costly part can run apart from the frame loop (``edge.swap.prefetch``, at the lowest CPU priority) and what is left
-    between two frames. This is ONNX Runtime's offline mode: the file suits this machine and this ONNX Runtime only,
+    Why: optimizing is most of the work of loading a version, so it runs apart from the frame loop
+    (``edge.swap.prefetch``, at the lowest CPU priority) and what is left fits between two frames (docs/edge.md). This is ONNX Runtime's offline mode: the file suits this machine and this ONNX Runtime only,
     so its name carries :func:`box_tag`, and a sidecar holds its sha256, so a file altered on disk is made again,
     never loaded.
     """
