@@ -52,6 +52,11 @@ stack-up: $(STAMP)
 stack-down: $(STAMP)
 	$(BIN)/alpr stack down
 
+# clean: stops the stack, then deletes the state folder ($$ALPR_HOME, default .alpr); stops if the stack does not.
 clean:
-	-$(BIN)/alpr stack down
-	rm -rf .alpr
+	@home="$${ALPR_HOME:-.alpr}"; \
+	case "$$(cd "$$home" 2>/dev/null && pwd -P)" in /|"$$HOME"|"$$(pwd -P)") \
+	  echo "refusing to delete ALPR_HOME=$$home"; exit 1;; esac; \
+	if [ -x $(BIN)/alpr ]; then ALPR_HOME="$$home" $(BIN)/alpr stack down || \
+	  { echo "stack down failed: $$home is kept (stop the services, then run make clean again)"; exit 1; }; fi; \
+	rm -rf "$$home"

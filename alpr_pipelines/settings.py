@@ -16,6 +16,8 @@ Environment variables (the original ALPR registry design's names first):
     ALPR_GATE_POLICY: a YAML file of promotion-gate overrides per model, e.g. ``plate: {min_map50: 0.85}``
         (fields of ``lib.gate.GatePolicy``); read by every promotion run, the sensor's included.
     ALPR_SYSTEM_FONTS: "0" draws training plates in the shipped fonts only (default: this machine's fonts too).
+    ALPR_SIGNING_KEY_FILE: the pipeline's Ed25519 release key (PEM); new versions' manifests are signed with it
+        (default ``$ALPR_HOME/keys/signing.pem`` when present: the embedded stack makes it on first ``stack up``).
     ALPR_EXECUTOR: "k8s" runs each step as its own Kubernetes pod (dagster-k8s's k8s_job_executor), so training
         steps alone ask for a GPU; unset: Dagster's default executor.
 """
@@ -51,6 +53,7 @@ class Settings:
     executor: str = "default"
     gate_policy_file: Path | None = None
     system_fonts: bool = True
+    signing_key_file: Path | None = None
 
     @property
     def datasets_dir(self) -> Path:
@@ -67,6 +70,10 @@ class Settings:
     @property
     def stack_dir(self) -> Path:
         return self.home / "stack"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
 
 
 def _int_env(env: dict[str, str], name: str, default: int) -> int:
@@ -105,4 +112,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         executor=env.get("ALPR_EXECUTOR") or "default",
         gate_policy_file=Path(env["ALPR_GATE_POLICY"]).expanduser() if env.get("ALPR_GATE_POLICY") else None,
         system_fonts=env.get("ALPR_SYSTEM_FONTS", "1") != "0",
+        signing_key_file=Path(env["ALPR_SIGNING_KEY_FILE"]).expanduser() if env.get("ALPR_SIGNING_KEY_FILE")
+        else None,
     )

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--val-fraction", type=float, default=0.2)
+    c.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     d.set_defaults(func=cmd_dataset)
 
     pr = sub.add_parser("promote", help="gate a version against the champion and promote it (or force it)")

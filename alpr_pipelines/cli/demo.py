@@ -45,6 +45,7 @@ def _demo_edge(settings: Settings) -> None:
 
     from alpr_pipelines.edge.loader import ModelLoadError
     from alpr_pipelines.edge.service import EdgeConfig, EdgeService
+    from alpr_pipelines.lib.signing import PUBLIC_NAME
     from alpr_pipelines.lib.synth import GENERATOR_VERSION, write_sample_clip
 
     clip = settings.home / "clips" / "sample.avi"
@@ -55,8 +56,10 @@ def _demo_edge(settings: Settings) -> None:
     edge_dir = settings.home / "edge"
     edge_dir.mkdir(parents=True, exist_ok=True)
     config_path = edge_dir / "cameras.yaml"
+    public_key = settings.keys_dir / PUBLIC_NAME  # the stack's release key: the edge loads only what it signed
     config_path.write_text(yaml.safe_dump({
-        "registry": {"tracking_uri": settings.mlflow_tracking_uri, "stage": "Production", "poll_interval": 10},
+        "registry": {"tracking_uri": settings.mlflow_tracking_uri, "stage": "Production", "poll_interval": 10,
+                     **({"trusted_keys": [str(public_key)]} if public_key.is_file() else {})},
         "cameras": [{"name": "sample", "source": str(clip), "fps_limit": 0}],
         "output": {"detections": str(edge_dir / "detections.jsonl")},
         "http": {"host": "127.0.0.1", "port": 0},

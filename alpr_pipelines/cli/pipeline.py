@@ -97,7 +97,8 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
             summary = validate_dataset(Path(args.data), expected)
             print(json.dumps(summary.as_dict(), indent=2))
         else:
-            path = convert_coco(Path(args.annotations), Path(args.images), Path(args.out), args.val_fraction)
+            path = convert_coco(Path(args.annotations), Path(args.images), Path(args.out), args.val_fraction,
+                                overwrite=args.overwrite)
             summary = validate_dataset(path)
             print(f"wrote {path}: {summary.images}")
     except (DatasetError, ValueError) as exc:

@@ -30,6 +30,7 @@ import yaml
 
 from alpr_pipelines.edge.contract import PLATE_MODEL, VEHICLE_MODEL
 from alpr_pipelines.edge.swap.priority import check_priority
+from alpr_pipelines.edge.trust import TrustedKeys
 
 
 class ConfigError(Exception):
@@ -62,6 +63,7 @@ class EdgeConfig:
     imgsz: int | None = None  # serving size of a dynamic-shape vehicle model; None: as exported
     plate_imgsz: int | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads; None: one per core
+    trusted_keys: list[str] | None = None  # Ed25519 public keys (PEM paths or base64); None: ALPR_EDGE_TRUSTED_KEYS
     realtime_priority: int | None = None  # SCHED_FIFO priority of the frames' threads (edge.swap.priority); None: normal
 
     @classmethod
@@ -104,7 +106,22 @@ class EdgeConfig:
             plate_imgsz=_opt_int(plate.get("imgsz"), "models.plate.imgsz", path),
             threads=_opt_int(raw.get("threads"), "threads", path),
             realtime_priority=_priority(raw.get("realtime_priority"), path),
+            trusted_keys=_trusted_keys(reg.get("trusted_keys"), path, rel),
         )
+
+
+def _trusted_keys(value: Any, path: Path, rel: Any) -> list[str] | None:
+    """``registry.trusted_keys``: a list of PEM files (relative to the config) or base64 keys, checked here."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: registry.trusted_keys must be a list of public key files or base64 keys")
+    entries = [rel(v) if Path(rel(v)).is_file() else v for v in value]
+    try:
+        TrustedKeys.parse(entries)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return entries
 
 
 def _priority(value: Any, path: Path) -> int | None:

@@ -8,6 +8,10 @@ Resolution order in :meth:`MLflowModelLoader.get_model_path`: the stage's alias 
 the stage itself (``get-latest-versions``), then the last verified version in the local cache (so a restart with the
 registry away starts from it), then the local fallback file.
 
+Trust (``edge.trust``): a version loads only if its manifest's sha256 is the one the pipeline recorded on the version,
+its signature verifies with one of the box's trusted keys when it has any (``ALPR_EDGE_TRUSTED_KEYS``), and every
+file matches the manifest's sha256. Names from the registry and the manifest are checked before they become paths.
+
 Cache layout: ``<cache>/<model>/<version>/`` holds one version's files and its ``manifest.json``; a file is written to
 a temporary name, checked against the manifest's sha256 and moved into place, so a partial or corrupted file is never
 loaded. ``<cache>/<model>/current.json`` names the last version that was verified and loaded.
@@ -18,6 +22,8 @@ Environment:
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: basic-auth principal (a read-only one on edge devices).
     ALPR_EDGE_CACHE: cache folder (default ``~/.cache/alpr-edge``).
     ALPR_EDGE_MODELS_DIR: where local fallback files live (default ``models``).
+    ALPR_EDGE_TRUSTED_KEYS: comma-separated Ed25519 public keys (PEM files or base64); set, unsigned versions are
+        refused.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,15 @@ import requests
 
 from alpr_pipelines.edge.contract import STAGE_ALIASES
 from alpr_pipelines.edge.integrity import sha256_file
+from alpr_pipelines.edge.trust import (
+    MANIFEST_SHA_TAG,
+    MAX_MANIFEST_BYTES,
+    TrustedKeys,
+    UntrustedVersion,
+    check_file_name,
+    check_version,
+    verify_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,20 @@ class IntegrityError(ModelLoadError):
     """A downloaded file does not match the sha256 in the version's manifest."""
 
 
+class RefusedVersion(IntegrityError):
+    """A version fails the trust checks (``edge.trust``): unregistered manifest, bad signature, unsafe names."""
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can be a folder name of the cache (registered names are plain), else ``ModelLoadError``."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ModelLoadError(f"model name {name[:60]!r} is not a plain registered-model name")
+    return name
+
+
 @dataclass(frozen=True)
 class RemoteVersion:
     name: str
@@ -59,6 +89,7 @@ class RemoteVersion:
     run_id: str
     source: str
     via: str  # "alias:production" or "stage:Production"
+    tags: dict[str, str] = field(default_factory=dict)  # the version's registry tags (the manifest's hash, signature)
 
 
 def manifest_sha256(manifest: dict[str, Any], path: Path) -> str:
@@ -110,6 +141,7 @@ class MLflowModelLoader:
         username: str | None = None,
         password: str | None = None,
         precision: str | None = None,
+        trusted_keys: list[str] | None = None,
     ):
         self.tracking_uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000").rstrip("/")
         stage = preferred_stage or os.environ.get("MLFLOW_MODEL_STAGE") or "Production"
@@ -129,6 +161,10 @@ class MLflowModelLoader:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} "
                              "(ALPR_EDGE_PRECISION)")
+        # Public keys this box accepts signatures from (``edge.trust.TrustedKeys.parse`` entries); None: the env's.
+        entries = trusted_keys if trusted_keys is not None else os.environ.get("ALPR_EDGE_TRUSTED_KEYS", "").split(",")
+        self.trusted_key_entries = [e.strip() for e in entries if e.strip()]
+        self.trusted = TrustedKeys.parse(self.trusted_key_entries)
         self._mlflow_connected = False  # whether the registry answered the last request (``_request`` keeps it)
         self.check_connection()
 
@@ -185,8 +221,9 @@ class MLflowModelLoader:
             via = f"stage:{self.preferred_stage}"
         if not mv:
             return None
-        return RemoteVersion(name=name, version=str(mv["version"]), run_id=mv.get("run_id", ""),
-                             source=mv.get("source", ""), via=via)
+        tags = {t["key"]: t.get("value", "") for t in mv.get("tags", []) if isinstance(t, dict) and "key" in t}
+        return RemoteVersion(name=name, version=str(mv.get("version")), run_id=str(mv.get("run_id", "")),
+                             source=str(mv.get("source", "")), via=via, tags=tags)
 
     def list_models(self) -> list[dict[str, Any]]:
         """Registered models with their latest versions per stage (``registered-models/search``; ``list`` is gone)."""
@@ -212,7 +249,11 @@ class MLflowModelLoader:
 
     def _download(self, url: str, dest: Path, expected_sha256: str | None,
                   progress: Callable[[int], None] | None = None) -> Path:
-        """Stream ``url`` to a temporary file beside ``dest``, verify, then move it into place atomically."""
+        """Stream ``url`` to a temporary file beside ``dest``, verify, then move it into place atomically (fsynced,
+        so a power cut leaves the old file or the new one).
+
+        ``expected_sha256`` None: the registry recorded none, which the caller refuses once the file is here; the
+        download is capped at the manifest's size limit then."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
         h = hashlib.sha256()
@@ -223,21 +264,26 @@ class MLflowModelLoader:
                     for chunk in resp.iter_content(CHUNK):
                         f.write(chunk)
                         h.update(chunk)
+                        if expected_sha256 is None and f.tell() > MAX_MANIFEST_BYTES:
+                            raise RefusedVersion(f"{dest.name}: larger than {MAX_MANIFEST_BYTES} bytes with no "
+                                                 "recorded hash; refused")
                         if progress is not None:
                             progress(len(chunk))
+                    f.flush()
+                    os.fsync(f.fileno())
                 expected_len = resp.headers.get("Content-Length")
             if expected_len is not None and tmp.stat().st_size != int(expected_len):
                 raise IntegrityError(f"{dest.name}: got {tmp.stat().st_size} bytes, expected {expected_len}")
             if expected_sha256 is not None and h.hexdigest() != expected_sha256:
-                raise IntegrityError(f"{dest.name}: sha256 {h.hexdigest()[:12]} does not match the manifest's "
-                                     f"{expected_sha256[:12]}; the file was discarded")
+                raise IntegrityError(f"{dest.name}: sha256 {h.hexdigest()[:12]} does not match the "
+                                     f"{expected_sha256[:12]} recorded for it; the file was discarded")
             os.replace(tmp, dest)
             return dest
         finally:
             tmp.unlink(missing_ok=True)
 
     def _pick_file(self, manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        files = manifest["files"]
+        files = manifest["files"]  # names and hashes checked by ``edge.trust.verify_manifest``
         engine = files.get("engine")
         if self.prefer_engine and engine is not None:
             cc = local_gpu_compute_capability()
@@ -252,20 +298,37 @@ class MLflowModelLoader:
         return "onnx", files["onnx"]
 
     def fetch(self, remote: RemoteVersion, progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
-        """Download (or reuse from cache) the loadable file of ``remote``; returns (path, manifest)."""
-        vdir = self.cache_dir / remote.name / remote.version
+        """Download (or reuse from cache) the loadable file of ``remote``; returns (path, manifest).
+
+        Raises:
+            RefusedVersion: the version fails the trust checks (``edge.trust``); nothing of it is loaded.
+            IntegrityError: a file does not match its manifest's sha256 (it was discarded).
+        """
+        try:
+            vdir = self.cache_dir / check_model_name(remote.name) / check_version(remote.version)
+        except UntrustedVersion as exc:
+            raise RefusedVersion(str(exc)) from exc
         if not remote.source.startswith("runs:/") or remote.source.count("/") < 2:
-            raise ModelLoadError(f"{remote.name} v{remote.version}: source {remote.source!r} is not a runs:/ URI "
-                                 "of an alpr registration; the edge cannot find its manifest")
+            raise ModelLoadError(f"{remote.name} v{remote.version}: source {remote.source[:80]!r} is not a runs:/ "
+                                 "URI of an alpr registration; the edge cannot find its manifest")
         prefix = remote.source.split("/", 2)[2]
         manifest_path = vdir / "manifest.json"
-        if not manifest_path.is_file():
+        expected = remote.tags.get(MANIFEST_SHA_TAG)
+        if not expected:
+            raise RefusedVersion(f"{remote.name} v{remote.version}: the version has no {MANIFEST_SHA_TAG} tag, so the "
+                                 "pipeline did not register it; register models with `alpr register-existing`")
+        if not manifest_path.is_file() or manifest_path.is_symlink() or sha256_file(manifest_path) != expected:
             url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/manifest.json")
-            self._download(url, manifest_path, None)
-        manifest = json.loads(manifest_path.read_text())
+            self._download(url, manifest_path, None)  # capped; checked against the registry just below
+        try:
+            manifest = verify_manifest(manifest_path.read_bytes(), remote.tags, remote.name, self.trusted)
+        except UntrustedVersion as exc:
+            manifest_path.unlink(missing_ok=True)
+            raise RefusedVersion(f"v{remote.version}: {exc}") from exc
         role, entry = self._pick_file(manifest)
-        target = vdir / entry["name"]
-        if not target.is_file() or sha256_file(target) != entry["sha256"]:
+        target = vdir / check_file_name(entry["name"])
+        if target.is_symlink() or not target.is_file() or sha256_file(target) != entry["sha256"]:
+            target.unlink(missing_ok=True)
             url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/{entry['name']}")
             self._download(url, target, entry["sha256"], progress)
         return target, manifest
@@ -280,16 +343,28 @@ class MLflowModelLoader:
         f = self._current_file(name)
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f".current-{uuid.uuid4().hex[:8]}.json")
-        tmp.write_text(json.dumps({"version": version, "path": str(path), "sha256": sha256, "via": via}))
-        os.replace(tmp, f)
+        try:
+            with tmp.open("w") as out:
+                out.write(json.dumps({"version": version, "path": str(path), "sha256": sha256, "via": via}))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, f)
+        except OSError as exc:  # a full disk: the version serves; a restart falls back to the previous record
+            log.warning("could not record %s v%s as the last verified version: %s", name, version, exc)
+            tmp.unlink(missing_ok=True)
 
     def cached(self, name: str) -> tuple[Path, dict[str, Any]] | None:
         f = self._current_file(name)
         if not f.is_file():
             return None
-        info = json.loads(f.read_text())
-        path = Path(info["path"])
-        if not path.is_file() or sha256_file(path) != info["sha256"]:
+        try:
+            info = json.loads(f.read_text())
+            path = Path(info["path"])
+            intact = path.is_file() and sha256_file(path) == info["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("the cache's record of %s is unreadable (%s); not using it", name, exc)
+            return None
+        if not intact:
             log.warning("cached %s v%s is missing or altered; not using it", name, info.get("version"))
             return None
         return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],

@@ -25,6 +25,9 @@ class EdgeMetrics:
         self.swaps = Counter("alpr_model_swaps_total", "Hot swaps to a new version", ["model"], registry=r)
         self.failed_swaps = Counter("alpr_model_swap_failures_total", "New versions that failed to load",
                                     ["model"], registry=r)
+        self.refused = Counter("alpr_model_versions_refused_total", "Versions refused by the trust checks "
+                               "(unregistered manifest, missing or wrong signature, unsafe names)", ["model"],
+                               registry=r)
         self.poll_errors = Counter("alpr_registry_poll_errors_total", "Failed registry polls", ["model"], registry=r)
         self.reachable = Gauge("alpr_registry_reachable", "1 while the registry answers", ["model"], registry=r)
         self._versions: dict[str, tuple[str, str]] = {}

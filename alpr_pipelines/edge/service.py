@@ -33,7 +33,8 @@ class EdgeService:
         self.config = config
         self.metrics = EdgeMetrics()
         self.loader = MLflowModelLoader(tracking_uri=config.tracking_uri, preferred_stage=config.stage,
-                                        cache_dir=config.cache_dir) if config.use_mlflow else None
+                                        cache_dir=config.cache_dir, trusted_keys=config.trusted_keys,
+                                        ) if config.use_mlflow else None
         self.detector = detector or YOLOv11Detector(
             vehicle_model_path=config.vehicle_fallback, plate_model_path=config.plate_fallback,
             use_mlflow=config.use_mlflow, loader=self.loader, vehicle_model_name=config.vehicle_name,
@@ -63,6 +64,8 @@ class EdgeService:
             self.metrics.set_version(model, slot.version, slot.metadata.get("source"))
         elif kind == "swap_failed":
             self.metrics.failed_swaps.labels(model=model).inc()
+            if data.get("refused"):
+                self.metrics.refused.labels(model=model).inc()
             log.error("swap of %s to v%s failed: %s", model, data.get("version"), data.get("error"))
 
     def health(self) -> dict[str, Any]:

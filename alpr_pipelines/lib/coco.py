@@ -16,18 +16,24 @@ from alpr_pipelines.lib.models import VEHICLE
 COCO_TO_VEHICLE = {"car": "car", "truck": "truck", "bus": "bus", "motorcycle": "motorcycle", "motorbike": "motorcycle"}
 
 
-def convert_coco(annotations: Path, images_dir: Path, out_dir: Path, val_fraction: float = 0.2) -> Path:
+def convert_coco(annotations: Path, images_dir: Path, out_dir: Path, val_fraction: float = 0.2,
+                 overwrite: bool = False) -> Path:
     """Write ``out_dir/data.yaml`` and its images/labels from a COCO ``instances_*.json``.
 
     Images are assigned to train or val by a hash of their file name, so the split is stable across runs. Images
     with no vehicle annotation are kept as background images. Crowd annotations are skipped.
+
+    ``out_dir`` is replaced only when it is empty or ``overwrite`` is set, and only once the new dataset is complete.
+    COCO file names are data: one that points outside ``images_dir`` is refused.
 
     Returns:
         The path of the written data YAML.
     """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    annotations, images_dir = Path(annotations), Path(images_dir)
+    annotations, images_dir, out_dir = Path(annotations), Path(images_dir), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DatasetError(f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another --out")
     try:
         coco = json.loads(annotations.read_text())
     except FileNotFoundError as exc:
@@ -50,8 +56,12 @@ def convert_coco(annotations: Path, images_dir: Path, out_dir: Path, val_fractio
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     missing = []
+    root = images_dir.resolve()
     for img in coco["images"]:
-        src = images_dir / img["file_name"]
+        src = images_dir / str(img.get("file_name", ""))
+        if not src.resolve().is_relative_to(root):
+            raise DatasetError(f"{annotations}: image file name {str(img.get('file_name'))[:80]!r} points outside "
+                               f"{images_dir}; COCO file names must be paths under the images folder")
         if not src.is_file():
             missing.append(str(src))
             continue

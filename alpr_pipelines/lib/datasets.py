@@ -8,6 +8,7 @@ images with ``/images/`` replaced by ``/labels/`` and a ``.txt`` suffix, as Ultr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from alpr_pipelines.lib.synth import GENERATOR_VERSION, PURPOSES, Scene, generat
 from alpr_pipelines.lib.views import view_images
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MAX_IMAGE_PIXELS = 40_000_000  # refused from the header, before decoding (a 40 MP frame is past any ALPR camera)
 SPLITS = ("train", "val", "test")
 
 
@@ -204,6 +206,9 @@ def load_data_yaml(data_yaml: Path) -> dict:
         raise DatasetError(f"data YAML {data_yaml} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise DatasetError(f"data YAML {data_yaml} must be a mapping with train, val and names keys")
+    if "download" in data:
+        raise DatasetError(f"data YAML {data_yaml} has a 'download' key; Ultralytics would run it when images are "
+                           "missing. Remove it and put the images in place before training")
     missing = [k for k in ("val", "names") if k not in data]
     if missing:
         raise DatasetError(f"data YAML {data_yaml} lacks {', '.join(missing)}; an Ultralytics data YAML needs train, val and names")
@@ -218,6 +223,35 @@ def load_data_yaml(data_yaml: Path) -> dict:
         root = (data_yaml.parent / root).resolve()
     data["path"] = root
     return data
+
+
+def header_pixels(raw: bytes) -> int | None:
+    """Width x height from the image's header alone (no decoding); None when the header is unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def resolved_data_yaml(data_yaml: Path, dest: Path) -> Path:
+    """Write ``dest``: ``data_yaml`` as validation read it (root and splits absolute, no ``download``), so that
+    Ultralytics, which resolves relative paths against the working directory, trains on the validated images."""
+    data = load_data_yaml(data_yaml)
+    root: Path = data["path"]
+    out: dict = {"path": str(root), "names": data["names"]}
+    for split in SPLITS:
+        entries = data.get(split)
+        if entries is None:
+            continue
+        absolute = [str(Path(e) if Path(e).is_absolute() else root / e) for e in
+                    (entries if isinstance(entries, list) else [entries])]
+        out[split] = absolute if isinstance(entries, list) else absolute[0]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(dest, yaml.safe_dump(out, sort_keys=False).encode())
+    return dest
 
 
 def split_images(data: dict, split: str) -> list[Path]:
@@ -289,7 +323,12 @@ def validate_dataset(
                 continue
             raw = image.read_bytes()
             content = hashlib.sha256(raw).hexdigest()
-            if cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) is None:
+            pixels = header_pixels(raw)
+            if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+                problems.append(Problem("image too large", str(image), f"{pixels:,} pixels (limit "
+                                        f"{MAX_IMAGE_PIXELS:,}); resize it"))
+                continue
+            if pixels is None or cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) is None:
                 problems.append(Problem("unreadable image", str(image), "cannot be decoded as an image"))
             if content in seen and seen[content][0] != split:
                 other_split, other = seen[content]

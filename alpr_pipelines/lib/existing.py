@@ -19,6 +19,7 @@ from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.exports import ExportError, export_onnx
 from alpr_pipelines.lib.models import PLATE, VEHICLE, ModelSpec
 from alpr_pipelines.lib.registry import RegisteredVersion, RegistryError, register_version
+from alpr_pipelines.lib.signing import SigningKeyError, configured_signer
 from alpr_pipelines.lib.training import get_or_create_experiment
 from alpr_pipelines.settings import Settings
 
@@ -49,6 +50,10 @@ def discover(models_dir: Path) -> dict[str, dict[str, Path]]:
 def register_existing(settings: Settings, models_dir: Path, stage: str = "None",
                       only: str | None = None) -> list[RegisteredVersion]:
     client = MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        signer = configured_signer(settings)
+    except SigningKeyError as exc:
+        raise RegisterExistingError(str(exc)) from exc
     experiment_id = get_or_create_experiment(client, EXPERIMENT)
     out = []
     for stem, files in discover(models_dir).items():
@@ -78,7 +83,7 @@ def register_existing(settings: Settings, models_dir: Path, stage: str = "None",
                 version = register_version(
                     client, spec, run.info.run_id, files, onnx.imgsz[0],
                     {"source": "register-existing", "source_sha256": sha256_file(next(iter(files.values())))},
-                    initial_stage=stage,
+                    initial_stage=stage, signer=signer,
                 )
             except RegistryError as exc:
                 client.set_terminated(run.info.run_id, "FAILED")

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from alpr_pipelines.edge.integrity import sha256_file
+from alpr_pipelines.edge.trust import TrustedKeys, UntrustedVersion, verify_manifest
 from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
 from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
@@ -40,8 +42,16 @@ class PromotionError(Exception):
     """A promotion cannot be carried out; the message says why and what to do."""
 
 
+class ChampionChanged(PromotionError):
+    """Production moved while a candidate was judged against the old champion; judging again is safe."""
+
+
+REGISTER_HINT = "`alpr register-existing --models-dir DIR` (it exports, hashes, signs and registers a model file)"
+
+
 def download_verified(client: MlflowClient, name: str, version: str, dest: Path) -> dict[str, Path]:
-    """Download a version's files, check each against the manifest's sha256, return role -> path.
+    """Download a version's files, check the manifest (``edge.trust.verify_manifest``: the registry's hash, and the
+    signature when ``ALPR_EDGE_TRUSTED_KEYS`` names keys) and each file against it; return role -> path.
 
     Files are fetched into a temporary folder beside ``dest`` and moved into place only when every hash matches.
 
@@ -51,17 +61,31 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
     mv = client.get_model_version(name, version)
     if not mv.run_id:
         raise PromotionError(f"{name} version {version} has no source run; register it with alpr")
+    trusted = TrustedKeys.from_env()
+
+    def trusted_manifest(path: Path) -> dict[str, Any]:
+        try:
+            return verify_manifest(path.read_bytes(), dict(mv.tags), name, trusted)
+        except UntrustedVersion as exc:
+            raise PromotionError(f"v{version}: {exc}") from exc
+
     if dest.is_dir() and (dest / "manifest.json").is_file():
-        manifest = json.loads((dest / "manifest.json").read_text())
-        return {role: dest / f["name"] for role, f in manifest["files"].items()}
+        manifest = trusted_manifest(dest / "manifest.json")
+        files = {role: dest / f["name"] for role, f in manifest["files"].items()}
+        if all(p.is_file() and sha256_file(p) == manifest["files"][r]["sha256"] for r, p in files.items()):
+            return files
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:
-        local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
-                                               str(tmp)))
+        try:
+            local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
+                                                   str(tmp)))
+        except MlflowException as exc:
+            raise PromotionError(f"{name} v{version}: its files cannot be fetched from {mv.source!r} ({exc.message[:200]}); "
+                                 f"it was not registered by the pipeline: use {REGISTER_HINT}") from exc
         if not (local / "manifest.json").is_file():
-            raise PromotionError(f"{name} version {version} has no manifest.json; register it with alpr")
-        manifest = json.loads((local / "manifest.json").read_text())
+            raise PromotionError(f"{name} version {version} has no manifest.json; use {REGISTER_HINT}")
+        manifest = trusted_manifest(local / "manifest.json")
         for f in manifest["files"].values():
             got = sha256_file(local / f["name"])
             if got != f["sha256"]:
@@ -209,16 +233,26 @@ def judge_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden:
     Returns the decision to record and whether to promote (``force`` promotes whatever the gate says, with a
     ``reason``).
 
+    A candidate that cannot be evaluated (no pipeline manifest, files that cannot be fetched, fail the trust checks
+    or do not load) is rejected with the reason and how to register it properly: never a score of 0, and never left
+    undecided.
+
     Raises:
-        EvaluationError, PromotionError: a version cannot be evaluated (never a score of 0), or a forced promotion
-            has no reason.
+        EvaluationError, PromotionError: the champion cannot be evaluated, or a forced promotion has no reason.
     """
     if force and not reason:
         raise PromotionError("a forced promotion needs a reason (--reason TEXT)")
     name = spec.registered_name
     mv = client.get_model_version(name, version)
     champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
-    candidate, _ = evaluate_version(client, name, version, golden, work_dir)
+    try:
+        candidate, _ = evaluate_version(client, name, version, golden, work_dir)
+    except (PromotionError, EvaluationError) as exc:
+        record = DecisionRecord(name=name, version=version, verdict="rejected",
+                                reasons=[f"cannot be evaluated: {exc}"], candidate={}, champion=None,
+                                champion_version=champion_version, decided_by=decided_by,
+                                dagster_run_id=dagster_run_id, time=now_iso())
+        return record, False
     champion = evaluate_version(client, name, champion_version, golden, work_dir)[0] if champion_version else None
     parity = {"passed": True, "failed": False}.get(mv.tags.get(PARITY_TAG, ""))
     decision = decide(candidate.headline(), champion.headline() if champion else None, parity, policy)
@@ -238,10 +272,18 @@ def apply_decision(client: MlflowClient, record: DecisionRecord, promote: bool) 
     """Promote (Production stage and alias, the old champion ``previous``; returns the aliases read back) or reject
     (out of Staging), then record the decision on the version.
 
+    Compare and swap: it promotes only while Production is still the champion the candidate was judged against.
+
     Raises:
+        ChampionChanged: Production moved since the judgement; nothing changed, judging again is safe.
         PromotionError: stage and alias disagree after the change (a concurrent change raced this one); nothing is
             recorded, and promoting again is safe.
     """
+    if promote:
+        now = alias_version(client, record.name, STAGE_ALIASES["Production"])
+        if now != record.champion_version:
+            raise ChampionChanged(f"{record.name}: Production is v{now}, not the v{record.champion_version} that "
+                                  f"v{record.version} was judged against; nothing changed. Judge it again.")
     aliases = promote_to_production(client, record.name, record.version) if promote else None
     if not promote:
         reject(client, record.name, record.version)

@@ -7,6 +7,7 @@ version in that stage, and every stage change here moves the alias with it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -22,11 +23,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import alpr_pipelines
+from alpr_pipelines.edge import trust
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, ModelSpec
+from alpr_pipelines.lib.signing import SigningKey
 
 CONTENT_TAG = "alpr_content_id"
-MANIFEST_SHA_TAG = "alpr_manifest_sha256"
+MANIFEST_SHA_TAG = trust.MANIFEST_SHA_TAG
 INITIAL_STAGE_TAG = "alpr_initial_stage"
 PYFUNC_PATH = "detector"  # the pyfunc models of a run live under detector/<content id>/, one folder per version
 
@@ -91,8 +94,6 @@ def content_id(manifest: dict[str, Any]) -> str:
     Not the ONNX or engine bytes: Ultralytics stamps the export time into them, so re-exporting the same weights
     must not make a "new" version.
     """
-    import hashlib
-
     ident = {
         "model": manifest["model"],
         "weights": (manifest["files"].get("weights") or manifest["files"]["onnx"])["sha256"],
@@ -169,6 +170,19 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
         shutil.rmtree(code.parent, ignore_errors=True)
 
 
+def sign_existing(client: MlflowClient, mv: Any, signer: SigningKey) -> None:
+    """Sign a version registered before the key existed: its manifest, if it still hashes to the registry's record."""
+    with tempfile.TemporaryDirectory(prefix="alpr-sign-") as tmp:
+        path = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts/"
+                                                         "manifest.json", tmp))
+        body = path.read_bytes()
+    if hashlib.sha256(body).hexdigest() != mv.tags.get(MANIFEST_SHA_TAG):
+        raise RegistryError(f"{mv.name} v{mv.version}: its manifest no longer matches the registry's hash; not "
+                            "signing it (register the model again)")
+    for key, value in signer.sign_tags(body).items():
+        client.set_model_version_tag(mv.name, mv.version, key, value)
+
+
 def register_version(
     client: MlflowClient,
     spec: ModelSpec,
@@ -178,6 +192,7 @@ def register_version(
     provenance: dict[str, Any],
     initial_stage: str = "None",
     version_tags: dict[str, str] | None = None,
+    signer: SigningKey | None = None,
 ) -> RegisteredVersion:
     """Register ``files`` (``weights``, ``onnx``, optional ``engine``) as a new version of ``spec``'s model.
 
@@ -192,6 +207,7 @@ def register_version(
         provenance: recorded in the manifest (dataset fingerprint, Dagster run id, MLflow run id, ...).
         initial_stage: "None" or "Staging"; Staging also sets the ``candidate`` alias.
         version_tags: extra tags for the version (training metrics, engine identity).
+        signer: the pipeline's release key (``lib.signing``); the manifest's signature becomes a version tag.
     """
     if initial_stage not in ("None", "Staging"):
         raise RegistryError(f"initial stage must be None or Staging, got {initial_stage!r}; promote with `alpr promote`")
@@ -221,6 +237,7 @@ def register_version(
                 "code_version": manifest["code_version"],
                 **{k: str(v) for k, v in provenance.items() if v is not None},
                 **(version_tags or {}),
+                **(signer.sign_tags(manifest_path.read_bytes()) if signer is not None else {}),
             }
             mv = client.create_model_version(
                 spec.registered_name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags,
@@ -230,6 +247,8 @@ def register_version(
         created = True
     else:
         mv, created = existing, False
+        if signer is not None and trust.SIGNATURE_TAG not in mv.tags:
+            sign_existing(client, mv, signer)
     # The initial stage is applied once: at creation, or to finish a creation that crashed before it. Never again to
     # an existing version, which a promotion decision may since have moved (re-staging it would undo a rejection).
     if mv.tags.get(INITIAL_STAGE_TAG) != "applied":

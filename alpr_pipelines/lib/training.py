@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -30,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from alpr_pipelines.edge.integrity import sha256_file
+from alpr_pipelines.lib.datasets import resolved_data_yaml
 from alpr_pipelines.lib.models import ModelSpec
 
 TRAINING_KEY_TAG = "alpr_training_key"
@@ -37,6 +39,8 @@ DATASET_TAG = "alpr_dataset_fingerprint"
 DAGSTER_RUN_TAG = "dagster_run_id"  # the tag name dagster-mlflow uses, so its users find our runs the same way
 MODEL_TAG = "alpr_model"
 COMPLETE_TAG = "alpr_complete"
+WEIGHTS_SHA_TAG = "alpr_sha256_{}"  # per weights file, written at the end of training: checked before any reuse
+log = logging.getLogger(__name__)
 LEARNING_CURVE = "learning_curve.png"  # beside Ultralytics' plots in the run folder; uploaded to plots/
 # The original design's "What Gets Logged": metric name -> key in Ultralytics' per-epoch dictionaries.
 EPOCH_METRICS = {
@@ -305,12 +309,39 @@ def learning_curve_png(epochs: list[EpochMetrics], path: Path, title: str) -> Pa
 def _upload_artifacts(client: MlflowClient, run_id: str, save_dir: Path) -> None:
     weights = save_dir / "weights"
     for name in ("best.pt", "last.pt"):
+        client.set_tag(run_id, WEIGHTS_SHA_TAG.format(name), sha256_file(weights / name))
         client.log_artifact(run_id, str(weights / name), "model")
     for f in sorted(save_dir.iterdir()):
         if f.is_file() and f.suffix in {".png", ".jpg", ".csv"}:
             client.log_artifact(run_id, str(f), "plots")
     if (save_dir / "args.yaml").is_file():
         client.log_artifact(run_id, str(save_dir / "args.yaml"), "config")
+
+
+def _fetch_verified_weights(client: MlflowClient, run: Any, weights_dir: Path, scratch: Path) -> bool:
+    """Download a finished run's ``best.pt`` and ``last.pt`` into ``weights_dir`` if each has the sha256 the training
+    recorded (a ``.pt`` is a pickle: loading one runs code, so unverified bytes are never loaded). False, with
+    nothing written, when a hash is missing or differs."""
+    try:
+        fetched = {}
+        for name in ("best.pt", "last.pt"):
+            expected = run.data.tags.get(WEIGHTS_SHA_TAG.format(name))
+            if not expected:
+                log.warning("run %s recorded no sha256 for %s; retraining", run.info.run_id, name)
+                return False
+            scratch.mkdir(parents=True, exist_ok=True)
+            local = Path(client.download_artifacts(run.info.run_id, f"model/{name}", str(scratch)))
+            if sha256_file(local) != expected:
+                log.warning("run %s: model/%s in the artifact store is not what the training wrote (sha256 %s, "
+                            "recorded %s); retraining", run.info.run_id, name, sha256_file(local)[:12], expected[:12])
+                return False
+            fetched[name] = local
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        for name, local in fetched.items():
+            os.replace(local, weights_dir / name)
+        return True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _history(client: MlflowClient, run_id: str) -> list[EpochMetrics]:
@@ -353,13 +384,12 @@ def train(
 
     if existing is not None and existing.info.status == "FINISHED" and existing.data.tags.get(COMPLETE_TAG) == "true":
         run_id = existing.info.run_id
-        if not best_pt.is_file():
-            best_pt.parent.mkdir(parents=True, exist_ok=True)
-            for name in ("best.pt", "last.pt"):
-                (run_dir / "download").mkdir(parents=True, exist_ok=True)
-                local = client.download_artifacts(run_id, f"model/{name}", str(run_dir / "download"))
-                os.replace(local, save_dir / "weights" / name)
-        return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=True)
+        if best_pt.is_file() or _fetch_verified_weights(client, existing, save_dir / "weights", run_dir / "download"):
+            return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=True)
+        client.set_tag(run_id, "alpr_superseded", "its weights in the artifact store could not be verified; retrained")
+        existing = None
+        if save_dir.exists():
+            shutil.rmtree(save_dir)
 
     state = _checkpoint_state(last_pt)
     if existing is not None and state == "missing" and not restart:
@@ -416,7 +446,9 @@ def train(
             else:
                 model = YOLO(params.model)
                 train_args = {
-                    "data": str(data_yaml), "device": resolve_device(params.device), **ultralytics_args(params),
+                    # The paths validation checked, absolute: Ultralytics resolves relative ones elsewhere.
+                    "data": str(resolved_data_yaml(data_yaml, run_dir / "data.yaml")),
+                    "device": resolve_device(params.device), **ultralytics_args(params),
                     "project": str(run_dir), "name": "train", "exist_ok": True, "plots": True, "verbose": False,
                     "amp": True,
                 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alpr_pipelines.lib.signing import ensure_key_pair
 from alpr_pipelines.settings import Settings
 from alpr_pipelines.stack.process import Service, ServiceStatus, bin_path, start_all
 
@@ -88,5 +89,7 @@ def ensure_dagster_home(settings: Settings) -> None:
 def up(settings: Settings, timeout: float = 120.0, only: list[str] | None = None) -> list[ServiceStatus]:
     """Start the embedded stack (see :func:`stack.process.start_all`)."""
     ensure_dagster_home(settings)
+    if settings.signing_key_file is None:
+        ensure_key_pair(settings.keys_dir)  # the demo's release key: versions are signed from the first one
     (settings.stack_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     return start_all(settings, services(settings), service_env(settings), timeout, only)

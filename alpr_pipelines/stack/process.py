@@ -67,13 +67,26 @@ def logfile(settings: Settings, name: str) -> Path:
     return settings.stack_dir / "logs" / f"{name}.log"
 
 
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22): with the PID, it names one
+    process, where a PID alone may since belong to another."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _our_pid(settings: Settings, service: Service) -> int | None:
-    """The PID in the pidfile, if that process is alive and still the one we started."""
+    """The PID in the pidfile, if that process is alive and still the one we started (same start time and command
+    line)."""
     pidfile = _pidfile(settings, service.name)
     try:
-        pid = int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        fields = pidfile.read_text().split()
+        pid, started = int(fields[0]), (fields[1] if len(fields) > 1 else None)
+    except (FileNotFoundError, ValueError, IndexError):
         return None
+    if started is not None and _start_time(pid) != started:
+        return None  # the PID was reused by another process
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except FileNotFoundError:
@@ -168,7 +181,7 @@ def _start(settings: Settings, svc: Service, env: dict[str, str]) -> subprocess.
     with log.open("ab") as fh:
         proc = subprocess.Popen(svc.command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd(),
                                 start_new_session=True)
-    _pidfile(settings, svc.name).write_text(str(proc.pid))
+    _pidfile(settings, svc.name).write_text(f"{proc.pid} {_start_time(proc.pid) or ''}".strip())
     return proc
 
 

@@ -54,6 +54,32 @@ def test_one_run_with_the_seeds_params_metrics_and_artifacts(mlflow_client, tiny
     assert len(mlflow_client.search_runs([exp.experiment_id])) == 1
 
 
+def test_reuse_on_a_fresh_home_loads_only_verified_weights(mlflow_server, mlflow_client, tiny_views, tmp_path,
+                                                          unique_experiment):
+    """A finished training is reused from the artifact store only if its .pt files hash to what the training
+    recorded; a pickle planted there is never loaded (its canary never appears) and the model is retrained."""
+    import os
+    import pickle
+
+    fp = validate_dataset(tiny_views["plate"]).fingerprint
+    params = TrainingParams(epochs=1, **TINY)
+    first = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path / "a")
+    fresh = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path / "b")
+    assert fresh.reused and fresh.run_id == first.run_id and fresh.best_pt.read_bytes() == first.best_pt.read_bytes()
+    canary = tmp_path / "canary"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {canary}",))
+
+    stored = next(mlflow_server.root.rglob(f"{first.run_id}/artifacts/model/best.pt"))
+    stored.write_bytes(pickle.dumps(Planted()))
+    again = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path / "c")
+    assert not canary.exists()
+    assert not again.reused and again.run_id != first.run_id
+    assert mlflow_client.get_run(first.run_id).data.tags["alpr_superseded"].startswith("its weights")
+
+
 class Crash(Exception):
     pass
 

@@ -47,3 +47,26 @@ def test_coco_errors_are_clear(tmp_path):
     bad.write_text(json.dumps({"images": []}))
     with pytest.raises(DatasetError, match="no 'annotations' list"):
         convert_coco(bad, imgs, tmp_path / "out")
+
+
+def test_an_existing_out_folder_is_kept_unless_overwrite(tmp_path):
+    ann, imgs = _coco(tmp_path, n=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(DatasetError, match="--overwrite"):
+        convert_coco(ann, imgs, out)
+    assert (out / "mine.txt").read_text() == "a user's file"
+    assert convert_coco(ann, imgs, out, overwrite=True).is_file() and not (out / "mine.txt").exists()
+
+
+def test_coco_file_names_cannot_leave_the_images_folder(tmp_path):
+    ann, imgs = _coco(tmp_path, n=2)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes((imgs / "000.jpg").read_bytes())
+    coco = json.loads(ann.read_text())
+    coco["images"][0]["file_name"] = "../secret.jpg"
+    ann.write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match="points outside"):
+        convert_coco(ann, imgs, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

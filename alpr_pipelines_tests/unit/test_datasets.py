@@ -12,6 +12,7 @@ from alpr_pipelines.lib.datasets import (
     check_disjoint,
     label_path,
     load_data_yaml,
+    resolved_data_yaml,
     sample_mosaic,
     split_images,
     validate_dataset,
@@ -72,6 +73,7 @@ def _first(plate_copy: Path, split: str = "train") -> Path:
         ("garbage_label", "bad label"),
         ("leak", "leak"),
         ("empty_val", "empty split"),
+        ("huge", "image too large"),
     ],
 )
 def test_bad_datasets_name_the_files(plate_copy, breakage, kind):
@@ -88,6 +90,10 @@ def test_bad_datasets_name_the_files(plate_copy, breakage, kind):
     elif breakage == "garbage_label":
         culprit = label_path(image)
         culprit.write_text("zero 0.5 0.5 0.2 0.2\n")
+    elif breakage == "huge":  # 8000 x 6000 of one grey: a small file that would decode to 48 MB
+        ok, png = cv2.imencode(".png", np.full((6000, 8000), 114, np.uint8))
+        culprit = image.with_suffix(".png")
+        culprit.write_bytes(png.tobytes())
     elif breakage == "leak":
         culprit = plate_copy.parent / "images" / "val" / "copy_of_train.jpg"
         shutil.copyfile(image, culprit)
@@ -114,6 +120,29 @@ def test_missing_or_malformed_yaml(tmp_path):
     bad.write_text("train: images/train\n")
     with pytest.raises(DatasetError, match="lacks val, names"):
         load_data_yaml(bad)
+
+
+def test_a_download_key_is_refused(tmp_path):
+    """Ultralytics runs a data YAML's ``download`` when it finds no images: a dataset is data, never code."""
+    yml = tmp_path / "d.yaml"
+    yml.write_text(yaml.safe_dump({"path": "elsewhere", "train": "images/train", "val": "images/val",
+                                   "names": ["license_plate"], "download": "import os; os.system('touch x')"}))
+    with pytest.raises(DatasetError, match="'download' key"):
+        load_data_yaml(yml)
+
+
+def test_ultralytics_gets_the_paths_validation_checked(plate_copy, tmp_path, monkeypatch):
+    """A relative ``path`` means the YAML's folder to the validator; the copy Ultralytics reads says so in full,
+    whatever the working directory."""
+    data = yaml.safe_load(plate_copy.read_text())
+    data["path"] = "."
+    plate_copy.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    out = resolved_data_yaml(plate_copy, tmp_path / "run" / "data.yaml")
+    written = yaml.safe_load(out.read_text())
+    assert written["path"] == str(plate_copy.parent.resolve()) and "download" not in written
+    assert Path(written["train"]).is_absolute() and Path(written["val"]).is_dir()
+    assert validate_dataset(out, PLATE.names).fingerprint == validate_dataset(plate_copy, PLATE.names).fingerprint
 
 
 def test_txt_lists_and_relative_paths(tiny_views, tmp_path):

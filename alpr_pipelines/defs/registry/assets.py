@@ -10,6 +10,8 @@ from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
 from alpr_pipelines.lib.promotion import PARITY_TAG
 from alpr_pipelines.lib.registry import RegistryError, register_version
+from alpr_pipelines.lib.signing import SigningKeyError, configured_signer
+from alpr_pipelines.settings import load_settings
 
 
 class RegisterConfig(dg.Config):
@@ -54,9 +56,9 @@ def build_registration_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         try:
             version = register_version(
                 mlflow_registry.get_client(), spec, weights["run_id"], files, int(onnx["details"]["imgsz"][0]),
-                provenance, config.initial_stage, version_tags,
+                provenance, config.initial_stage, version_tags, signer=configured_signer(load_settings()),
             )
-        except RegistryError as exc:
+        except (RegistryError, SigningKeyError) as exc:
             raise dg.Failure(description=str(exc)) from exc
         verb = "registered new" if version.created else "found existing"
         context.log.info(f"{verb} {spec.registered_name} version {version.version} ({version.stage}, {version.aliases})")

@@ -21,7 +21,7 @@ import numpy as np
 
 from alpr_pipelines.edge.backends.onnx import OnnxDetector
 from alpr_pipelines.edge.detector import Backend, ModelSlot, load_backend, warm_up
-from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion, manifest_sha256
+from alpr_pipelines.edge.loader import MLflowModelLoader, RefusedVersion, RemoteVersion, manifest_sha256
 from alpr_pipelines.edge.swap.policy import SwapPolicy
 from alpr_pipelines.edge.swap.prefetch import fetch_prepared
 
@@ -124,7 +124,8 @@ class RegistryPoller(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1
             self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,
-                                          "error": f"{type(exc).__name__}: {exc}"})
+                                          "error": f"{type(exc).__name__}: {exc}",
+                                          "refused": isinstance(exc, RefusedVersion)})
             log.error("%s v%s could not be loaded, still serving v%s: %s", self.slot.name, remote.version,
                       self.slot.version, exc)
             return False

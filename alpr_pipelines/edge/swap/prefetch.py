@@ -79,7 +79,7 @@ def _request(loader: MLflowModelLoader, remote: RemoteVersion) -> dict[str, Any]
                        "cache_dir": str(loader.cache_dir), "models_dir": str(loader.models_dir),
                        "timeout": loader.timeout, "prefer_engine": loader.prefer_engine,
                        "precision": loader.precision, "username": auth[0] if auth else None,
-                       "password": auth[1] if auth else None},
+                       "password": auth[1] if auth else None, "trusted_keys": loader.trusted_key_entries},
             "remote": asdict(remote)}
 
 
@@ -162,7 +162,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
     Raises:
         ModelLoadError: the child failed (its last words are in the message); nothing half-written is left behind.
     """
-    from alpr_pipelines.edge.loader import ModelLoadError
+    from alpr_pipelines.edge.loader import ModelLoadError, RefusedVersion
 
     if child is not None and child.poll() is not None:  # the spare died waiting (killed, out of memory)
         child.communicate()
@@ -211,7 +211,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
         answer = {}
     if "path" not in answer:
         reason = answer.get("error") or err.strip()[-500:] or f"exit {proc.returncode}"
-        raise ModelLoadError(f"{remote.name} v{remote.version}: {reason}")
+        raise (RefusedVersion if answer.get("refused") else ModelLoadError)(f"{remote.name} v{remote.version}: {reason}")
     optimized = Path(answer["optimized"]) if answer.get("optimized") else None
     return Path(answer["path"]), answer["manifest"], optimized
 
@@ -219,7 +219,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
 def main() -> int:
     lowest_priority()  # first: what follows (imports included) yields to the frame loop
     from alpr_pipelines.edge.backends.box_optimized import optimized_for_this_box
-    from alpr_pipelines.edge.loader import MLflowModelLoader, RemoteVersion
+    from alpr_pipelines.edge.loader import MLflowModelLoader, RefusedVersion, RemoteVersion
 
     text = sys.stdin.read()  # imports done: a spare waits here for its request
     if not text.strip():
@@ -230,7 +230,8 @@ def main() -> int:
         path, manifest = loader.fetch(RemoteVersion(**request["remote"]))
         optimized = optimized_for_this_box(path) if path.suffix == ".onnx" else None
     except Exception as exc:  # noqa: BLE001 - reported to the poller, which keeps the serving version
-        sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {exc}",
+                                     "refused": isinstance(exc, RefusedVersion)}) + "\n")
         return 1
     answer = {"path": str(path), "manifest": manifest, "optimized": str(optimized) if optimized else None}
     sys.stdout.write(json.dumps(answer) + "\n")
