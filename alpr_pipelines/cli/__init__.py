@@ -13,6 +13,7 @@ from pathlib import Path
 from alpr_pipelines.cli.common import HOST_TAG, PID_TAG, CliError, reap_dead_cli_runs
 from alpr_pipelines.cli.demo import cmd_demo
 from alpr_pipelines.cli.edge import cmd_edge
+from alpr_pipelines.cli.keys import cmd_keys
 from alpr_pipelines.cli.pipeline import (
     cmd_dataset,
     cmd_promote,
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="registered versions with stage, aliases, metrics and the last decision")
     st.set_defaults(func=cmd_status)
+
+    k = sub.add_parser("keys", help="the pipeline's release key: make one, or print its public half for edge boxes")
+    k.add_argument("action", choices=["generate", "show"])
+    k.add_argument("--dir", type=Path, help="where the key pair lives (default $ALPR_HOME/keys)")
+    k.set_defaults(func=cmd_keys)
 
     demo = sub.add_parser("demo", help="start the stack and train, export, register and gate both detectors")
     demo.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the promotion decisions")

@@ -36,6 +36,9 @@ from alpr_pipelines.lib.registry import (
 EVAL_TAG = "alpr_eval"
 PARITY_TAG = "alpr_parity"
 DECISION_TAG = "alpr_decision"
+ATTEMPTS_TAG = "alpr_promotion_attempts"  # promotion runs of this version that ended in an error
+ERROR_TAG = "alpr_promotion_error"  # the last one's error
+MAX_ATTEMPTS = 3
 
 
 class PromotionError(Exception):
@@ -170,6 +173,34 @@ def record_decision(client: MlflowClient, record: DecisionRecord) -> None:
     }
     for k, v in tags.items():
         client.set_model_version_tag(record.name, record.version, k, v)
+
+
+def record_failed_attempt(client: MlflowClient, name: str, version: str, error: str, decided_by: str,
+                          dagster_run_id: str | None) -> int:
+    """Record on the version that a promotion run of it ended in ``error``; returns the attempts so far. At
+    :data:`MAX_ATTEMPTS` the version is rejected with the last error, so none is left pending and invisible."""
+    mv = client.get_model_version(name, version)
+    attempts = int(mv.tags.get(ATTEMPTS_TAG) or 0) + 1
+    client.set_model_version_tag(name, version, ATTEMPTS_TAG, str(attempts))
+    client.set_model_version_tag(name, version, ERROR_TAG, error[:4000])
+    if attempts >= MAX_ATTEMPTS and not mv.tags.get(DECISION_TAG):
+        reject(client, name, version)
+        record_decision(client, DecisionRecord(
+            name=name, version=version, verdict="rejected",
+            reasons=[f"gave up after {attempts} promotion runs that ended in an error; the last: {error[:1000]}"],
+            candidate={}, champion=None, champion_version=alias_version(client, name, STAGE_ALIASES["Production"]),
+            decided_by=decided_by, dagster_run_id=dagster_run_id, time=now_iso()))
+    return attempts
+
+
+def retries_due(client: MlflowClient, name: str) -> list[tuple[str, int]]:
+    """Candidates whose last promotion run ended in an error and that have attempts left: (version, next attempt)."""
+    out = []
+    for version in candidates(client, name):
+        attempts = int(client.get_model_version(name, version).tags.get(ATTEMPTS_TAG) or 0)
+        if 0 < attempts < MAX_ATTEMPTS:
+            out.append((version, attempts + 1))
+    return out
 
 
 def now_iso() -> str:

@@ -602,3 +602,44 @@ def test_prefetch_spare_is_used_once_and_ends_with_close(registry, models, tmp_p
     assert waiting.returncode == 0  # told to end (stdin closed), not killed
     spare.ready()
     assert spare.take() is None
+
+
+def test_an_unsigned_version_is_refused_counted_and_the_signed_one_keeps_serving(registry, models, tmp_path):
+    """A box with trusted keys serves a signed version; the registry then names an unsigned one: the poller refuses
+    it before loading anything, ``/metrics`` counts the refusal, and the signed version serves on."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.signing import generate_key_pair, load_signing_key
+
+    client = MlflowClient(registry.uri)
+    spec = replace(VEHICLE, registered_name="alpr-vehicle-detector-signed")
+    run_id = client.get_model_version("alpr-vehicle-detector", models["vehicle"]["versions"][0]).run_id
+    private, public = generate_key_pair(tmp_path / "keys")
+    good = register_version(client, spec, run_id, {"onnx": models["vehicle"]["onnx"]}, 64, {},
+                            signer=load_signing_key(private))
+    set_stage(client, spec.registered_name, good.version, "Production")
+    plate = replace(PLATE, registered_name="alpr-plate-detector-signed")
+    signed_plate = register_version(client, plate, run_id, {"onnx": models["plate"]["onnx"]}, 64, {},
+                                    signer=load_signing_key(private))
+    set_stage(client, plate.registered_name, signed_plate.version, "Production")
+    config = EdgeConfig(cameras=[], tracking_uri=registry.uri, vehicle_name=spec.registered_name,
+                        plate_name=plate.registered_name,
+                        cache_dir=str(tmp_path / "cache"), trusted_keys=[str(public)])
+    service = EdgeService(config)
+    detector = service.detector
+    assert detector.vehicle.version == good.version
+    unsigned_file = tmp_path / "unsigned" / "model.onnx"
+    unsigned_file.parent.mkdir()
+    unsigned_file.write_bytes(models["vehicle"]["onnx"].read_bytes() + b"\0")
+    unsigned = register_version(client, spec, run_id, {"onnx": unsigned_file}, 64, {})
+    set_stage(client, spec.registered_name, unsigned.version, "Production", archive_existing=True)
+    poller = RegistryPoller(service.loader, detector.vehicle, detector.policy, on_event=service._on_event)
+    try:
+        assert poller.poll_once() is False
+    finally:
+        detector.policy.close()
+    assert detector.vehicle.version == good.version
+    refused = service.metrics.registry.get_sample_value("alpr_model_versions_refused_total",
+                                                        {"model": spec.registered_name})
+    assert refused == 1
+    assert not (tmp_path / "cache" / spec.registered_name / unsigned.version / "model.onnx").exists()

@@ -71,3 +71,24 @@ def test_sensor_ticks(registry):
     result, _ = _tick(registry, None)
     assert run_key("alpr-plate-detector", v1) not in {r.run_key for r in result.run_requests}
 
+
+
+def test_a_failed_promotion_run_is_followed_by_one_more(registry):
+    """The op records a failed attempt on the version; the next tick asks for the next attempt (its own run key), and
+    none once the version is decided."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.promotion import ATTEMPTS_TAG, DECISION_TAG
+
+    client = MlflowClient(registry.uri)
+    _, cursor = _tick(registry, None)
+    v = _new_version(client, "alpr-vehicle-detector")
+    result, cursor = _tick(registry, cursor)
+    assert [r.run_key for r in result.run_requests] == [run_key("alpr-vehicle-detector", v)]
+    client.set_model_version_tag("alpr-vehicle-detector", v, ATTEMPTS_TAG, "1")
+    result, cursor = _tick(registry, cursor)
+    assert [r.run_key for r in result.run_requests] == [run_key("alpr-vehicle-detector", v, 2)]
+    assert result.run_requests[0].tags["alpr/attempt"] == "2"
+    client.set_model_version_tag("alpr-vehicle-detector", v, DECISION_TAG, "rejected")
+    result, cursor = _tick(registry, cursor)
+    assert not result.run_requests

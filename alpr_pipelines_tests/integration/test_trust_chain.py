@@ -146,3 +146,25 @@ def test_promotion_is_compare_and_swap_on_the_champion(world):
     with pytest.raises(ChampionChanged, match="Judge it again"):
         apply_decision(client, stale, True)
     assert client.get_latest_versions(name, stages=["Production"])[0].version == first
+
+
+def test_a_promotion_that_keeps_failing_is_retried_then_rejected(world):
+    """Errors are recorded on the version; it is due for another run until the third, which records a rejection."""
+    from alpr_pipelines.lib.promotion import (
+        DECISION_TAG,
+        ERROR_TAG,
+        MAX_ATTEMPTS,
+        record_failed_attempt,
+        retries_due,
+    )
+
+    client, name = world["client"], world["spec"].registered_name
+    version = register(world, b"candidate", stage="Staging")
+    assert retries_due(client, name) == []
+    for attempt in range(1, MAX_ATTEMPTS):
+        assert record_failed_attempt(client, name, version, f"boom {attempt}", "test", None) == attempt
+        assert retries_due(client, name) == [(version, attempt + 1)]
+    assert record_failed_attempt(client, name, version, "boom last", "test", None) == MAX_ATTEMPTS
+    mv = client.get_model_version(name, version)
+    assert mv.tags[DECISION_TAG] == "rejected" and "boom last" in mv.tags["alpr_decision_reasons"]
+    assert mv.tags[ERROR_TAG] == "boom last" and mv.current_stage == "None" and retries_due(client, name) == []

@@ -12,12 +12,14 @@ from alpr_pipelines.lib.evaluation import EvaluationError
 from alpr_pipelines.lib.gate import DEFAULT_POLICIES, GatePolicy
 from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion import (
+    MAX_ATTEMPTS,
     DecisionRecord,
     PromotionError,
     apply_decision,
     judge_candidate,
     now_iso,
     record_decision,
+    record_failed_attempt,
     rollback,
     verify_agreement,
 )
@@ -94,6 +96,25 @@ def gate_and_promote(context: dg.OpExecutionContext, config: PromoteConfig, mlfl
     if mv.current_stage == "Production":
         context.log.info(f"{name} v{version} is already in Production; nothing to do")
         return {"name": name, "version": version, "verdict": "already-production"}
+    if config.force and not config.reason:
+        raise dg.Failure(description="a forced promotion needs a reason (--reason TEXT)", allow_retries=False)
+    try:
+        return _judge_and_apply(context, config, client, spec, version, state)
+    except Exception as exc:
+        # Recorded on the version; the sensor runs it again up to MAX_ATTEMPTS, then records a rejection.
+        error = f"{type(exc).__name__}: {getattr(exc, 'description', None) or exc}"
+        try:
+            attempts = record_failed_attempt(client, name, version, error, config.decided_by, context.run.run_id)
+            context.log.error(f"{name} v{version}: promotion attempt {attempts} of {MAX_ATTEMPTS} ended in {error}")
+        except Exception as record_exc:  # noqa: BLE001 - the registry itself is away: the original error matters
+            context.log.error(f"{name} v{version}: could not record the failed attempt: {record_exc}")
+        raise
+
+
+def _judge_and_apply(context: dg.OpExecutionContext, config: PromoteConfig, client, spec: ModelSpec, version: str,
+                     state: AlprStateResource) -> dict:
+    """Judge ``version`` against the champion and apply the decision (``lib.promotion``)."""
+    name = spec.registered_name
     try:
         record, promote = judge_candidate(client, spec, version, config.golden.splits(state)[spec.key],
                                           config.policy(spec, load_settings()), state.path("evaluations"),

@@ -8,18 +8,19 @@ from mlflow.exceptions import MlflowException
 from alpr_pipelines.defs.promotion.jobs import promote_version
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES
-from alpr_pipelines.lib.promotion import candidates
+from alpr_pipelines.lib.promotion import candidates, retries_due
 from alpr_pipelines.lib.registry import alias_version, reconcile_aliases
 
 
-def run_key(model: str, version: str) -> str:
-    """Stable per (model, version): a retried tick or a restarted daemon never launches the same promotion twice."""
-    return f"promote:{model}:{version}"
+def run_key(model: str, version: str, attempt: int = 1) -> str:
+    """Stable per (model, version, attempt): a retried tick or a restarted daemon never launches the same promotion
+    twice; a run that ended in an error (recorded on the version) is followed by one more, up to MAX_ATTEMPTS."""
+    return f"promote:{model}:{version}" + (f":attempt-{attempt}" if attempt > 1 else "")
 
 
 @dg.sensor(job=promote_version, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches the registry for versions in Staging or holding the 'candidate' alias; launches one "
-           "gate-and-promote run per new (model, version). Cursor: the newest version seen per model. Each tick also "
+           "gate-and-promote run per new (model, version), and one more after a run that ended in an error, up to 3. Cursor: the newest version seen per model. Each tick also "
            "points the stage aliases at the stages, so direct stage transitions are respected.")
 def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: MlflowRegistryResource):
     cursor: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -38,16 +39,17 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
             after = reconcile_aliases(client, spec.registered_name)
             if {a: after.get(a) for a in before} != before:
                 context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
-            pending = candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))
+            pending = [(v, 1) for v in candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))]
+            pending += retries_due(client, spec.registered_name)
         except MlflowException as exc:
             # One model's trouble must not hold up the other's promotions: report it, go on, fail the tick after.
             failures.append(f"{spec.registered_name}: {exc}")
             continue
-        for version in pending:
+        for version, attempt in pending:
             requests.append(dg.RunRequest(
-                run_key=run_key(spec.registered_name, version),
+                run_key=run_key(spec.registered_name, version, attempt),
                 run_config={"ops": {"gate_and_promote": {"config": {"model": spec.key, "version": version}}}},
-                tags={"alpr/model": spec.key, "alpr/version": version},
+                tags={"alpr/model": spec.key, "alpr/version": version, "alpr/attempt": str(attempt)},
             ))
             cursor[spec.key] = max(cursor.get(spec.key, 0), int(version))
     new_cursor = json.dumps(cursor, sort_keys=True)
