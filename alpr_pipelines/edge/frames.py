@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")  # up to the last @: passwords hold @
 
 
 class SourceError(Exception):
@@ -77,6 +77,9 @@ class FrameReader:
         delay = self.first_backoff
         while not self._stop.wait(delay):
             self.cap = cv2.VideoCapture(self.source)
+            if self._stop.is_set():  # closed while opening: close() has released the old capture, not this one
+                self.cap.release()
+                return False
             if self.cap.isOpened():
                 self.reconnects += 1
                 log.warning("camera %s: %s is back (reconnection %d)", self.name, redact(self.source),

@@ -47,6 +47,7 @@ from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.edge.trust import (
     MANIFEST_SHA_TAG,
     MAX_MANIFEST_BYTES,
+    TRUST_TAGS,
     TrustedKeys,
     UntrustedVersion,
     check_file_name,
@@ -162,7 +163,7 @@ class MLflowModelLoader:
             raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} "
                              "(ALPR_EDGE_PRECISION)")
         # Public keys this box accepts signatures from (``edge.trust.TrustedKeys.parse`` entries); None: the env's.
-        entries = trusted_keys if trusted_keys is not None else os.environ.get("ALPR_EDGE_TRUSTED_KEYS", "").split(",")
+        entries = trusted_keys if trusted_keys is not None else TrustedKeys.env_entries()
         self.trusted_key_entries = [e.strip() for e in entries if e.strip()]
         self.trusted = TrustedKeys.parse(self.trusted_key_entries)
         self._mlflow_connected = False  # whether the registry answered the last request (``_request`` keeps it)
@@ -306,7 +307,7 @@ class MLflowModelLoader:
         """
         try:
             vdir = self.cache_dir / check_model_name(remote.name) / check_version(remote.version)
-        except UntrustedVersion as exc:
+        except (UntrustedVersion, ModelLoadError) as exc:
             raise RefusedVersion(str(exc)) from exc
         if not remote.source.startswith("runs:/") or remote.source.count("/") < 2:
             raise ModelLoadError(f"{remote.name} v{remote.version}: source {remote.source[:80]!r} is not a runs:/ "
@@ -338,14 +339,17 @@ class MLflowModelLoader:
     def _current_file(self, name: str) -> Path:
         return self.cache_dir / name / "current.json"
 
-    def mark_current(self, name: str, version: str, path: Path, sha256: str, via: str) -> None:
-        """Record the last verified, loaded version (atomically), so a restart can start from it."""
+    def mark_current(self, name: str, version: str, path: Path, sha256: str, via: str,
+                     tags: dict[str, str] | None = None) -> None:
+        """Record the last verified, loaded version (atomically), so a restart can start from it; ``tags``: the
+        version's trust tags, so that a restart checks its manifest again with the keys it has then."""
         f = self._current_file(name)
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f".current-{uuid.uuid4().hex[:8]}.json")
         try:
             with tmp.open("w") as out:
-                out.write(json.dumps({"version": version, "path": str(path), "sha256": sha256, "via": via}))
+                out.write(json.dumps({"version": version, "path": str(path), "sha256": sha256, "via": via,
+                                      "tags": {k: v for k, v in (tags or {}).items() if k in TRUST_TAGS}}))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, f)
@@ -367,6 +371,13 @@ class MLflowModelLoader:
         if not intact:
             log.warning("cached %s v%s is missing or altered; not using it", name, info.get("version"))
             return None
+        tags = info.get("tags")
+        if tags or self.trusted:  # a record from before tags were kept passes only on a box without keys
+            try:
+                verify_manifest((path.parent / "manifest.json").read_bytes(), tags or {}, name, self.trusted)
+            except (OSError, UntrustedVersion) as exc:
+                log.warning("cached %s v%s is not trusted now (%s); not using it", name, info.get("version"), exc)
+                return None
         return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],
                       "stage": self.preferred_stage}
 
@@ -387,7 +398,7 @@ class MLflowModelLoader:
             if remote is not None:
                 path, manifest = self.fetch(remote)
                 sha = manifest_sha256(manifest, path)
-                self.mark_current(name, remote.version, path, sha, remote.via)
+                self.mark_current(name, remote.version, path, sha, remote.via, remote.tags)
                 kind, label = remote.via.split(":", 1)
                 return str(path), {"source": "mlflow", "version": remote.version, "sha256": sha,
                                    "stage": self.preferred_stage, "alias" if kind == "alias" else "via": label}

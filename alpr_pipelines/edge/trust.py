@@ -31,6 +31,7 @@ from typing import Any
 MANIFEST_SHA_TAG = "alpr_manifest_sha256"
 SIGNATURE_TAG = "alpr_manifest_signature"
 KEY_ID_TAG = "alpr_signing_key_id"
+TRUST_TAGS = (MANIFEST_SHA_TAG, SIGNATURE_TAG, KEY_ID_TAG)
 
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 FILE_SUFFIXES = (".onnx", ".engine", ".pt", ".json", ".yaml")  # what a version's manifest may list
@@ -88,6 +89,7 @@ class TrustedKeys:
     @classmethod
     def parse(cls, entries: Iterable[str]) -> TrustedKeys:
         """Each entry is a path to a PEM public key file, or a base64 raw key. A bad entry raises ``ValueError``."""
+        from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
         keys: dict[str, Any] = {}
@@ -98,16 +100,20 @@ class TrustedKeys:
             try:
                 text = Path(entry).read_text() if Path(entry).is_file() else entry
                 key = _load_public_key(text)
-            except (ValueError, binascii.Error, OSError) as exc:
+            except (ValueError, binascii.Error, OSError, UnsupportedAlgorithm) as exc:
                 raise ValueError(f"ALPR_EDGE_TRUSTED_KEYS entry {entry[:60]!r} is neither a PEM public key file nor "
                                  f"a base64 Ed25519 public key ({exc}); `alpr keys show` prints one") from exc
             keys[key_id(key.public_bytes(Encoding.Raw, PublicFormat.Raw))] = key
         return cls(keys)
 
+    @staticmethod
+    def env_entries() -> list[str]:
+        """``ALPR_EDGE_TRUSTED_KEYS``: comma-separated entries (see :meth:`parse`); unset means no signature check."""
+        return [e.strip() for e in os.environ.get("ALPR_EDGE_TRUSTED_KEYS", "").split(",") if e.strip()]
+
     @classmethod
     def from_env(cls) -> TrustedKeys:
-        """``ALPR_EDGE_TRUSTED_KEYS``: comma-separated entries (see :meth:`parse`); unset means no signature check."""
-        return cls.parse(os.environ.get("ALPR_EDGE_TRUSTED_KEYS", "").split(","))
+        return cls.parse(cls.env_entries())
 
     def __bool__(self) -> bool:
         return bool(self.keys)
@@ -143,7 +149,7 @@ def verify_manifest(body: bytes, tags: dict[str, str], name: str, trusted: Trust
             raise UntrustedVersion(f"{name}: the manifest's signature does not verify with key {kid}") from exc
     try:
         manifest = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UntrustedVersion(f"{name}: manifest is not JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("model") != name or not isinstance(manifest.get("files"), dict):
         raise UntrustedVersion(f"{name}: the manifest is for {str(manifest.get('model') if isinstance(manifest, dict) else None)[:60]!r}, "

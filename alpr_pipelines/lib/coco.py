@@ -60,6 +60,7 @@ def convert_coco(annotations: Path, images_dir: Path, out_dir: Path, val_fractio
     for img in coco["images"]:
         src = images_dir / str(img.get("file_name", ""))
         if not src.resolve().is_relative_to(root):
+            shutil.rmtree(tmp, ignore_errors=True)
             raise DatasetError(f"{annotations}: image file name {str(img.get('file_name'))[:80]!r} points outside "
                                f"{images_dir}; COCO file names must be paths under the images folder")
         if not src.is_file():

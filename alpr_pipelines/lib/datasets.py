@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -227,12 +228,14 @@ def load_data_yaml(data_yaml: Path) -> dict:
 
 def header_pixels(raw: bytes) -> int | None:
     """Width x height from the image's header alone (no decoding); None when the header is unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(raw)) as im:
             return int(im.size[0]) * int(im.size[1])
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow's own refusal: more than twice its pixel limit
+        return sys.maxsize
+    except Exception:  # noqa: BLE001 - any failure to read a header (Ultralytics patches Image.open) is "unreadable"
         return None
 
 

@@ -31,6 +31,10 @@ class EvaluationError(Exception):
     """The model could not be evaluated; promotion must not treat this as a score."""
 
 
+class ModelUnusable(EvaluationError):
+    """The model itself does not load or run: the version's fault, not the golden set's or the machine's."""
+
+
 @dataclass(frozen=True)
 class EvaluationResult:
     """Scores on the golden set and, when it was given, on its held-out "shift" split (generator settings training
@@ -136,7 +140,7 @@ def score_detections(detect: Callable[[np.ndarray], list[Detection]], names: dic
         try:
             dets = detect(image)
         except Exception as exc:
-            raise EvaluationError(f"the detector failed on {image_path}: {exc}") from exc
+            raise ModelUnusable(f"the detector failed on {image_path}: {exc}") from exc
         latencies.append((time.perf_counter() - started) * 1000)
         true_cls, true_boxes = _targets(image_path, image.shape[1], image.shape[0])
         stats_tp.append(match(dets, true_cls, true_boxes))
@@ -171,7 +175,7 @@ def evaluate_onnx(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str, t
     try:
         detector = OnnxDetector(onnx_path, providers=["CPUExecutionProvider"], threads=threads, imgsz=imgsz)
     except Exception as exc:
-        raise EvaluationError(f"cannot load {onnx_path} for evaluation: {exc}") from exc
+        raise ModelUnusable(f"cannot load {onnx_path} for evaluation: {exc}") from exc
 
     def images_of(data_yaml: Path) -> list[Path]:
         images = split_images(load_data_yaml(data_yaml), "val")[:max_images]

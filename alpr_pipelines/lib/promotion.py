@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from alpr_pipelines.edge.integrity import sha256_file
-from alpr_pipelines.edge.trust import TrustedKeys, UntrustedVersion, verify_manifest
-from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, evaluate_onnx
+from alpr_pipelines.edge.trust import MANIFEST_SHA_TAG, TrustedKeys, UntrustedVersion, verify_manifest
+from alpr_pipelines.lib.evaluation import (
+    EVALUATOR_VERSION,
+    EvaluationResult,
+    ModelUnusable,
+    evaluate_onnx,
+)
 from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec
@@ -43,6 +47,11 @@ MAX_ATTEMPTS = 3
 
 class PromotionError(Exception):
     """A promotion cannot be carried out; the message says why and what to do."""
+
+
+class CandidateUnusable(PromotionError):
+    """The version itself cannot be used: no pipeline manifest, files that fail the trust checks, no ONNX file.
+    Deciding again would not change that, so the candidate is rejected (transport errors are not this)."""
 
 
 class ChampionChanged(PromotionError):
@@ -70,7 +79,11 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
         try:
             return verify_manifest(path.read_bytes(), dict(mv.tags), name, trusted)
         except UntrustedVersion as exc:
-            raise PromotionError(f"v{version}: {exc}") from exc
+            raise CandidateUnusable(f"v{version}: {exc}") from exc
+
+    if not mv.tags.get(MANIFEST_SHA_TAG):
+        raise CandidateUnusable(f"{name} v{version} has no {MANIFEST_SHA_TAG} tag: it was not registered by the "
+                                f"pipeline; use {REGISTER_HINT}")
 
     if dest.is_dir() and (dest / "manifest.json").is_file():
         manifest = trusted_manifest(dest / "manifest.json")
@@ -80,19 +93,15 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:
-        try:
-            local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
-                                                   str(tmp)))
-        except MlflowException as exc:
-            raise PromotionError(f"{name} v{version}: its files cannot be fetched from {mv.source!r} ({exc.message[:200]}); "
-                                 f"it was not registered by the pipeline: use {REGISTER_HINT}") from exc
+        local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
+                                               str(tmp)))
         if not (local / "manifest.json").is_file():
-            raise PromotionError(f"{name} version {version} has no manifest.json; use {REGISTER_HINT}")
+            raise CandidateUnusable(f"{name} version {version} has no manifest.json; use {REGISTER_HINT}")
         manifest = trusted_manifest(local / "manifest.json")
         for f in manifest["files"].values():
             got = sha256_file(local / f["name"])
             if got != f["sha256"]:
-                raise PromotionError(f"{name} v{version}: {f['name']} sha256 {got[:12]} != manifest {f['sha256'][:12]}")
+                raise CandidateUnusable(f"{name} v{version}: {f['name']} sha256 {got[:12]} != manifest {f['sha256'][:12]}")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(local, dest)
@@ -119,12 +128,12 @@ def evaluate_version(client: MlflowClient, name: str, version: str, golden: Gold
     Returns:
         (result, cached)
     """
+    files = download_verified(client, name, version, work_dir / name / str(version))  # a cached score too
     cached = cached_evaluation(client, name, version, golden)
     if cached is not None:
         return cached, True
-    files = download_verified(client, name, version, work_dir / name / str(version))
     if "onnx" not in files:
-        raise EvaluationError(f"{name} version {version} has no ONNX file to evaluate")
+        raise CandidateUnusable(f"{name} version {version} has no ONNX file to evaluate")
     result = evaluate_onnx(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml)
     client.set_model_version_tag(name, version, EVAL_TAG, json.dumps(result.as_dict(), sort_keys=True))
     for key, value in result.headline().items():
@@ -264,12 +273,13 @@ def judge_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden:
     Returns the decision to record and whether to promote (``force`` promotes whatever the gate says, with a
     ``reason``).
 
-    A candidate that cannot be evaluated (no pipeline manifest, files that cannot be fetched, fail the trust checks
-    or do not load) is rejected with the reason and how to register it properly: never a score of 0, and never left
-    undecided.
+    A candidate that is unusable itself (no pipeline manifest, files that fail the trust checks, a model that does
+    not load or run) is rejected with the reason and how to register it properly: never a score of 0.
 
     Raises:
-        EvaluationError, PromotionError: the champion cannot be evaluated, or a forced promotion has no reason.
+        EvaluationError, PromotionError, MlflowException: anything else (the registry or the golden set is away,
+            the champion cannot be evaluated, a forced promotion has no reason): the run fails, the error is
+            recorded on the version, and the sensor runs it again (``record_failed_attempt``).
     """
     if force and not reason:
         raise PromotionError("a forced promotion needs a reason (--reason TEXT)")
@@ -278,7 +288,7 @@ def judge_candidate(client: MlflowClient, spec: ModelSpec, version: str, golden:
     champion_version = alias_version(client, name, STAGE_ALIASES["Production"])
     try:
         candidate, _ = evaluate_version(client, name, version, golden, work_dir)
-    except (PromotionError, EvaluationError) as exc:
+    except (CandidateUnusable, ModelUnusable) as exc:
         record = DecisionRecord(name=name, version=version, verdict="rejected",
                                 reasons=[f"cannot be evaluated: {exc}"], candidate={}, champion=None,
                                 champion_version=champion_version, decided_by=decided_by,
@@ -303,7 +313,8 @@ def apply_decision(client: MlflowClient, record: DecisionRecord, promote: bool) 
     """Promote (Production stage and alias, the old champion ``previous``; returns the aliases read back) or reject
     (out of Staging), then record the decision on the version.
 
-    Compare and swap: it promotes only while Production is still the champion the candidate was judged against.
+    It promotes only while Production is still the champion the candidate was judged against (a check right before
+    the change; the promotion pool is what keeps two promotions of one model from running at once).
 
     Raises:
         ChampionChanged: Production moved since the judgement; nothing changed, judging again is safe.

@@ -170,15 +170,25 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
         shutil.rmtree(code.parent, ignore_errors=True)
 
 
-def sign_existing(client: MlflowClient, mv: Any, signer: SigningKey) -> None:
-    """Sign a version registered before the key existed: its manifest, if it still hashes to the registry's record."""
+def sign_existing(client: MlflowClient, mv: Any, signer: SigningKey, ours: dict[str, Any]) -> None:
+    """Sign a version registered before the key existed, only if its manifest is the one the registry recorded and
+    lists exactly the files we hold (``ours``: the manifest built from them): a content-id tag alone is anyone's to
+    write, and the key must never sign someone else's model."""
     with tempfile.TemporaryDirectory(prefix="alpr-sign-") as tmp:
         path = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts/"
                                                          "manifest.json", tmp))
         body = path.read_bytes()
-    if hashlib.sha256(body).hexdigest() != mv.tags.get(MANIFEST_SHA_TAG):
-        raise RegistryError(f"{mv.name} v{mv.version}: its manifest no longer matches the registry's hash; not "
-                            "signing it (register the model again)")
+    try:
+        stored = json.loads(body)
+        same_files = {r: f["sha256"] for r, f in stored["files"].items()} == {
+            r: f["sha256"] for r, f in ours["files"].items()}
+        same = same_files and stored["model"] == ours["model"] and stored["imgsz"] == ours["imgsz"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if hashlib.sha256(body).hexdigest() != mv.tags.get(MANIFEST_SHA_TAG) or not same:
+        raise RegistryError(f"{mv.name} v{mv.version} claims this content, but its manifest is not the one the "
+                            "registry recorded or lists other files; not signing it. Archive or delete that version "
+                            "and register again")
     for key, value in signer.sign_tags(body).items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
 
@@ -248,7 +258,7 @@ def register_version(
     else:
         mv, created = existing, False
         if signer is not None and trust.SIGNATURE_TAG not in mv.tags:
-            sign_existing(client, mv, signer)
+            sign_existing(client, mv, signer, manifest)
     # The initial stage is applied once: at creation, or to finish a creation that crashed before it. Never again to
     # an existing version, which a promotion decision may since have moved (re-staging it would undo a rejection).
     if mv.tags.get(INITIAL_STAGE_TAG) != "applied":

@@ -55,7 +55,7 @@ class SigningKey:
 
 
 def load_signing_key(path: Path) -> SigningKey:
-    """Read the PEM private key at ``path``; refuses anything but an unencrypted Ed25519 key readable by others."""
+    """Read the PEM private key at ``path``: an unencrypted Ed25519 key that only its owner can read."""
     try:
         data = path.read_bytes()
     except OSError as exc:

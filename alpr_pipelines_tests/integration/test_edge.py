@@ -182,11 +182,22 @@ def test_sha256_mismatch_is_rejected(registry, models, tmp_path):
     vdir = tmp_path / "cache" / "alpr-plate-detector" / remote.version
     loader.fetch(remote)
     manifest = json.loads((vdir / "manifest.json").read_text())
-    manifest["files"]["onnx"]["sha256"] = "0" * 64  # what a tampered or corrupted transfer looks like
+    manifest["files"]["onnx"]["sha256"] = "0" * 64  # a cached manifest altered on disk ...
     (vdir / "manifest.json").write_text(json.dumps(manifest))
     (vdir / "model.onnx").unlink()
-    with pytest.raises(IntegrityError, match="does not match the manifest"):
-        loader.fetch(remote)
+    path, manifest = loader.fetch(remote)  # ... is not the registry's: fetched again, and the model verifies
+    assert manifest["files"]["onnx"]["sha256"] != "0" * 64 and path.is_file()
+    # A model altered in the artifact store (a corrupted or tampered transfer) never lands in the cache.
+    path.unlink()
+    stored = next(p for p in registry.root.rglob("model.onnx")
+                  if p.read_bytes() == models["plate"]["onnx"].read_bytes() and "artifacts" in p.parts)
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        with pytest.raises(IntegrityError, match="does not match"):
+            loader.fetch(remote)
+    finally:
+        stored.write_bytes(original)
     assert not (vdir / "model.onnx").exists()
     # A cached file altered on disk after verification is not used either.
     ok = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache2")
@@ -636,6 +647,7 @@ def test_an_unsigned_version_is_refused_counted_and_the_signed_one_keeps_serving
     poller = RegistryPoller(service.loader, detector.vehicle, detector.policy, on_event=service._on_event)
     try:
         assert poller.poll_once() is False
+        assert poller.poll_once() is False  # the same refused version is not fetched (nor counted) again
     finally:
         detector.policy.close()
     assert detector.vehicle.version == good.version

@@ -41,6 +41,7 @@ def test_credentials_never_reach_messages():
     from alpr_pipelines.edge.frames import redact
 
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/stream1") == "rtsp://***@10.0.0.5:554/stream1"
+    assert redact("rtsp://admin:p@ss@10.0.0.5/x@y") == "rtsp://***@10.0.0.5/x@y"
     assert redact("rtsp://10.0.0.5/s") == "rtsp://10.0.0.5/s" and redact(0) == "0"
     with pytest.raises(SourceError) as info:
         FrameReader("rtsp://admin:hunter2@127.0.0.1:9/none", name="gate")

@@ -91,7 +91,8 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
     ann = Path(config.coco_annotations).expanduser().resolve()
     digest = hashlib.sha256(f"{ann}:{ann.stat().st_mtime_ns if ann.exists() else 0}:{config.val_fraction}".encode())
     return convert_coco(ann, Path(config.coco_images).expanduser(),
-                        state.path("datasets", "coco") / digest.hexdigest()[:16], config.val_fraction)
+                        state.path("datasets", "coco") / digest.hexdigest()[:16], config.val_fraction,
+                        overwrite=True)  # the pipeline's own folder, keyed by the annotations it converts
 
 
 def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:

@@ -120,7 +120,8 @@ def _judge_and_apply(context: dg.OpExecutionContext, config: PromoteConfig, clie
                                           config.policy(spec, load_settings()), state.path("evaluations"),
                                           config.decided_by, context.run.run_id, config.force, config.reason)
     except (EvaluationError, PromotionError) as exc:
-        # A failed evaluation is an error, never a score of 0: nothing is decided or changed.
+        # A failed evaluation is an error, never a score of 0: nothing is decided or changed here (the caller records
+        # the failed attempt; an unusable candidate was already rejected by judge_candidate).
         raise dg.Failure(description=f"{name} v{version}: nothing was promoted: {exc}", allow_retries=False) from exc
     for line in record.reasons:
         context.log.info(f"{name} v{version}: {line}")

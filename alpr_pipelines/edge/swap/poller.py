@@ -24,8 +24,13 @@ from alpr_pipelines.edge.detector import Backend, ModelSlot, load_backend, warm_
 from alpr_pipelines.edge.loader import MLflowModelLoader, RefusedVersion, RemoteVersion, manifest_sha256
 from alpr_pipelines.edge.swap.policy import SwapPolicy
 from alpr_pipelines.edge.swap.prefetch import fetch_prepared
+from alpr_pipelines.edge.trust import TRUST_TAGS
 
 log = logging.getLogger(__name__)
+
+
+def _trust_of(remote: RemoteVersion) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in remote.tags.items() if k in TRUST_TAGS))
 
 
 def first_run(backend: Backend, frame_shape: tuple[int, ...] | None = None) -> bool:
@@ -76,6 +81,7 @@ class RegistryPoller(threading.Thread):
         self.stats = PollStats()
         self._stop = threading.Event()
         self._rng = np.random.default_rng()
+        self._refused: tuple[str, tuple[tuple[str, str], ...]] | None = None  # the last refused version, its tags
 
     def stop(self) -> None:
         self._stop.set()
@@ -100,6 +106,8 @@ class RegistryPoller(threading.Thread):
         self.on_event("poll_ok", {"model": self.slot.name})
         if remote is None or remote.version == self.slot.version:
             return False
+        if self._refused == (remote.version, _trust_of(remote)):
+            return False  # refused once, unchanged since: not fetched (nor counted) again until its tags change
         log.info("%s: v%s is the registry's version now (%s); loading it while v%s serves", self.slot.name,
                  remote.version, remote.via, self.slot.version)
         started = time.perf_counter()
@@ -123,9 +131,11 @@ class RegistryPoller(threading.Thread):
             warmed = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - a bad version must never take down the serving one
             self.stats.failed_swaps += 1
+            refused = isinstance(exc, RefusedVersion)
+            if refused:
+                self._refused = (remote.version, _trust_of(remote))
             self.on_event("swap_failed", {"model": self.slot.name, "version": remote.version,
-                                          "error": f"{type(exc).__name__}: {exc}",
-                                          "refused": isinstance(exc, RefusedVersion)})
+                                          "error": f"{type(exc).__name__}: {exc}", "refused": refused})
             log.error("%s v%s could not be loaded, still serving v%s: %s", self.slot.name, remote.version,
                       self.slot.version, exc)
             return False
@@ -133,7 +143,7 @@ class RegistryPoller(threading.Thread):
         sha = manifest_sha256(manifest, path)
         with self.policy.loading_step():  # it releases the version before the old one, whose memory goes back then
             self.slot.swap(model, {"source": "mlflow", "version": remote.version, "via": remote.via, "sha256": sha})
-        self.loader.mark_current(self.slot.name, remote.version, Path(path), sha, remote.via)
+        self.loader.mark_current(self.slot.name, remote.version, Path(path), sha, remote.via, remote.tags)
         self.loader.prune(self.slot.name, {v for v in (remote.version, old) if v})
         self.stats.swaps += 1
         self.on_event("swapped", {"model": self.slot.name, "from": old, "to": remote.version})
