@@ -42,6 +42,11 @@ NOTES = [
     "Ultralytics' larger per-frame overhead dilutes its share of the gain: figure 1 went from 1.28x at 412e927 "
     "(paired rounds 1.27-1.29x) to 1.30x at 61505f1, within this VM's spread, and figure 2, which times inference "
     "alone, from 0.61 to 0.73.",
+    "The 2026-12-03 run (figures 1-3 and 8) had a slower VM than the 2026-12-02 one (FP32 matmul 190 against 409 "
+    "GFLOP/s). On the default recipe's narrow network at 320x192, INT8 runs at about FP32's speed here (0.96x, "
+    "paired) with the same accuracy (vehicle mAP50-95 0.694 INT8, 0.692 FP32; plate 0.667 and 0.664), so the gain "
+    "of figures 1 and 3 over Ultralytics is the leaner per-frame path; figure 2 (0.29) is not met by a network this "
+    "small (its limits line says why).",
     "Figures 1-3 were measured again on 2026-12-03 with detectors that work: both trained with the default recipe "
     "(bench/trained_models.py trains what `make demo` trains; docs/recipe.md), the vehicle detector served at 320 "
     "(a 640x384 frame runs as 320x192) and the plate detector on vehicle crops fitted to 224, the sizes the recipe "
