@@ -189,8 +189,8 @@ def test_sha256_mismatch_is_rejected(registry, models, tmp_path):
     assert manifest["files"]["onnx"]["sha256"] != "0" * 64 and path.is_file()
     # A model altered in the artifact store (a corrupted or tampered transfer) never lands in the cache.
     path.unlink()
-    stored = next(p for p in registry.root.rglob("model.onnx")
-                  if p.read_bytes() == models["plate"]["onnx"].read_bytes() and "artifacts" in p.parts)
+    folder = remote.source.split("/", 2)[2]  # this version's own copy in the store (others hold the same bytes)
+    stored = next(registry.root.rglob(f"{remote.run_id}/artifacts/{folder}/artifacts/model.onnx"))
     original = stored.read_bytes()
     stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     try:
