@@ -45,13 +45,13 @@ import requests
 from alpr_pipelines.edge.contract import STAGE_ALIASES
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.edge.trust import (
-    MANIFEST_SHA_TAG,
     MAX_MANIFEST_BYTES,
     TRUST_TAGS,
     TrustedKeys,
     UntrustedVersion,
     check_file_name,
     check_version,
+    registered_sha256,
     verify_manifest,
 )
 
@@ -314,10 +314,10 @@ class MLflowModelLoader:
                                  "URI of an alpr registration; the edge cannot find its manifest")
         prefix = remote.source.split("/", 2)[2]
         manifest_path = vdir / "manifest.json"
-        expected = remote.tags.get(MANIFEST_SHA_TAG)
-        if not expected:
-            raise RefusedVersion(f"{remote.name} v{remote.version}: the version has no {MANIFEST_SHA_TAG} tag, so the "
-                                 "pipeline did not register it; register models with `alpr register-existing`")
+        try:
+            expected = registered_sha256(remote.tags, remote.name)
+        except UntrustedVersion as exc:
+            raise RefusedVersion(f"v{remote.version}: {exc}") from exc
         if not manifest_path.is_file() or manifest_path.is_symlink() or sha256_file(manifest_path) != expected:
             url = self._artifact_url(remote.run_id, f"{prefix}/artifacts/manifest.json")
             self._download(url, manifest_path, None)  # capped; checked against the registry just below

@@ -119,15 +119,22 @@ class TrustedKeys:
         return bool(self.keys)
 
 
+def registered_sha256(tags: dict[str, str], name: str) -> str:
+    """The manifest sha256 the pipeline recorded on the version (its tags), else :class:`UntrustedVersion`: a version
+    without it was not registered by the pipeline. Callers check it before downloading anything."""
+    expected = tags.get(MANIFEST_SHA_TAG)
+    if not expected:
+        raise UntrustedVersion(f"{name}: the version has no {MANIFEST_SHA_TAG} tag, so it was not registered by the "
+                               "pipeline; register models with `alpr register-existing`")
+    return expected
+
+
 def verify_manifest(body: bytes, tags: dict[str, str], name: str, trusted: TrustedKeys) -> dict[str, Any]:
     """The manifest in ``body`` if it is the one the pipeline registered for model ``name`` (see the module
     docstring), its file names plain; else :class:`UntrustedVersion`."""
     if len(body) > MAX_MANIFEST_BYTES:
         raise UntrustedVersion(f"{name}: manifest of {len(body)} bytes is larger than {MAX_MANIFEST_BYTES}; refused")
-    expected = tags.get(MANIFEST_SHA_TAG)
-    if not expected:
-        raise UntrustedVersion(f"{name}: the version has no {MANIFEST_SHA_TAG} tag, so it was not registered by the "
-                               "pipeline; register models with `alpr register-existing`")
+    expected = registered_sha256(tags, name)
     actual = hashlib.sha256(body).hexdigest()
     if actual != expected:
         raise UntrustedVersion(f"{name}: manifest sha256 {actual[:12]} is not the {expected[:12]} the registry "
@@ -151,9 +158,10 @@ def verify_manifest(body: bytes, tags: dict[str, str], name: str, trusted: Trust
         manifest = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise UntrustedVersion(f"{name}: manifest is not JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("model") != name or not isinstance(manifest.get("files"), dict):
-        raise UntrustedVersion(f"{name}: the manifest is for {str(manifest.get('model') if isinstance(manifest, dict) else None)[:60]!r}, "
-                               "or lists no files; refused")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UntrustedVersion(f"{name}: the manifest lists no files; refused")
+    if manifest.get("model") != name:
+        raise UntrustedVersion(f"{name}: the manifest is for {str(manifest.get('model'))[:60]!r}; refused")
     for role, entry in manifest["files"].items():
         if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
                 or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):

@@ -19,7 +19,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from alpr_pipelines.edge.integrity import sha256_file
-from alpr_pipelines.edge.trust import MANIFEST_SHA_TAG, TrustedKeys, UntrustedVersion, verify_manifest
+from alpr_pipelines.edge.trust import TrustedKeys, UntrustedVersion, registered_sha256, verify_manifest
 from alpr_pipelines.lib.evaluation import (
     EVALUATOR_VERSION,
     EvaluationResult,
@@ -81,9 +81,10 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
         except UntrustedVersion as exc:
             raise CandidateUnusable(f"v{version}: {exc}") from exc
 
-    if not mv.tags.get(MANIFEST_SHA_TAG):
-        raise CandidateUnusable(f"{name} v{version} has no {MANIFEST_SHA_TAG} tag: it was not registered by the "
-                                f"pipeline; use {REGISTER_HINT}")
+    try:
+        registered_sha256(dict(mv.tags), name)  # before any download
+    except UntrustedVersion as exc:
+        raise CandidateUnusable(f"v{version}: {exc} ({REGISTER_HINT})") from exc
 
     if dest.is_dir() and (dest / "manifest.json").is_file():
         manifest = trusted_manifest(dest / "manifest.json")

@@ -178,14 +178,13 @@ def sign_existing(client: MlflowClient, mv: Any, signer: SigningKey, ours: dict[
         path = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts/"
                                                          "manifest.json", tmp))
         body = path.read_bytes()
-    try:
-        stored = json.loads(body)
-        same_files = {r: f["sha256"] for r, f in stored["files"].items()} == {
+    try:  # the registry's hash, the model name and plain file names: the edge's own check, without keys
+        stored = trust.verify_manifest(body, dict(mv.tags), ours["model"], trust.TrustedKeys({}))
+        same = stored.get("imgsz") == ours["imgsz"] and {r: f["sha256"] for r, f in stored["files"].items()} == {
             r: f["sha256"] for r, f in ours["files"].items()}
-        same = same_files and stored["model"] == ours["model"] and stored["imgsz"] == ours["imgsz"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except trust.UntrustedVersion:
         same = False
-    if hashlib.sha256(body).hexdigest() != mv.tags.get(MANIFEST_SHA_TAG) or not same:
+    if not same:
         raise RegistryError(f"{mv.name} v{mv.version} claims this content, but its manifest is not the one the "
                             "registry recorded or lists other files; not signing it. Archive or delete that version "
                             "and register again")

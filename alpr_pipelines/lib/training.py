@@ -331,9 +331,10 @@ def _fetch_verified_weights(client: MlflowClient, run: Any, weights_dir: Path, s
                 return False
             scratch.mkdir(parents=True, exist_ok=True)
             local = Path(client.download_artifacts(run.info.run_id, f"model/{name}", str(scratch)))
-            if sha256_file(local) != expected:
+            actual = sha256_file(local)
+            if actual != expected:
                 log.warning("run %s: model/%s in the artifact store is not what the training wrote (sha256 %s, "
-                            "recorded %s); retraining", run.info.run_id, name, sha256_file(local)[:12], expected[:12])
+                            "recorded %s); retraining", run.info.run_id, name, actual[:12], expected[:12])
                 return False
             fetched[name] = local
         weights_dir.mkdir(parents=True, exist_ok=True)
