@@ -153,3 +153,18 @@ def graph_assets() -> list:
     from alpr_pipelines.definitions import defs
 
     return list(defs().assets or [])
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A YOLO11n of one class, untrained (its head's numbers are what matters here, not its accuracy)."""
+    from alpr_pipelines.lib.training import offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolo11n.yaml")
+    model.model.names = {0: "plate"}
+    path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
+    model.save(str(path))
+    return path

@@ -82,8 +82,8 @@ from fleet.server import (
     server_log_errors,
 )
 
-from alpr_pipelines.stack import production as prod
 from alpr_pipelines.stack import registry_cache
+from alpr_pipelines.stack.principals import EDGE_USER
 
 
 def unauthenticated_cost(lookups: int, quiet_pct: float, quiet_wait: float) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cold_start_bursts": cold,
             "server_log_errors": log_errors,
             "poll": {"interval_s": interval, "models_per_device": len(MODELS), "request": ALIAS_PATH,
-                     "fallback_when_alias_missing": LATEST_PATH, "principal": prod.EDGE_USER,
+                     "fallback_when_alias_missing": LATEST_PATH, "principal": EDGE_USER,
                      "new_connection_per_poll": not args.keep_alive, "timeout_s": args.timeout, "warmup_s": warmup,
                      "measured_s": measure, "retries_of_a_missed_size": retries,
                      "schedule": "open loop: random phase per device and model, latency from the scheduled time"},

@@ -4,6 +4,7 @@ both work). The pipeline's side (``lib.models``) imports these, so there is one 
 
 VEHICLE_MODEL = "alpr-vehicle-detector"
 PLATE_MODEL = "alpr-plate-detector"
+MODEL_NAMES = (VEHICLE_MODEL, PLATE_MODEL)  # every registered model the pipeline owns
 STAGES = ("None", "Staging", "Production", "Archived")
 # The version holding a stage's alias is the newest version in that stage.
 STAGE_ALIASES = {"Staging": "candidate", "Production": "production"}

@@ -12,9 +12,15 @@ Trust (``edge.trust``): a version loads only if its manifest's sha256 is the one
 its signature verifies with one of the box's trusted keys when it has any (``ALPR_EDGE_TRUSTED_KEYS``), and every
 file matches the manifest's sha256. Names from the registry and the manifest are checked before they become paths.
 
-Cache layout: ``<cache>/<model>/<version>/`` holds one version's files and its ``manifest.json``; a file is written to
-a temporary name, checked against the manifest's sha256 and moved into place, so a partial or corrupted file is never
-loaded. ``<cache>/<model>/current.json`` names the last version that was verified and loaded.
+Cache layout: ``<cache>/<registry>/<model>/<version>/`` holds one version's files and its ``manifest.json``
+(``<registry>``: the tracking URI's host, port and a hash of it, so a new registry whose version numbers repeat never
+meets the old one's files); a file is written to a temporary name, fsynced, checked against the manifest's sha256 and
+moved into place, so a partial or corrupted file is never loaded. ``<cache>/<registry>/<model>/current.json`` names
+the last version that was verified and loaded.
+
+Two processes may share one cache: changes to a model's folder happen under an exclusive lock on
+``<model>/.lock``, and each process holds a shared lock on ``<version>/.lease`` of every version it serves or keeps
+for a rollback; pruning deletes only versions whose lease nobody holds. The kernel drops both with the process.
 
 Environment:
     MLFLOW_TRACKING_URI: registry URL (default http://127.0.0.1:5000).
@@ -28,6 +34,7 @@ Environment:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -35,10 +42,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -74,6 +83,17 @@ class RefusedVersion(IntegrityError):
 
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def registry_key(tracking_uri: str) -> str:
+    """The cache folder of one registry: readable host and port, and a hash of the whole URI."""
+    parts = urlsplit(tracking_uri)
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.hostname or "local")[:60]
+    try:
+        port = parts.port or ""
+    except ValueError:
+        port = ""
+    return f"{host}_{port}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:10]}"
 
 
 def check_model_name(name: str) -> str:
@@ -150,6 +170,8 @@ class MLflowModelLoader:
             raise ValueError(f"preferred stage {stage!r} must be Production or Staging (MLFLOW_MODEL_STAGE)")
         self.preferred_stage = stage
         self.cache_dir = Path(cache_dir or os.environ.get("ALPR_EDGE_CACHE") or Path.home() / ".cache" / "alpr-edge")
+        self.store = self.cache_dir / registry_key(self.tracking_uri)  # this registry's part of the cache
+        self._leases: dict[tuple[str, str], int] = {}  # (model, version) -> fd holding its shared lease
         self.models_dir = Path(models_dir or os.environ.get("ALPR_EDGE_MODELS_DIR") or "models")
         self.timeout = timeout
         self.http = session or requests.Session()
@@ -306,12 +328,19 @@ class MLflowModelLoader:
             IntegrityError: a file does not match its manifest's sha256 (it was discarded).
         """
         try:
-            vdir = self.cache_dir / check_model_name(remote.name) / check_version(remote.version)
+            vdir = self.store / check_model_name(remote.name) / check_version(remote.version)
         except (UntrustedVersion, ModelLoadError) as exc:
             raise RefusedVersion(str(exc)) from exc
         if not remote.source.startswith("runs:/") or remote.source.count("/") < 2:
             raise ModelLoadError(f"{remote.name} v{remote.version}: source {remote.source[:80]!r} is not a runs:/ "
                                  "URI of an alpr registration; the edge cannot find its manifest")
+        with self._model_lock(remote.name):
+            vdir.mkdir(parents=True, exist_ok=True)
+            self._lease(remote.name, remote.version)  # kept while this process may serve it
+            return self._fetch_into(remote, vdir, progress)
+
+    def _fetch_into(self, remote: RemoteVersion, vdir: Path,
+                    progress: Callable[[int], None] | None) -> tuple[Path, dict]:
         prefix = remote.source.split("/", 2)[2]
         manifest_path = vdir / "manifest.json"
         try:
@@ -336,8 +365,38 @@ class MLflowModelLoader:
 
     # ------------------------------------------------------------------------------------------- cache
 
+    @contextmanager
+    def _model_lock(self, name: str) -> Iterator[None]:
+        """Exclusive lock on one model's folder, for fetching, recording and pruning (other processes wait)."""
+        folder = self.store / name
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _lease(self, name: str, version: str) -> None:
+        """Hold a shared lock on the version's ``.lease`` so that no process prunes it while this one may serve it."""
+        if (name, version) in self._leases:
+            return
+        vdir = self.store / name / version
+        try:
+            fd = os.open(vdir / ".lease", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError as exc:  # a full disk: serving goes on; only the pruning protection is missing
+            log.warning("could not lease %s v%s in the cache: %s", name, version, exc)
+            return
+        self._leases[(name, version)] = fd
+
+    def _release(self, name: str, version: str) -> None:
+        fd = self._leases.pop((name, version), None)
+        if fd is not None:
+            os.close(fd)
+
     def _current_file(self, name: str) -> Path:
-        return self.cache_dir / name / "current.json"
+        return self.store / name / "current.json"
 
     def mark_current(self, name: str, version: str, path: Path, sha256: str, via: str,
                      tags: dict[str, str] | None = None) -> None:
@@ -345,6 +404,8 @@ class MLflowModelLoader:
         version's trust tags, so that a restart checks its manifest again with the keys it has then."""
         f = self._current_file(name)
         f.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent.parent == f.parent:  # a cached version (not a local fallback file): keep it leased
+            self._lease(name, version)
         tmp = f.with_name(f".current-{uuid.uuid4().hex[:8]}.json")
         try:
             with tmp.open("w") as out:
@@ -378,15 +439,37 @@ class MLflowModelLoader:
             except (OSError, UntrustedVersion) as exc:
                 log.warning("cached %s v%s is not trusted now (%s); not using it", name, info.get("version"), exc)
                 return None
+        if path.parent.parent == f.parent:
+            self._lease(name, str(info["version"]))
         return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],
                       "stage": self.preferred_stage}
 
     def prune(self, name: str, keep: set[str]) -> None:
-        """Delete cached versions other than ``keep`` (the serving and the previous one)."""
-        root = self.cache_dir / name
-        for d in root.iterdir() if root.is_dir() else []:
-            if d.is_dir() and d.name not in keep:
-                shutil.rmtree(d, ignore_errors=True)
+        """Delete cached versions other than ``keep`` (the serving and the previous one) that no other process
+        holds a lease on."""
+        for (model, version) in list(self._leases):
+            if model == name and version not in keep:
+                self._release(model, version)
+        root = self.store / name
+        if not root.is_dir():
+            return
+        with self._model_lock(name):
+            for d in root.iterdir():
+                if not d.is_dir() or d.is_symlink() or d.name in keep:
+                    continue
+                try:
+                    fd = os.open(d / ".lease", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.debug("%s v%s is served by another process sharing the cache; kept", name, d.name)
+                    continue
+                else:
+                    shutil.rmtree(d, ignore_errors=True)
+                finally:
+                    os.close(fd)
 
     # ------------------------------------------------------------------------------------------- public
 

@@ -24,11 +24,12 @@ from alpr_pipelines.lib.evaluation import (
     EVALUATOR_VERSION,
     EvaluationResult,
     ModelUnusable,
-    evaluate_onnx,
 )
 from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
+from alpr_pipelines.lib.isolation import EvaluationLimits, evaluate_onnx_isolated
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec
+from alpr_pipelines.lib.promotion_lock import PromotionLockTimeout, promotion_lock
 from alpr_pipelines.lib.registry import (
     RegistryError,
     alias_version,
@@ -61,14 +62,16 @@ class ChampionChanged(PromotionError):
 REGISTER_HINT = "`alpr register-existing --models-dir DIR` (it exports, hashes, signs and registers a model file)"
 
 
-def download_verified(client: MlflowClient, name: str, version: str, dest: Path) -> dict[str, Path]:
+def download_verified(client: MlflowClient, name: str, version: str, dest: Path,
+                      max_download_mb: int | None = None) -> dict[str, Path]:
     """Download a version's files, check the manifest (``edge.trust.verify_manifest``: the registry's hash, and the
     signature when ``ALPR_EDGE_TRUSTED_KEYS`` names keys) and each file against it; return role -> path.
 
-    Files are fetched into a temporary folder beside ``dest`` and moved into place only when every hash matches.
+    Files are fetched into a temporary folder beside ``dest`` and moved into place only when every hash matches;
+    nothing is fetched when the store lists more than ``max_download_mb`` (``ALPR_EVAL_MAX_DOWNLOAD_MB``).
 
     Raises:
-        PromotionError: no manifest, or a file whose hash differs from the manifest.
+        CandidateUnusable: no manifest, too large, or a file whose hash differs from the manifest.
     """
     mv = client.get_model_version(name, version)
     if not mv.run_id:
@@ -91,11 +94,16 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
         files = {role: dest / f["name"] for role, f in manifest["files"].items()}
         if all(p.is_file() and sha256_file(p) == manifest["files"][r]["sha256"] for r, p in files.items()):
             return files
+    artifacts = f"{version_artifact_path(mv.source or '')}/artifacts"
+    cap_mb = max_download_mb if max_download_mb is not None else EvaluationLimits.from_env().max_download_mb
+    listed = _listed_bytes(client, mv.run_id, artifacts)
+    if listed > cap_mb * 1024 * 1024:
+        raise CandidateUnusable(f"{name} v{version}: its files weigh {listed / 2**20:.0f} MB, over the "
+                                f"{cap_mb} MB an evaluation downloads (ALPR_EVAL_MAX_DOWNLOAD_MB)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:
-        local = Path(client.download_artifacts(mv.run_id, f"{version_artifact_path(mv.source or '')}/artifacts",
-                                               str(tmp)))
+        local = Path(client.download_artifacts(mv.run_id, artifacts, str(tmp)))
         if not (local / "manifest.json").is_file():
             raise CandidateUnusable(f"{name} version {version} has no manifest.json; use {REGISTER_HINT}")
         manifest = trusted_manifest(local / "manifest.json")
@@ -111,6 +119,14 @@ def download_verified(client: MlflowClient, name: str, version: str, dest: Path)
     return {role: dest / f["name"] for role, f in manifest["files"].items()}
 
 
+def _listed_bytes(client: MlflowClient, run_id: str, path: str) -> int:
+    """What downloading ``path`` would fetch, as the artifact store lists it (folders included)."""
+    total = 0
+    for f in client.list_artifacts(run_id, path):
+        total += _listed_bytes(client, run_id, f.path) if f.is_dir else (f.file_size or 0)
+    return total
+
+
 def cached_evaluation(client: MlflowClient, name: str, version: str, golden: GoldenSplits) -> EvaluationResult | None:
     raw = client.get_model_version(name, version).tags.get(EVAL_TAG)
     if not raw:
@@ -123,8 +139,8 @@ def cached_evaluation(client: MlflowClient, name: str, version: str, golden: Gol
 
 def evaluate_version(client: MlflowClient, name: str, version: str, golden: GoldenSplits,
                      work_dir: Path) -> tuple[EvaluationResult, bool]:
-    """Score a registered version's ONNX on the golden set and its shift split; cached on the version per golden
-    set and evaluator.
+    """Score a registered version's ONNX on the golden set and its shift split, in a child process with a timeout and
+    a memory cap (``lib.isolation``); cached on the version per golden set and evaluator.
 
     Returns:
         (result, cached)
@@ -135,7 +151,7 @@ def evaluate_version(client: MlflowClient, name: str, version: str, golden: Gold
         return cached, True
     if "onnx" not in files:
         raise CandidateUnusable(f"{name} version {version} has no ONNX file to evaluate")
-    result = evaluate_onnx(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml)
+    result = evaluate_onnx_isolated(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml)
     client.set_model_version_tag(name, version, EVAL_TAG, json.dumps(result.as_dict(), sort_keys=True))
     for key, value in result.headline().items():
         client.set_model_version_tag(name, version, f"eval_{key}", f"{value:.5f}")
@@ -261,8 +277,12 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     if current is None:
         raise PromotionError(f"{name} has no Production version to roll back from")
     try:
-        promote_to_production(client, name, restored)
-    except RegistryError as exc:
+        with promotion_lock(name):
+            if alias_version(client, name, STAGE_ALIASES["Production"]) != current:
+                raise ChampionChanged(f"{name}: Production moved while rolling back from v{current}; nothing "
+                                      "changed. Check `alpr status` and roll back again if still wanted.")
+            promote_to_production(client, name, restored)
+    except (RegistryError, PromotionLockTimeout) as exc:
         raise PromotionError(str(exc)) from exc
     return current, restored
 
@@ -314,21 +334,28 @@ def apply_decision(client: MlflowClient, record: DecisionRecord, promote: bool) 
     """Promote (Production stage and alias, the old champion ``previous``; returns the aliases read back) or reject
     (out of Staging), then record the decision on the version.
 
-    It promotes only while Production is still the champion the candidate was judged against (a check right before
-    the change; the promotion pool is what keeps two promotions of one model from running at once).
+    It is a compare-and-swap under the model's promotion lock (``lib.promotion_lock``, shared by the sensor, the
+    UI's jobs and the CLI whatever their Dagster instance): it promotes only while Production is still the champion
+    the candidate was judged against.
 
     Raises:
         ChampionChanged: Production moved since the judgement; nothing changed, judging again is safe.
-        PromotionError: stage and alias disagree after the change (a concurrent change raced this one); nothing is
-            recorded, and promoting again is safe.
+        PromotionError: the lock stayed held by another change, or stage and alias disagree after the change;
+            nothing is recorded, and promoting again is safe.
     """
-    if promote:
-        now = alias_version(client, record.name, STAGE_ALIASES["Production"])
-        if now != record.champion_version:
-            raise ChampionChanged(f"{record.name}: Production is v{now}, not the v{record.champion_version} that "
-                                  f"v{record.version} was judged against; nothing changed. Judge it again.")
-    aliases = promote_to_production(client, record.name, record.version) if promote else None
-    if not promote:
-        reject(client, record.name, record.version)
-    record_decision(client, record)
+    try:
+        with promotion_lock(record.name):
+            if promote:
+                now = alias_version(client, record.name, STAGE_ALIASES["Production"])
+                if now != record.champion_version:
+                    raise ChampionChanged(f"{record.name}: Production is v{now}, not the v{record.champion_version} "
+                                          f"that v{record.version} was judged against; nothing changed. Judge it "
+                                          "again.")
+                aliases = promote_to_production(client, record.name, record.version)
+            else:
+                aliases = None
+                reject(client, record.name, record.version)
+            record_decision(client, record)
+    except PromotionLockTimeout as exc:
+        raise PromotionError(str(exc)) from exc
     return aliases

@@ -163,7 +163,7 @@ def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None
             artifacts={**{role: str(p) for role, p in files.items()}, "manifest": str(manifest_path)},
             code_paths=[str(code)],
             signature=signature,
-            pip_requirements=["onnxruntime", "opencv-python-headless", "numpy", "pandas",
+            pip_requirements=["onnxruntime", "opencv-python-headless", "numpy", "pandas", "requests", "cryptography",
                               f"mlflow=={mlflow.__version__}"],
         )
     finally:

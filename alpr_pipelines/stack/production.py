@@ -23,21 +23,18 @@ before anything starts.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from alpr_pipelines.settings import Settings
 from alpr_pipelines.stack import registry_cache
 from alpr_pipelines.stack.embedded import workspace_file
+from alpr_pipelines.stack.principals import PIPELINE_USER, Principals, PrincipalsError, ensure_ownership, ensure_users
 from alpr_pipelines.stack.process import Service, ServiceStatus, StackError, bin_path, start_all
 
 BUCKET = "alpr-mlflow-artifacts"
 REQUIRED_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "ALPR_PIPELINE_PASSWORD",
                  "ALPR_EDGE_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
-PIPELINE_USER, EDGE_USER, ADMIN_USER = "alpr-pipeline", "alpr-edge", "admin"
 
 DAGSTER_POSTGRES_YAML = """\
 # Written by `alpr stack up --profile production`: the Dagster instance on PostgreSQL.
@@ -58,8 +55,10 @@ concurrency:
 
 AUTH_INI = """\
 # Written by `alpr stack up --profile production`. The admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD.
+# Nobody reads what they were not granted: alpr-pipeline owns what it creates, alpr-edge has READ grants
+# (alpr_pipelines/stack/principals.py), and only alpr-pipeline and admins create models (stack/mlflow_auth.py).
 [mlflow]
-default_permission = READ
+default_permission = NO_PERMISSIONS
 database_uri = {database_uri}
 admin_username = admin
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
@@ -195,6 +194,8 @@ def service_env(settings: Settings, cfg: ProductionConfig) -> dict[str, str]:
         "MLFLOW_AUTH_CONFIG_PATH": str(settings.stack_dir / "mlflow" / "basic_auth.ini"),
         "MLFLOW_TRACKING_USERNAME": PIPELINE_USER,
         "MLFLOW_TRACKING_PASSWORD": cfg.env["ALPR_PIPELINE_PASSWORD"],
+        # Promotions from the sensor, the UI and `alpr promote` share this lock whatever their DAGSTER_HOME.
+        "ALPR_PROMOTION_LOCK_URL": f"postgresql://dagster@{cfg.pg_host}:{cfg.pg_port}/{cfg.dagster_db}",
     }
 
 
@@ -208,7 +209,7 @@ def services(settings: Settings, cfg: ProductionConfig) -> list[Service]:
                 f"{cfg.s3_endpoint}/moto-api/", "moto_server"),
         Service(
             "mlflow",
-            [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--host", settings.mlflow_host, "--port",
+            [bin_path("mlflow"), "server", "--app-name", "alpr-auth", "--host", settings.mlflow_host, "--port",
              str(settings.mlflow_port), "--backend-store-uri", f"postgresql+psycopg2://mlflow@{pg}/{cfg.mlflow_db}",
              "--artifacts-destination", f"s3://{BUCKET}", "--serve-artifacts"],
             f"http://{settings.mlflow_host}:{settings.mlflow_port}/health",
@@ -239,20 +240,17 @@ def prepare(settings: Settings, cfg: ProductionConfig) -> None:
         cfg_file.write_text(DAGSTER_POSTGRES_YAML.format(host=cfg.pg_host, port=cfg.pg_port, db=cfg.dagster_db))
 
 
-def ensure_users(settings: Settings, cfg: ProductionConfig, timeout: float = 30.0) -> None:
-    """The writer and the read-only principal (idempotent); needs the MLflow server up."""
-    base = settings.mlflow_tracking_uri.rstrip("/")
-    admin = (ADMIN_USER, cfg.env["MLFLOW_AUTH_ADMIN_PASSWORD"])
-    deadline = time.monotonic() + timeout
-    for user, password in ((PIPELINE_USER, cfg.env["ALPR_PIPELINE_PASSWORD"]), (EDGE_USER, cfg.env["ALPR_EDGE_PASSWORD"])):
-        while True:
-            resp = requests.post(f"{base}/api/2.0/mlflow/users/create", json={"username": user, "password": password},
-                                 auth=admin, timeout=10)
-            if resp.status_code == 200 or "already exists" in resp.text.lower() or resp.status_code == 409:
-                break
-            if time.monotonic() > deadline:
-                raise StackError(f"could not create MLflow user {user}: HTTP {resp.status_code} {resp.text[:200]}")
-            time.sleep(1)
+def ensure_principals(settings: Settings, cfg: ProductionConfig) -> None:
+    """Users, owned models and experiment, the edge's READ grants (``stack.principals``); needs MLflow up."""
+    from alpr_pipelines.edge.contract import MODEL_NAMES
+
+    p = Principals(settings.mlflow_tracking_uri, cfg.env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+                   cfg.env["ALPR_PIPELINE_PASSWORD"], cfg.env["ALPR_EDGE_PASSWORD"])
+    try:
+        ensure_users(p)
+        ensure_ownership(p, MODEL_NAMES, settings.mlflow_experiment)
+    except PrincipalsError as exc:
+        raise StackError(str(exc)) from exc
 
 
 def stack_environment(settings: Settings, cfg: ProductionConfig) -> dict[str, str]:
@@ -271,4 +269,4 @@ def up(settings: Settings, env_file: Path, timeout: float = 120.0, only: list[st
     cfg = production_config(env_file)
     prepare(settings, cfg)
     return start_all(settings, services(settings, cfg), stack_environment(settings, cfg), timeout, only,
-                     after_healthy={"s3": lambda: ensure_bucket(cfg), "mlflow": lambda: ensure_users(settings, cfg)})
+                     after_healthy={"s3": lambda: ensure_bucket(cfg), "mlflow": lambda: ensure_principals(settings, cfg)})

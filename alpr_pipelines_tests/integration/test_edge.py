@@ -95,13 +95,24 @@ def test_stage_selected_by_env(registry, models, tmp_path, monkeypatch):
         MLflowModelLoader(tracking_uri=registry.uri)
 
 
+class _Unreachable(requests.Session):
+    """The registry's address, with the registry away."""
+
+    def request(self, *args, **kwargs):
+        raise requests.ConnectionError("connection refused (test)")
+
+
 def test_registry_away_falls_back_to_cache_then_local(registry, models, tmp_path):
     cache = tmp_path / "cache"
     MLflowModelLoader(tracking_uri=registry.uri, cache_dir=cache).get_model_path("alpr-vehicle-detector")
-    away = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=cache, timeout=1)
+    away = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=cache, timeout=1, session=_Unreachable())
     assert not away._mlflow_connected
     path, meta = away.get_model_path("alpr-vehicle-detector", fallback_filename="missing.onnx")
     assert meta["source"] == "cache" and meta["version"] == models["vehicle"]["versions"][0]
+    # The cache is keyed by registry: another registry (whose version numbers may repeat) never serves these files.
+    other = MLflowModelLoader(tracking_uri="http://127.0.0.1:9", cache_dir=cache, timeout=1)
+    with pytest.raises(ModelLoadError, match="no verified cached version"):
+        other.get_model_path("alpr-vehicle-detector")
     # A fresh box with the registry away: the local file.
     local = tmp_path / "models" / "yolo11n.onnx"
     local.parent.mkdir()
@@ -167,7 +178,7 @@ def test_interrupted_download_is_never_loaded(registry, models, tmp_path, monkey
     monkeypatch.setattr(loader.http, "get", flaky_get)
     with pytest.raises(_Interrupted):
         loader.fetch(remote)
-    vdir = tmp_path / "cache" / "alpr-plate-detector" / remote.version
+    vdir = loader.store / "alpr-plate-detector" / remote.version
     assert not (vdir / "model.onnx").exists()
     assert not list(vdir.glob("*partial*"))
     assert loader.cached("alpr-plate-detector") is None
@@ -179,7 +190,7 @@ def test_interrupted_download_is_never_loaded(registry, models, tmp_path, monkey
 def test_sha256_mismatch_is_rejected(registry, models, tmp_path):
     loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
     remote = loader.current_version("alpr-plate-detector")
-    vdir = tmp_path / "cache" / "alpr-plate-detector" / remote.version
+    vdir = loader.store / "alpr-plate-detector" / remote.version
     loader.fetch(remote)
     manifest = json.loads((vdir / "manifest.json").read_text())
     manifest["files"]["onnx"]["sha256"] = "0" * 64  # a cached manifest altered on disk ...
@@ -532,7 +543,7 @@ def test_prefetch_child_fetches_verifies_and_optimizes(registry, models, tmp_pat
     loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
     remote = loader.current_version("alpr-plate-detector")
     path, manifest, optimized = fetch_prepared(loader, remote)
-    assert path.is_relative_to(tmp_path / "cache" / "alpr-plate-detector" / remote.version)
+    assert path.is_relative_to(loader.store / "alpr-plate-detector" / remote.version)
     assert sha256_file(path) == manifest["files"]["onnx"]["sha256"]
     assert optimized is not None and optimized.parent == path.parent  # pruned with the version
     assert loader.fetch(remote) == (path, manifest)  # the same verified cache the edge process reads
@@ -654,4 +665,4 @@ def test_an_unsigned_version_is_refused_counted_and_the_signed_one_keeps_serving
     refused = service.metrics.registry.get_sample_value("alpr_model_versions_refused_total",
                                                         {"model": spec.registered_name})
     assert refused == 1
-    assert not (tmp_path / "cache" / spec.registered_name / unsigned.version / "model.onnx").exists()
+    assert not (service.loader.store / spec.registered_name / unsigned.version / "model.onnx").exists()

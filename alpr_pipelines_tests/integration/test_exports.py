@@ -4,25 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 
 from alpr_pipelines.lib.datasets import load_data_yaml, split_images
 from alpr_pipelines.lib.exports import dfl_as_reductions, export_onnx, onnx_parity
-
-
-@pytest.fixture(scope="module")
-def untrained_checkpoint(tmp_path_factory) -> Path:
-    """A YOLO11n of one class, untrained (its head's numbers are what matters here, not its accuracy)."""
-    from alpr_pipelines.lib.training import offline_ultralytics
-
-    offline_ultralytics()
-    from ultralytics import YOLO
-
-    model = YOLO("yolo11n.yaml")
-    model.model.names = {0: "plate"}
-    path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
-    model.save(str(path))
-    return path
 
 
 def test_dfl_as_reductions_gives_the_softmax_expectation():

@@ -62,6 +62,18 @@ def test_register_is_a_pyfunc_version_that_predicts(mlflow_server, mlflow_client
     onnx_copy = next(__import__("pathlib").Path(local).rglob("model.onnx"))
     assert sha256_file(onnx_copy) == manifest["files"]["onnx"]["sha256"]
 
+    # Loading checks the files against the manifest the registry recorded, as the edge does.
+    from alpr_pipelines.edge.trust import UntrustedVersion
+
+    with open(onnx_copy, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UntrustedVersion, match="onnx file model.onnx does not match"):
+        mlflow.pyfunc.load_model(local)
+    manifest_copy = next(__import__("pathlib").Path(local).rglob("manifest.json"))
+    manifest_copy.write_text(json.dumps({**manifest, "files": {}}))
+    with pytest.raises(UntrustedVersion, match="not registered by the pipeline"):
+        mlflow.pyfunc.load_model(local)
+
 
 def test_rerun_never_duplicates_and_staging_sets_candidate(mlflow_client, trained):
     from pathlib import Path

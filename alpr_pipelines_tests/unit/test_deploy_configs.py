@@ -402,7 +402,7 @@ def test_mlflow_service_follows_the_seed(services):
     assert urlparse(backend.group(1)).password is None, "the database password comes from PGPASSWORD"
     assert re.search(r"--artifacts-destination[= ]s3://alpr-mlflow-artifacts\b", args)
     assert "--serve-artifacts" in args
-    assert re.search(r"--app-name[= ]basic-auth\b", args)
+    assert re.search(r"--app-name[= ]alpr-auth\b", args)  # basic-auth, creation for the pipeline only
     limits = svc["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) == 0.6 and str(limits["memory"]).upper() in ("600M", "600MB")
     assert "/health" in " ".join(svc["healthcheck"]["test"])
@@ -414,7 +414,16 @@ def test_mlflow_image_matches_the_pipelines_mlflow():
     pin = re.search(r'"mlflow(?:\[[^\]]*\])?==([\w.]+)"', (ROOT / "pyproject.toml").read_text())
     dockerfile = (DOCKER / "mlflow" / "Dockerfile").read_text()
     assert pin and f"ARG MLFLOW_VERSION={pin.group(1)}" in dockerfile
-    assert "mlflow[auth]==" in dockerfile, "--app-name basic-auth needs the [auth] extra"
+    assert "mlflow[auth]==" in dockerfile, "--app-name alpr-auth wraps basic-auth, which needs the [auth] extra"
+    plugin = (DOCKER / "mlflow" / "auth-plugin" / "pyproject.toml").read_text()
+    assert 'alpr-auth = "alpr_mlflow_auth:create_app"' in plugin
+    for module in ("alpr_pipelines/stack/mlflow_auth.py", "alpr_pipelines/stack/principals.py"):
+        assert f"COPY {module} " in dockerfile and (ROOT / module).is_file()
+        assert f"!{module}" in (DOCKER / "mlflow" / "Dockerfile.dockerignore").read_text()
+    from alpr_pipelines.edge.contract import MODEL_NAMES
+
+    init = (DOCKER / "mlflow" / "create_users.py").read_text()
+    assert f'MODEL_NAMES = "{",".join(MODEL_NAMES)}"' in init, "mlflow-init must create every registered model"
 
 
 def test_auth_config_databases_and_bucket_agree():
@@ -422,7 +431,7 @@ def test_auth_config_databases_and_bucket_agree():
     ini.read(DOCKER / "mlflow" / "basic_auth.ini")
     auth = ini["mlflow"]
     assert auth["admin_username"] and auth["authorization_function"]
-    assert auth["default_permission"] in ("READ", "NO_PERMISSIONS")
+    assert auth["default_permission"] == "NO_PERMISSIONS"  # the edge reads by explicit grants only
     auth_db = urlparse(auth["database_uri"])
     assert auth_db.password is None and auth_db.hostname == "timescaledb"
 

@@ -27,6 +27,7 @@ from alpr_pipelines import stack
 from alpr_pipelines.settings import load_settings
 from alpr_pipelines.stack import production as prod
 from alpr_pipelines.stack import registry_cache
+from alpr_pipelines.stack.principals import EDGE_USER, PIPELINE_USER
 from alpr_pipelines.stack.process import Service, logfile, start_all
 from alpr_pipelines.stack.registry_cache import RunningCache
 from fleet import (
@@ -156,11 +157,11 @@ def fleet_server(auth: bool = True, auth_cache_ttl: int | None = None, workers: 
         pid = start_all(settings, [svc], env, SERVER_START_TIMEOUT_S)[0].pid  # recorded: stack.down stops it by PID
         assert pid is not None
         if auth:
-            prod.ensure_users(settings, cfg)
+            prod.ensure_principals(settings, cfg)
         yield FleetServer(uri=settings.mlflow_tracking_uri, pid=pid, command=svc.command,
                           auth_ini=ini if auth else None,
-                          edge_auth=(prod.EDGE_USER, secrets["ALPR_EDGE_PASSWORD"]) if auth else None,
-                          pipeline_auth=(prod.PIPELINE_USER, secrets["ALPR_PIPELINE_PASSWORD"]) if auth else None,
+                          edge_auth=(EDGE_USER, secrets["ALPR_EDGE_PASSWORD"]) if auth else None,
+                          pipeline_auth=(PIPELINE_USER, secrets["ALPR_PIPELINE_PASSWORD"]) if auth else None,
                           databases=(cfg.mlflow_db, cfg.auth_db), log=logfile(settings, svc.name))
     finally:
         try:
@@ -216,9 +217,12 @@ def seed_registry(server: FleetServer, versions: int = 3) -> dict[str, str]:
     # MLflow prints "View run ..." links to stdout; our stdout carries only the JSON result.
     with warnings.catch_warnings(), redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; production keeps them beside aliases
-        experiment = client.create_experiment("alpr-training")
+        # With auth, `stack.principals` made the experiment and the models already (owned by the pipeline).
+        found = client.get_experiment_by_name("alpr-training")
+        experiment = found.experiment_id if found else client.create_experiment("alpr-training")
         for name in MODELS:
-            client.create_registered_model(name, description=spec_for(name).description)
+            if server.pipeline_auth is None:
+                client.create_registered_model(name, description=spec_for(name).description)
             for n in range(1, versions + 1):
                 run = client.create_run(experiment, tags={"alpr_bench": "fleet"})
                 client.set_terminated(run.info.run_id)

@@ -1,16 +1,17 @@
 """Create the MLflow principals of the compose stack through the REST API (service ``mlflow-init``). Idempotent.
 
-- ``alpr-pipeline``: the writer used by training, registration and promotion (dagster-user-code). With the stack's
-  ``default_permission = READ`` it may read everything and it gets MANAGE on the experiment and registered models it
-  creates; docs/deploy.md shows the grants for resources someone else created first.
-- ``alpr-edge``: the read-only principal of edge devices. It is never granted anything beyond READ.
+- ``alpr-pipeline``: the writer used by training, registration and promotion (dagster-user-code). It creates the
+  training experiment and the registered models here, so it owns them (MANAGE); under the stack's
+  ``default_permission = NO_PERMISSIONS`` it sees nothing else.
+- ``alpr-edge``: the read-only principal of edge devices: READ on exactly those, never more (``alpr_principals``, the
+  image's copy of alpr_pipelines/stack/principals.py).
 
 An existing user keeps its password (rotate with ``PATCH /api/2.0/mlflow/users/update-password``, docs/deploy.md).
 Passwords come from the environment only (docker/.env through compose) and are never printed. Standard library only,
 so it runs in the MLflow image as is.
 
-Environment: MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_USERNAME (default ``admin``), MLFLOW_AUTH_ADMIN_PASSWORD,
-ALPR_PIPELINE_PASSWORD, ALPR_EDGE_PASSWORD.
+Environment: MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_PASSWORD, ALPR_PIPELINE_PASSWORD, ALPR_EDGE_PASSWORD,
+MLFLOW_EXPERIMENT_NAME (default ``alpr-training``), ALPR_MODEL_NAMES (default: the registered models below).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import urllib.parse
 import urllib.request
 
 USERS = {"alpr-pipeline": "ALPR_PIPELINE_PASSWORD", "alpr-edge": "ALPR_EDGE_PASSWORD"}
+MODEL_NAMES = "alpr-vehicle-detector,alpr-plate-detector"
 MIN_PASSWORD_LENGTH = 12  # MLflow refuses shorter passwords; say so before it does.
 
 
@@ -48,7 +50,7 @@ def request(base: str, auth: str, method: str, path: str, body: dict | None = No
 
 def main() -> int:
     base = os.environ.get("MLFLOW_TRACKING_URI", "http://mlflow:5000").rstrip("/")
-    admin_user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+    admin_user = "admin"  # the auth config's admin_username
     missing = [v for v in ("MLFLOW_AUTH_ADMIN_PASSWORD", *USERS.values()) if not os.environ.get(v)]
     if missing:
         print(f"mlflow-init: set {', '.join(missing)} in docker/.env (copy docker/.env.example)", file=sys.stderr)
@@ -88,6 +90,18 @@ def main() -> int:
             print(f"mlflow-init: creating {username} failed: HTTP {status} {body.get('message', '')}", file=sys.stderr)
             return 1
         print(f"mlflow-init: created user {username}")
+
+    from alpr_principals import Principals, PrincipalsError, ensure_ownership
+
+    names = [n.strip() for n in (os.environ.get("ALPR_MODEL_NAMES") or MODEL_NAMES).split(",") if n.strip()]
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "alpr-training"
+    try:
+        ensure_ownership(Principals(base, os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"], os.environ["ALPR_PIPELINE_PASSWORD"],
+                                    os.environ["ALPR_EDGE_PASSWORD"]), names, experiment)
+    except PrincipalsError as exc:
+        print(f"mlflow-init: {exc}", file=sys.stderr)
+        return 1
+    print(f"mlflow-init: alpr-pipeline owns {', '.join(names)} and {experiment}; alpr-edge may read them")
     return 0
 
 

@@ -3,12 +3,21 @@
 ``mlflow.pyfunc.load_model("models:/alpr-plate-detector/1").predict(df)`` takes a DataFrame with an ``image`` column
 (encoded image bytes, base64 text as ``mlflow models serve`` sends it, or a file path) and returns one row per box:
 ``image_index, x1, y1, x2, y2, confidence, class_id, class_name``.
+
+Loading checks the files as the edge does (``edge.trust``): the shipped manifest must be one the registry recorded for
+its model (a version whose ``alpr_manifest_sha256`` tag is its hash, found through the tracking URI), signed by a key
+of ``ALPR_EDGE_TRUSTED_KEYS`` when that is set, and every file must hash to it. Anything else refuses to load.
+``ALPR_PYFUNC_UNVERIFIED=1`` loads a copy with no registry to ask (offline, a folder you trust), with a warning.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,11 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from alpr_pipelines.edge.backends.onnx import OnnxDetector
+from alpr_pipelines.edge.integrity import sha256_file
+from alpr_pipelines.edge.loader import MODEL_NAME
+from alpr_pipelines.edge.trust import MANIFEST_SHA_TAG, TrustedKeys, UntrustedVersion, verify_manifest
+
+log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ["image_index", "x1", "y1", "x2", "y2", "confidence", "class_id", "class_name"]
 
@@ -42,10 +56,45 @@ def decode_image(value: Any) -> np.ndarray:
     raise ValueError(f"unsupported image value of type {type(value).__name__}")
 
 
+def verify_against_registry(artifacts: dict[str, str]) -> None:
+    """Raise :class:`UntrustedVersion` unless the artifacts are a version the registry recorded (module docstring)."""
+    if os.environ.get("ALPR_PYFUNC_UNVERIFIED") == "1":
+        log.warning("ALPR_PYFUNC_UNVERIFIED=1: loading %s without checking it against the registry",
+                    artifacts.get("manifest"))
+        return
+    from mlflow import MlflowClient
+
+    body = Path(artifacts["manifest"]).read_bytes()
+    try:
+        name = json.loads(body).get("model")
+    except (ValueError, AttributeError) as exc:
+        raise UntrustedVersion(f"the model's manifest is not JSON: {exc}") from exc
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UntrustedVersion(f"the model's manifest names no registered model ({str(name)[:60]!r})")
+    digest = hashlib.sha256(body).hexdigest()
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{name}' and tags.{MANIFEST_SHA_TAG} = '{digest}'")
+    except Exception as exc:  # noqa: BLE001 - fail closed, saying how to proceed
+        raise UntrustedVersion(f"cannot ask the registry whether this {name} manifest was registered ({exc}); set "
+                               "MLFLOW_TRACKING_URI, or ALPR_PYFUNC_UNVERIFIED=1 for a copy you trust") from exc
+    if not found:
+        raise UntrustedVersion(f"no version of {name} in the registry has manifest sha256 {digest[:12]}: these files "
+                               "were not registered by the pipeline")
+    manifest = verify_manifest(body, dict(found[0].tags), name, TrustedKeys.from_env())
+    for role, path in artifacts.items():
+        if role == "manifest":
+            continue
+        entry = manifest["files"].get(role)
+        if entry is None or sha256_file(Path(path)) != entry["sha256"]:
+            raise UntrustedVersion(f"{name}: the {role} file {Path(path).name} does not match the registered "
+                                   "manifest")
+
+
 class AlprDetectorModel(PythonModel):
     """Runs the version's ``model.onnx`` artifact; params ``conf`` (0.25) and ``iou`` (0.7) tune decoding."""
 
     def load_context(self, context) -> None:
+        verify_against_registry(dict(context.artifacts))
         self.detector = OnnxDetector(context.artifacts["onnx"])
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
