@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alpr-installed
 
-.PHONY: demo test test-slow bench bench-quick gpu-check stack-up stack-down lint clean
+.PHONY: demo test test-slow bench bench-quick faults gpu-check stack-up stack-down lint clean
 
 # nginx (a system package) runs the registry cache of the production profile; its tests and the fleet benchmark use
 # it. Installed here only where that starts nothing (root with apt-get, no systemd: containers, CI machines); else,
@@ -42,6 +42,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run_all.py --quick
+
+## faults: the fault suite on real servers (edge kills, tampered versions, auth matrix, bad datasets; ~15 min)
+faults: $(STAMP)
+	mkdir -p .alpr/bench/results
+	$(BIN)/python bench/faults.py --json .alpr/bench/results/faults.json
 
 ## gpu-check: verify CUDA training, GPU ONNX export and TensorRT engines on a machine with a GPU
 gpu-check: $(STAMP)
