@@ -260,7 +260,13 @@ def figure_tamper(count: int, work: Path) -> dict[str, Any]:
         loader = MLflowModelLoader(tracking_uri=uri, cache_dir=cache, trusted_keys=[str(public)])
         _, meta = loader.get_model_path(NAME)
         assert meta["version"] == good
-        before = {p for p in root.rglob("*") if "artifacts" not in p.parts and "cache" not in p.parts}
+        started = time.time()
+
+        def box_files() -> set[Path]:  # everything outside the artifact store and the registered files' sources
+            return {p for p in root.rglob("*") if not p.is_relative_to(root / "artifacts")
+                    and not p.is_relative_to(root / "files")}
+
+        before = box_files()
         per_kind: dict[str, dict[str, int]] = {k: {"versions": 0, "refused": 0} for k in KINDS}
         loaded, not_serving_good = 0, 0
         for i in range(count):
@@ -275,12 +281,352 @@ def figure_tamper(count: int, work: Path) -> dict[str, Any]:
                 per_kind[kind]["refused"] += 1
             if meta.get("version") != good:
                 not_serving_good += 1
-        created = {p for p in root.rglob("*") if "artifacts" not in p.parts and "cache" not in p.parts} - before
-        outside = sorted(str(p) for p in created if not str(p).startswith(str(root / "files"))
+        created = box_files() - before
+        outside = sorted(str(p) for p in created if not p.is_relative_to(cache)
                          and p.name not in ("mlflow.db", "mlflow.log", "mlflow.db-journal"))
-        evil = [str(p) for p in Path("/tmp").glob("evil*")]
+        # A traversal name that stayed inside the cache folder is still a file the manifest should not have made.
+        outside += sorted(str(p) for p in created if p.is_relative_to(cache) and "evil" in p.name)
+        outside += [str(p) for p in Path("/tmp").glob("evil*") if p.stat().st_mtime >= started]
     return {"versions": count, "loaded": loaded, "not_serving_last_good": not_serving_good,
-            "files_written_outside_cache": outside + evil, "per_kind": per_kind}
+            "files_written_outside_cache": outside, "per_kind": per_kind}
+
+
+# --------------------------------------------------------------------------------------------- outage
+
+class _Server:
+    """A process started here, stopped (or frozen) by PID."""
+
+    def __init__(self, command: list[str], health: str, env: dict[str, str], log: Path):
+        self.command, self.health, self.env, self.log = command, health, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(self.command, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(self.health, timeout=2).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.command[0]} did not start; see {self.log}")
+            time.sleep(0.3)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+
+def _tiny_onnx(work: Path, names: dict[int, str]) -> Path:
+    from alpr_pipelines.lib.exports import export_onnx
+    from alpr_pipelines.lib.training import offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolo11n.yaml")
+    model.model.names = names
+    pt = work / f"untrained-{len(names)}.pt"
+    model.save(str(pt))
+    return Path(export_onnx(pt, work / f"onnx-{len(names)}", 64).path or "")
+
+
+def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
+    """The registry away while an edge service streams: MLflow killed and restarted, then the S3 store frozen (moto
+    keeps its objects in memory, so it is stopped with SIGSTOP rather than killed) and resumed."""
+    import threading
+
+    import boto3
+    import yaml
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.edge.service import EdgeConfig, EdgeService
+    from alpr_pipelines.lib.models import PLATE, VEHICLE
+    from alpr_pipelines.lib.registry import register_version, set_stage
+    from alpr_pipelines.lib.synth import write_sample_clip
+    from alpr_pipelines.stack.process import bin_path
+
+    root = work / "outage"
+    root.mkdir()
+    s3_port, port = free_port(), free_port()
+    s3_env = {"AWS_ACCESS_KEY_ID": "faults", "AWS_SECRET_ACCESS_KEY": "faults", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3 = _Server([bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+                 f"http://127.0.0.1:{s3_port}/moto-api/", s3_env, root / "s3.log")
+    mlflow = _Server([bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+                      f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", "s3://alpr-mlflow-artifacts",
+                      "--serve-artifacts"], f"http://127.0.0.1:{port}/health",
+                     {**s3_env, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, root / "mlflow.log")
+    uri = f"http://127.0.0.1:{port}"
+    poll, frames_per_s = 1.0, 5
+    result: dict[str, Any] = {"down_s": down_s, "poll_interval_s": poll}
+    edge = None
+    try:
+        s3.start()
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", **{k.lower(): v for k, v in s3_env.items()
+                                                                          if k != "AWS_DEFAULT_REGION"},
+                     region_name="us-east-1").create_bucket(Bucket="alpr-mlflow-artifacts")
+        mlflow.start()
+        client = MlflowClient(uri)
+        run_id = client.create_run(client.create_experiment("faults")).info.run_id
+        vehicle_onnx, plate_onnx = _tiny_onnx(root, VEHICLE.names), _tiny_onnx(root, PLATE.names)
+
+        def new_version(spec, onnx: Path, salt: int) -> str:
+            copy = root / "versions" / f"{spec.key}-{salt}" / "model.onnx"
+            copy.parent.mkdir(parents=True)
+            copy.write_bytes(onnx.read_bytes() + bytes(salt))  # trailing bytes: same graph, another version
+            v = register_version(client, spec, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+            set_stage(client, spec.registered_name, v, "Production", archive_existing=True)
+            return v
+
+        v1, p1 = new_version(VEHICLE, vehicle_onnx, 1), new_version(PLATE, plate_onnx, 1)
+        seconds = 2 * down_s + 180
+        clip = write_sample_clip(root / "clip.avi", frames=int(seconds * frames_per_s) + 200, width=320, height=192)
+        config = root / "cameras.yaml"
+        config.write_text(yaml.safe_dump({
+            "registry": {"tracking_uri": uri, "poll_interval": poll},
+            "cameras": [{"name": "gate", "source": str(clip), "fps_limit": frames_per_s}],
+            "output": {"detections": str(root / "detections.jsonl")}, "http": {"port": 0},
+            "cache_dir": str(root / "edge-cache")}))
+        edge = EdgeService(EdgeConfig.load(config))
+        assert edge.detector.vehicle.version == v1 and edge.detector.plate.version == p1
+        runner = threading.Thread(target=edge.run, kwargs={"serve_http": False}, daemon=True)
+        runner.start()
+        time.sleep(5)
+
+        def wait_for(version: str, limit: float) -> float | None:
+            start = time.monotonic()
+            while time.monotonic() - start < limit:
+                if edge.detector.vehicle.version == version:
+                    return time.monotonic() - start
+                time.sleep(0.2)
+            return None
+
+        # MLflow killed for down_s, then started again on the same port and stores.
+        mlflow.signal(signal.SIGKILL)
+        mlflow.proc.wait()
+        time.sleep(down_s)
+        backoff_at_return = max(p.next_delay() for p in edge.pollers)
+        mlflow.start()
+        returned = time.monotonic()
+        v2 = new_version(VEHICLE, vehicle_onnx, 2)
+        took = wait_for(v2, 300)
+        result["mlflow"] = {"killed_for_s": down_s, "swap_after_return_s": None if took is None else
+                            round(time.monotonic() - returned, 1), "poll_delay_at_return_s": round(backoff_at_return, 1),
+                            "served_during": edge.detector.vehicle.version}
+        # S3 frozen for down_s while the registry names a new version: lookups work, downloads cannot.
+        s3.signal(signal.SIGSTOP)
+        v3 = new_version(VEHICLE, vehicle_onnx, 3)
+        time.sleep(down_s)
+        serving_while_frozen = edge.detector.vehicle.version
+        s3.signal(signal.SIGCONT)
+        returned = time.monotonic()
+        took = wait_for(v3, 300)
+        result["s3"] = {"frozen_for_s": down_s, "served_while_frozen": serving_while_frozen,
+                        "swap_after_return_s": None if took is None else round(time.monotonic() - returned, 1),
+                        "versions": {"before": v2, "named_during": v3}}
+        time.sleep(3)
+        alive = runner.is_alive()
+        edge.stop()
+        runner.join(60)
+        rows = [json.loads(line) for line in (root / "detections.jsonl").read_text().splitlines()]
+        frames = [r["frame"] for r in rows]
+        times = [r["time"] for r in rows]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        result.update({"crashed": not alive, "frames": len(frames), "frames_contiguous": frames == list(range(len(frames))),
+                       "longest_gap_between_frames_s": round(max(gaps), 2) if gaps else None,
+                       "expected_gap_s": round(1 / frames_per_s, 2)})
+    finally:
+        if edge is not None:
+            edge.stop()
+        mlflow.stop()
+        s3.stop()
+    return result
+
+
+# --------------------------------------------------------------------------------------------- races
+
+JOB_CHILD = """
+import sys
+import dagster as dg
+from alpr_pipelines.definitions import defs
+config = {"model": "vehicle", "version": sys.argv[1], "decided_by": "promote_version job (UI)"}
+result = defs().get_job_def("promote_version").execute_in_process(
+    run_config={"ops": {"gate_and_promote": {"config": config}}}, instance=dg.DagsterInstance.ephemeral(),
+    raise_on_error=False)
+print("ok" if result.success else "failed")
+"""
+
+
+def figure_races(count: int, work: Path) -> dict[str, Any]:
+    """``count`` candidates of one model promoted at once by the daemon's sensor (Staging), ``alpr promote`` (each
+    with its own DAGSTER_HOME) and the promote_version job run elsewhere, on the embedded stack; the gate's floors are
+    0, so every candidate can win (an equal model passes) and only the lock and the compare-and-swap keep order."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.golden import GoldenSpec, write_golden
+    from alpr_pipelines.lib.models import VEHICLE
+    from alpr_pipelines.lib.registry import register_version, set_stage
+
+    root = work / "races"
+    home = root / "home"
+    home.mkdir(parents=True)
+    policy = root / "gate.yaml"
+    policy.write_text("vehicle: {min_map50: 0.0, min_map50_95: 0.0, min_class_ap50: 0.0, require_parity: false}\n")
+    mport = free_port()
+    env = {**os.environ, "ALPR_HOME": str(home), "ALPR_MLFLOW_PORT": str(mport), "ALPR_DAGSTER_PORT": str(free_port()),
+           "ALPR_GATE_POLICY": str(policy), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}"}
+    env.pop("DAGSTER_HOME", None)
+    alpr = str(Path(sys.executable).parent / "alpr")
+    up = subprocess.run([alpr, "stack", "up"], env=env, capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        raise RuntimeError(f"alpr stack up failed: {up.stderr[-2000:]}")
+    try:
+        uri = env["MLFLOW_TRACKING_URI"]
+        client = MlflowClient(uri)
+        run_id = client.create_run(client.create_experiment("faults")).info.run_id
+        onnx = _tiny_onnx(root, VEHICLE.names)
+        write_golden(home / "datasets" / "golden", GoldenSpec())  # once, before the racers read it
+
+        def version(salt: int) -> str:
+            copy = root / "versions" / str(salt) / "model.onnx"
+            copy.parent.mkdir(parents=True)
+            copy.write_bytes(onnx.read_bytes() + bytes(salt))
+            return register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+
+        champion = version(1)
+        set_stage(client, VEHICLE.registered_name, champion, "Production")
+        racers = [version(2 + i) for i in range(count)]
+        actors = {v: ("sensor", "cli", "job")[i % 3] for i, v in enumerate(racers)}
+        procs = []
+        for v, actor in actors.items():
+            if actor == "sensor":
+                set_stage(client, VEHICLE.registered_name, v, "Staging")
+            elif actor == "cli":
+                procs.append(subprocess.Popen([alpr, "promote", "--model", "vehicle", "--version", v],
+                                              env={**env, "DAGSTER_HOME": str(root / f"dagster-cli-{v}")},
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            else:
+                procs.append(subprocess.Popen([sys.executable, "-c", JOB_CHILD, v], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for proc in procs:
+            proc.wait(1800)
+
+        def settled(mv) -> bool:
+            tags = mv.tags
+            if tags.get("alpr_decision"):
+                return True
+            attempts = int(tags.get("alpr_promotion_attempts") or 0)
+            # a version the sensor follows is retried until a decision; one promoted by hand keeps its error
+            return attempts > 0 and actors.get(str(mv.version)) != "sensor"
+
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            mvs = {str(mv.version): mv for mv in client.search_model_versions(f"name = '{VEHICLE.registered_name}'")}
+            if all(settled(mvs[v]) for v in racers):
+                break
+            time.sleep(5)
+        production = [v for v, mv in mvs.items() if mv.current_stage == "Production"]
+        alias = client.get_model_version_by_alias(VEHICLE.registered_name, "production").version
+        outcome: dict[str, dict[str, int]] = {}
+        unexplained = []
+        for v in racers:
+            tags = mvs[v].tags
+            kind = tags.get("alpr_decision") or ("error recorded" if tags.get("alpr_promotion_error") else "nothing")
+            outcome.setdefault(actors[v], {}).setdefault(kind, 0)
+            outcome[actors[v]][kind] += 1
+            if v not in production and not (tags.get("alpr_decision_reasons") or tags.get("alpr_promotion_error")):
+                unexplained.append(v)
+        from alpr_pipelines.lib.promotion import DECISION_TAG
+
+        promoted = [v for v in racers if mvs[v].tags.get(DECISION_TAG) == "promoted"]
+    finally:
+        subprocess.run([alpr, "stack", "down"], env=env, capture_output=True, timeout=120)
+    return {"candidates": count, "actors": {a: sum(1 for x in actors.values() if x == a) for a in ("sensor", "cli", "job")},
+            "production_versions": production, "alias_equals_stage": [str(alias)] == production,
+            "promotions": len(promoted), "outcomes": outcome, "losers_without_reason": unexplained}
+
+
+# --------------------------------------------------------------------------------------------- daemon
+
+def figure_daemon(kills: int, work: Path) -> dict[str, Any]:
+    """The Dagster daemon SIGKILLed at a random moment of its sensor's life ``kills`` times, a new candidate
+    registered before each kill, the daemon started again by ``alpr stack up``; counted: promotion runs per
+    (version, attempt), which the sensor's run keys must keep at one."""
+    import dagster as dg
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.golden import GoldenSpec, write_golden
+    from alpr_pipelines.lib.models import VEHICLE
+    from alpr_pipelines.lib.registry import register_version, set_stage
+
+    root = work / "daemon"
+    home = root / "home"
+    home.mkdir(parents=True)
+    policy = root / "gate.yaml"
+    policy.write_text("vehicle: {min_map50: 0.0, min_map50_95: 0.0, min_class_ap50: 0.0, require_parity: false}\n")
+    mport = free_port()
+    env = {**os.environ, "ALPR_HOME": str(home), "ALPR_MLFLOW_PORT": str(mport), "ALPR_DAGSTER_PORT": str(free_port()),
+           "ALPR_GATE_POLICY": str(policy), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}"}
+    env.pop("DAGSTER_HOME", None)
+    alpr = str(Path(sys.executable).parent / "alpr")
+
+    def stack_up() -> None:
+        up = subprocess.run([alpr, "stack", "up"], env=env, capture_output=True, text=True, timeout=300)
+        if up.returncode != 0:
+            raise RuntimeError(f"alpr stack up failed: {up.stderr[-2000:]}")
+
+    stack_up()
+    rng = random.Random(1)
+    try:
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        run_id = client.create_run(client.create_experiment("faults")).info.run_id
+        onnx = _tiny_onnx(root, VEHICLE.names)
+        write_golden(home / "datasets" / "golden", GoldenSpec())
+        candidates = []
+        for i in range(kills):
+            copy = root / "versions" / str(i) / "model.onnx"
+            copy.parent.mkdir(parents=True)
+            copy.write_bytes(onnx.read_bytes() + bytes(i + 1))
+            v = register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+            set_stage(client, VEHICLE.registered_name, v, "Staging")
+            candidates.append(v)
+            time.sleep(rng.uniform(0.0, 35.0))  # the sensor ticks every 30 s: the kill lands anywhere in a tick
+            pid = int((home / "stack" / "run" / "dagster-daemon.pid").read_text().split()[0])
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the daemon and what it started (its code server)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
+            stack_up()
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            tags = {v: client.get_model_version(VEHICLE.registered_name, v).tags for v in candidates}
+            if all(t.get("alpr_decision") for t in tags.values()):
+                break
+            time.sleep(5)
+        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        runs: dict[str, int] = {}
+        for run in instance.get_runs(dg.RunsFilter(job_name="promote_version")):
+            key = f"{run.tags.get('alpr/version')}:{run.tags.get('alpr/attempt', '1')}"
+            runs[key] = runs.get(key, 0) + 1
+        duplicated = {k: n for k, n in runs.items() if n > 1}
+        first_runs = {v: runs.get(f"{v}:1", 0) for v in candidates}
+        undecided = [v for v, t in tags.items() if not t.get("alpr_decision")]
+    finally:
+        subprocess.run([alpr, "stack", "down"], env=env, capture_output=True, timeout=120)
+    return {"kills": kills, "versions": len(candidates), "runs": sum(runs.values()),
+            "versions_with_one_first_run": sum(1 for n in first_runs.values() if n == 1),
+            "duplicated_runs": duplicated, "undecided": undecided}
 
 
 # --------------------------------------------------------------------------------------------- auth
@@ -301,7 +647,7 @@ def figure_auth(work: Path) -> dict[str, Any]:
     with mlflow_server(root, ["--app-name", "alpr-auth"], env) as uri:
         p = Principals(uri, *secrets)
         ensure_users(p)
-        ensure_ownership(p, MODEL_NAMES, "alpr-training")
+        ensure_ownership(p, MODEL_NAMES, ["alpr-training", "alpr-registered-existing"])
         exp = p.call(PIPELINE_USER, "GET", "/api/2.0/mlflow/experiments/get-by-name",
                      params={"experiment_name": "alpr-training"}).json()["experiment"]
         run = p.call(PIPELINE_USER, "POST", "/api/2.0/mlflow/runs/create",
@@ -367,7 +713,7 @@ def figure_datasets(work: Path) -> dict[str, Any]:
     return {"cases": results, "passed_or_unnamed": [c for c, r in results.items() if r != "named"]}
 
 
-FIGURES = ("kills", "tamper", "auth", "datasets")
+FIGURES = ("kills", "tamper", "outage", "races", "daemon", "auth", "datasets")
 
 
 def main() -> None:
@@ -376,9 +722,14 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--tampered", type=int, default=100)
+    ap.add_argument("--daemon-kills", type=int, default=20)
+    ap.add_argument("--racers", type=int, default=20, help="concurrent promotions of one model")
+    ap.add_argument("--down-minutes", type=float, default=10.0, help="how long MLflow, then S3, stay away")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
-    kills, tampered = (8, 14) if args.quick else (args.kills, args.tampered)
+    kills, tampered, down_s, racers, daemon_kills = (
+        (8, 14, 20.0, 6, 2) if args.quick
+        else (args.kills, args.tampered, args.down_minutes * 60, args.racers, args.daemon_kills))
     work = Path(tempfile.mkdtemp(prefix="alpr-faults-"))
     result: dict[str, Any] = {"machine": machine(), "command": " ".join(["bench/faults.py", *sys.argv[1:]])}
     try:
@@ -387,6 +738,12 @@ def main() -> None:
             result["kills"] = figure_kills(kills, work)
         if "tamper" in args.only:
             result["tamper"] = figure_tamper(tampered, work)
+        if "outage" in args.only:
+            result["outage"] = figure_outage(down_s, work)
+        if "races" in args.only:
+            result["races"] = figure_races(racers, work)
+        if "daemon" in args.only:
+            result["daemon"] = figure_daemon(daemon_kills, work)
         if "auth" in args.only:
             result["auth"] = figure_auth(work)
         if "datasets" in args.only:
@@ -400,6 +757,20 @@ def main() -> None:
     if "tamper" in result and (result["tamper"]["loaded"] or result["tamper"]["not_serving_last_good"]
                                or result["tamper"]["files_written_outside_cache"]):
         failures.append("tamper")
+    if "outage" in result:
+        o = result["outage"]
+        gap_ok = o["longest_gap_between_frames_s"] is not None and o["longest_gap_between_frames_s"] < 1.0
+        if o["crashed"] or not o["frames_contiguous"] or not gap_ok or o["mlflow"]["swap_after_return_s"] is None \
+                or o["s3"]["swap_after_return_s"] is None or o["s3"]["served_while_frozen"] == o["s3"]["versions"]["named_during"]:
+            failures.append("outage")
+    if "races" in result:
+        r = result["races"]
+        if len(r["production_versions"]) != 1 or not r["alias_equals_stage"] or r["losers_without_reason"]:
+            failures.append("races")
+    if "daemon" in result:
+        d = result["daemon"]
+        if d["duplicated_runs"] or d["undecided"] or d["versions_with_one_first_run"] != d["versions"]:
+            failures.append("daemon")
     if "auth" in result and (result["auth"]["unauthorized_successes"] or result["auth"]["unexpected"]):
         failures.append("auth")
     if "datasets" in result and result["datasets"]["passed_or_unnamed"]:

@@ -86,14 +86,18 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def registry_key(tracking_uri: str) -> str:
-    """The cache folder of one registry: readable host and port, and a hash of the whole URI."""
-    parts = urlsplit(tracking_uri)
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.hostname or "local")[:60]
+    """The cache folder of one registry: readable host and port, and a hash of the normalised URI (scheme, host in
+    lower case, port with its default, path without a trailing slash; credentials left out)."""
+    parts = urlsplit(tracking_uri.strip())
+    scheme = (parts.scheme or "http").lower()
+    hostname = (parts.hostname or "local").lower()
     try:
-        port = parts.port or ""
+        port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
     except ValueError:
-        port = ""
-    return f"{host}_{port}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:10]}"
+        port = 0
+    normal = f"{scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", hostname)[:60].strip(".") or "local"
+    return f"{host}_{port}-{hashlib.sha256(normal.encode()).hexdigest()[:10]}"
 
 
 def check_model_name(name: str) -> str:
@@ -369,8 +373,11 @@ class MLflowModelLoader:
     def _model_lock(self, name: str) -> Iterator[None]:
         """Exclusive lock on one model's folder, for fetching, recording and pruning (other processes wait)."""
         folder = self.store / name
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:  # a full or read-only disk: the caller falls back (cache, local file)
+            raise ModelLoadError(f"cannot lock the cache folder {folder}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -440,7 +447,13 @@ class MLflowModelLoader:
                 log.warning("cached %s v%s is not trusted now (%s); not using it", name, info.get("version"), exc)
                 return None
         if path.parent.parent == f.parent:
-            self._lease(name, str(info["version"]))
+            try:
+                with self._model_lock(name):  # not pruned between the check above and the lease
+                    if not path.is_file():
+                        return None
+                    self._lease(name, str(info["version"]))
+            except ModelLoadError as exc:
+                log.warning("%s", exc)
         return path, {"source": "cache", "version": info["version"], "via": info.get("via"), "sha256": info["sha256"],
                       "stage": self.preferred_stage}
 

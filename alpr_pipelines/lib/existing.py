@@ -22,8 +22,9 @@ from alpr_pipelines.lib.registry import RegisteredVersion, RegistryError, regist
 from alpr_pipelines.lib.signing import SigningKeyError, configured_signer
 from alpr_pipelines.lib.training import get_or_create_experiment
 from alpr_pipelines.settings import Settings
+from alpr_pipelines.stack.principals import REGISTER_EXISTING_EXPERIMENT
 
-EXPERIMENT = "alpr-registered-existing"
+EXPERIMENT = REGISTER_EXISTING_EXPERIMENT  # the edge principal is granted READ on it (stack.principals)
 SUFFIX_ROLES = {".pt": "weights", ".onnx": "onnx", ".engine": "engine"}
 
 

@@ -15,6 +15,7 @@ Environment:
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -46,7 +47,7 @@ class EvaluationLimits:
                 value = kind(raw)
             except ValueError:
                 value = -1
-            if value <= 0:
+            if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{var}={raw!r} must be a positive {kind.__name__}; unset it for the default")
             values[field_name] = value
         return cls(**values)
@@ -70,24 +71,35 @@ def evaluate_onnx_isolated(onnx_path: Path, golden_yaml: Path, golden_fingerprin
     try:
         out, err = proc.communicate(request, timeout=limits.timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _kill_group(proc)
         raise ModelUnusable(f"evaluating {Path(onnx_path).name} took longer than {limits.timeout_s:g} s and was "
                             "stopped (ALPR_EVAL_TIMEOUT_S)") from None
+    except BaseException:  # the run was cancelled (or anything else): never leave the child running
+        _kill_group(proc)
+        raise
     reply = _last_json_line(out)
     if reply is None:
         tail = err.strip().splitlines()[-3:]
-        if "memory" in err.lower() or "bad_alloc" in err:
+        if any(m in err for m in ("MemoryError", "bad_alloc", "cannot allocate memory", "Failed to allocate")):
             raise ModelUnusable(f"evaluating {Path(onnx_path).name} needed more than the {limits.memory_mb} MB "
                                 f"memory cap (ALPR_EVAL_MEMORY_MB; exit {proc.returncode}): {' | '.join(tail)}")
         if proc.returncode < 0:
             raise ModelUnusable(f"evaluating {Path(onnx_path).name} crashed the scorer (signal {-proc.returncode}): "
                                 f"{' | '.join(tail)}")
-        raise EvaluationError(f"the evaluation process exited {proc.returncode} without a result: {' | '.join(tail)}")
+        raise EvaluationError(f"the evaluation process exited {proc.returncode} without a result: "
+                              f"{' | '.join(tail)}")
     if "error" in reply:
         kind = ModelUnusable if reply["error"] == "ModelUnusable" else EvaluationError
         raise kind(reply["message"])
     return EvaluationResult(**reply["result"])
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
 
 
 def _last_json_line(out: str) -> dict | None:

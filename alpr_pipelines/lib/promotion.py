@@ -29,7 +29,7 @@ from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.isolation import EvaluationLimits, evaluate_onnx_isolated
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec
-from alpr_pipelines.lib.promotion_lock import PromotionLockTimeout, promotion_lock
+from alpr_pipelines.lib.promotion_lock import PromotionLockError, promotion_lock
 from alpr_pipelines.lib.registry import (
     RegistryError,
     alias_version,
@@ -282,7 +282,7 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
                 raise ChampionChanged(f"{name}: Production moved while rolling back from v{current}; nothing "
                                       "changed. Check `alpr status` and roll back again if still wanted.")
             promote_to_production(client, name, restored)
-    except (RegistryError, PromotionLockTimeout) as exc:
+    except (RegistryError, PromotionLockError) as exc:
         raise PromotionError(str(exc)) from exc
     return current, restored
 
@@ -356,6 +356,6 @@ def apply_decision(client: MlflowClient, record: DecisionRecord, promote: bool) 
                 aliases = None
                 reject(client, record.name, record.version)
             record_decision(client, record)
-    except PromotionLockTimeout as exc:
+    except PromotionLockError as exc:
         raise PromotionError(str(exc)) from exc
     return aliases

@@ -28,7 +28,11 @@ from alpr_pipelines.settings import load_settings
 WAIT_S = 120.0  # the locked section is a few registry calls; a holder this long has hung
 
 
-class PromotionLockTimeout(Exception):
+class PromotionLockError(Exception):
+    """The lock could not be taken: its database is unreachable, or another change held it past the wait."""
+
+
+class PromotionLockTimeout(PromotionLockError):
     """Another change of the same model held the lock for longer than the wait."""
 
 
@@ -40,7 +44,12 @@ def _advisory_key(name: str) -> int:
 def _postgres_lock(url: str, name: str, wait_s: float) -> Iterator[None]:
     import psycopg2
 
-    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10)
+    try:
+        conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10)
+    except psycopg2.Error as exc:
+        where = url.split("@")[-1]
+        raise PromotionLockError(f"cannot reach the promotion lock's database {where} (ALPR_PROMOTION_LOCK_URL): "
+                                 f"{str(exc).strip()}; nothing was changed") from exc
     try:
         conn.autocommit = True
         key = _advisory_key(name)
@@ -54,12 +63,9 @@ def _postgres_lock(url: str, name: str, wait_s: float) -> Iterator[None]:
                     raise PromotionLockTimeout(f"another change of {name} has held its promotion lock (PostgreSQL "
                                                f"advisory lock {key}) for over {wait_s:.0f} s; try again later")
                 time.sleep(0.2)
-            try:
-                yield
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            yield
     finally:
-        conn.close()  # closing the session releases the lock too, should the unlock itself fail
+        conn.close()  # ending the session releases its advisory locks
 
 
 @contextmanager
@@ -87,7 +93,8 @@ def promotion_lock(name: str, wait_s: float = WAIT_S, env: dict[str, str] | None
     """Hold ``name``'s promotion lock (see the module docstring for where it lives).
 
     Raises:
-        PromotionLockTimeout: it stayed held by another change for ``wait_s`` seconds.
+        PromotionLockError: its database is unreachable, or (``PromotionLockTimeout``) another change held it for
+            ``wait_s`` seconds.
     """
     env = dict(os.environ if env is None else env)
     url = env.get("ALPR_PROMOTION_LOCK_URL", "").strip()

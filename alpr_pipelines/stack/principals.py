@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import requests
 
 PIPELINE_USER, EDGE_USER, ADMIN_USER = "alpr-pipeline", "alpr-edge", "admin"
+# Where versions' runs live besides MLFLOW_EXPERIMENT_NAME: `alpr register-existing` (lib/existing.py) uses this one.
+REGISTER_EXISTING_EXPERIMENT = "alpr-registered-existing"
 
 
 class PrincipalsError(Exception):
@@ -69,8 +71,9 @@ def _grant_read(p: Principals, resource_type: str, resource_id: str) -> None:
                               f"HTTP {resp.status_code} {resp.text[:200]}")
 
 
-def ensure_ownership(p: Principals, model_names: Iterable[str], experiment: str) -> None:
-    """The pipeline creates the registered models and the experiment (owning them), the edge may read them."""
+def ensure_ownership(p: Principals, model_names: Iterable[str], experiments: Iterable[str]) -> None:
+    """The pipeline creates the registered models and the experiments its versions' runs live in (owning them); the
+    edge may read them."""
     for name in model_names:
         resp = p.call(PIPELINE_USER, "POST", "/api/2.0/mlflow/registered-models/create", json={"name": name})
         if not _ok_or_exists(resp):
@@ -83,15 +86,16 @@ def ensure_ownership(p: Principals, model_names: Iterable[str], experiment: str)
                                   f"{owned.status_code}): someone else created it first. Have an admin check who, "
                                   f"then grant {PIPELINE_USER} MANAGE on it or delete it.")
         _grant_read(p, "registered_model", name)
-    got = p.call(PIPELINE_USER, "GET", "/api/2.0/mlflow/experiments/get-by-name",
-                 params={"experiment_name": experiment})
-    if got.status_code == 200:
-        experiment_id = got.json()["experiment"]["experiment_id"]
-    else:
-        created = p.call(PIPELINE_USER, "POST", "/api/2.0/mlflow/experiments/create", json={"name": experiment})
-        if created.status_code != 200:
-            raise PrincipalsError(f"{PIPELINE_USER} could not read or create experiment {experiment}: HTTP "
-                                  f"{created.status_code} {created.text[:200]} (if someone else created it, grant "
-                                  f"{PIPELINE_USER} MANAGE on it)")
-        experiment_id = created.json()["experiment_id"]
-    _grant_read(p, "experiment", experiment_id)
+    for experiment in experiments:
+        got = p.call(PIPELINE_USER, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                     params={"experiment_name": experiment})
+        if got.status_code == 200:
+            experiment_id = got.json()["experiment"]["experiment_id"]
+        else:
+            created = p.call(PIPELINE_USER, "POST", "/api/2.0/mlflow/experiments/create", json={"name": experiment})
+            if created.status_code != 200:
+                raise PrincipalsError(f"{PIPELINE_USER} could not read or create experiment {experiment}: HTTP "
+                                      f"{created.status_code} {created.text[:200]} (if someone else created it, "
+                                      f"grant {PIPELINE_USER} MANAGE on it)")
+            experiment_id = created.json()["experiment_id"]
+        _grant_read(p, "experiment", experiment_id)

@@ -29,7 +29,14 @@ from pathlib import Path
 from alpr_pipelines.settings import Settings
 from alpr_pipelines.stack import registry_cache
 from alpr_pipelines.stack.embedded import workspace_file
-from alpr_pipelines.stack.principals import PIPELINE_USER, Principals, PrincipalsError, ensure_ownership, ensure_users
+from alpr_pipelines.stack.principals import (
+    PIPELINE_USER,
+    REGISTER_EXISTING_EXPERIMENT,
+    Principals,
+    PrincipalsError,
+    ensure_ownership,
+    ensure_users,
+)
 from alpr_pipelines.stack.process import Service, ServiceStatus, StackError, bin_path, start_all
 
 BUCKET = "alpr-mlflow-artifacts"
@@ -248,7 +255,7 @@ def ensure_principals(settings: Settings, cfg: ProductionConfig) -> None:
                    cfg.env["ALPR_PIPELINE_PASSWORD"], cfg.env["ALPR_EDGE_PASSWORD"])
     try:
         ensure_users(p)
-        ensure_ownership(p, MODEL_NAMES, settings.mlflow_experiment)
+        ensure_ownership(p, MODEL_NAMES, [settings.mlflow_experiment, REGISTER_EXISTING_EXPERIMENT])
     except PrincipalsError as exc:
         raise StackError(str(exc)) from exc
 

@@ -28,8 +28,8 @@ def secured(tmp_path_factory):
     try:
         p = Principals(server.uri, p.admin_password, p.pipeline_password, p.edge_password)
         ensure_users(p)
-        ensure_ownership(p, MODEL_NAMES, "alpr-training")
-        ensure_ownership(p, MODEL_NAMES, "alpr-training")  # idempotent
+        ensure_ownership(p, MODEL_NAMES, ["alpr-training", "alpr-registered-existing"])
+        ensure_ownership(p, MODEL_NAMES, ["alpr-training", "alpr-registered-existing"])  # idempotent
         yield p
     finally:
         server.stop()

@@ -1,6 +1,7 @@
 """A candidate is scored in a child process (lib.isolation): the same numbers as in-process scoring, and a model that
 outlives the timeout or the memory cap is stopped and reported as unusable, never a hang or a crash of the run."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,8 +28,9 @@ def test_the_child_scores_what_the_parent_would(onnx_model, tiny_views):
 def test_a_model_past_the_timeout_is_stopped_with_its_reason(onnx_model, tiny_views):
     with pytest.raises(ModelUnusable, match=r"longer than 0.5 s .*ALPR_EVAL_TIMEOUT_S"):
         evaluate_onnx_isolated(onnx_model, tiny_views["plate"], "k", limits=EvaluationLimits(timeout_s=0.5))
-    leftover = subprocess.run(["pgrep", "-f", "alpr_pipelines.lib.isolation"], capture_output=True, text=True)
-    assert leftover.stdout.strip() == "", "the timed-out child (or what it started) is still running"
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "alpr_pipelines.lib.isolation"],
+                              capture_output=True, text=True)
+    assert children.stdout.strip() == "", "the timed-out child is still running"
 
 
 def test_a_model_over_the_memory_cap_is_stopped_with_its_reason(onnx_model, tiny_views):
@@ -37,7 +39,8 @@ def test_a_model_over_the_memory_cap_is_stopped_with_its_reason(onnx_model, tiny
 
 
 @pytest.mark.parametrize("var,value", [("ALPR_EVAL_TIMEOUT_S", "soon"), ("ALPR_EVAL_MEMORY_MB", "0"),
-                                       ("ALPR_EVAL_MAX_DOWNLOAD_MB", "-5")])
+                                       ("ALPR_EVAL_MAX_DOWNLOAD_MB", "-5"), ("ALPR_EVAL_TIMEOUT_S", "nan"),
+                                       ("ALPR_EVAL_TIMEOUT_S", "inf")])
 def test_limits_from_the_environment_are_checked(var, value):
     with pytest.raises(ValueError, match=var):
         EvaluationLimits.from_env({var: value})

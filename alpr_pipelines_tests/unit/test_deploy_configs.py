@@ -424,6 +424,9 @@ def test_mlflow_image_matches_the_pipelines_mlflow():
 
     init = (DOCKER / "mlflow" / "create_users.py").read_text()
     assert f'MODEL_NAMES = "{",".join(MODEL_NAMES)}"' in init, "mlflow-init must create every registered model"
+    from alpr_pipelines.stack.principals import REGISTER_EXISTING_EXPERIMENT
+
+    assert f'"{REGISTER_EXISTING_EXPERIMENT}"' in init, "the edge must read register-existing's runs too"
 
 
 def test_auth_config_databases_and_bucket_agree():

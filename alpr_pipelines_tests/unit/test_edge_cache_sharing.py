@@ -42,5 +42,6 @@ def test_a_version_another_process_serves_is_not_pruned(tmp_path):
 def test_each_registry_has_its_own_part_of_the_cache():
     a, b = registry_key("http://10.0.0.5:5000"), registry_key("http://10.0.0.6:5000")
     assert a != b and a.startswith("10.0.0.5_5000-")
-    assert registry_key("http://h:5000/") != registry_key("http://h:5080")
-    assert "/" not in registry_key("http://../../etc:1/x") and registry_key("http://..:1") not in (".", "..")
+    assert registry_key("http://h:5000/") == registry_key("http://H:5000") == registry_key("http://u:p@h:5000")
+    assert registry_key("http://h") == registry_key("http://h:80") != registry_key("http://h:5080")
+    assert "/" not in registry_key("http://../../etc:1/x") and not registry_key("http://..:1").startswith(".")

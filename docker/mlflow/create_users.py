@@ -7,8 +7,8 @@
   image's copy of alpr_pipelines/stack/principals.py).
 
 An existing user keeps its password (rotate with ``PATCH /api/2.0/mlflow/users/update-password``, docs/deploy.md).
-Passwords come from the environment only (docker/.env through compose) and are never printed. Standard library only,
-so it runs in the MLflow image as is.
+Passwords come from the environment only (docker/.env through compose) and are never printed. It runs in the MLflow
+image, which holds ``alpr_principals`` (docker/mlflow/Dockerfile).
 
 Environment: MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_PASSWORD, ALPR_PIPELINE_PASSWORD, ALPR_EDGE_PASSWORD,
 MLFLOW_EXPERIMENT_NAME (default ``alpr-training``), ALPR_MODEL_NAMES (default: the registered models below).
@@ -94,14 +94,14 @@ def main() -> int:
     from alpr_principals import Principals, PrincipalsError, ensure_ownership
 
     names = [n.strip() for n in (os.environ.get("ALPR_MODEL_NAMES") or MODEL_NAMES).split(",") if n.strip()]
-    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "alpr-training"
+    experiments = [os.environ.get("MLFLOW_EXPERIMENT_NAME") or "alpr-training", "alpr-registered-existing"]
     try:
         ensure_ownership(Principals(base, os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"], os.environ["ALPR_PIPELINE_PASSWORD"],
-                                    os.environ["ALPR_EDGE_PASSWORD"]), names, experiment)
+                                    os.environ["ALPR_EDGE_PASSWORD"]), names, experiments)
     except PrincipalsError as exc:
         print(f"mlflow-init: {exc}", file=sys.stderr)
         return 1
-    print(f"mlflow-init: alpr-pipeline owns {', '.join(names)} and {experiment}; alpr-edge may read them")
+    print(f"mlflow-init: alpr-pipeline owns {', '.join(names + experiments)}; alpr-edge may read them")
     return 0
 
 
