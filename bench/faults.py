@@ -331,13 +331,26 @@ def _tiny_onnx(work: Path, names: dict[int, str]) -> Path:
     from alpr_pipelines.lib.training import offline_ultralytics
 
     offline_ultralytics()
-    from ultralytics import YOLO
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
 
-    model = YOLO("yolo11n.yaml")
-    model.model.names = names
+    model = DetectionModel("yolo11n.yaml", nc=len(names), verbose=False)
+    model.names = dict(names)
     pt = work / f"untrained-{len(names)}.pt"
-    model.save(str(pt))
+    torch.save({"model": model, "train_args": {"imgsz": 64}, "epoch": -1, "optimizer": None}, pt)
     return Path(export_onnx(pt, work / f"onnx-{len(names)}", 64).path or "")
+
+
+def _variant(onnx: Path, dest: Path, salt: int) -> Path:
+    """The same graph as another file: a metadata entry differs, so the registry sees another version."""
+    import onnx as onnx_lib
+
+    model = onnx_lib.load(str(onnx))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "alpr_fault_variant", str(salt)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx_lib.save(model, str(dest))
+    return dest
 
 
 def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
@@ -380,12 +393,11 @@ def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
         run_id = client.create_run(client.create_experiment("faults")).info.run_id
         vehicle_onnx, plate_onnx = _tiny_onnx(root, VEHICLE.names), _tiny_onnx(root, PLATE.names)
 
-        def new_version(spec, onnx: Path, salt: int) -> str:
-            copy = root / "versions" / f"{spec.key}-{salt}" / "model.onnx"
-            copy.parent.mkdir(parents=True)
-            copy.write_bytes(onnx.read_bytes() + bytes(salt))  # trailing bytes: same graph, another version
+        def new_version(spec, onnx: Path, salt: int, production: bool = True) -> str:
+            copy = _variant(onnx, root / "versions" / f"{spec.key}-{salt}" / "model.onnx", salt)
             v = register_version(client, spec, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
-            set_stage(client, spec.registered_name, v, "Production", archive_existing=True)
+            if production:
+                set_stage(client, spec.registered_name, v, "Production", archive_existing=True)
             return v
 
         v1, p1 = new_version(VEHICLE, vehicle_onnx, 1), new_version(PLATE, plate_onnx, 1)
@@ -422,10 +434,11 @@ def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
         took = wait_for(v2, 300)
         result["mlflow"] = {"killed_for_s": down_s, "swap_after_return_s": None if took is None else
                             round(time.monotonic() - returned, 1), "poll_delay_at_return_s": round(backoff_at_return, 1),
-                            "served_during": edge.detector.vehicle.version}
+                            "serving_after_return": edge.detector.vehicle.version}
         # S3 frozen for down_s while the registry names a new version: lookups work, downloads cannot.
+        v3 = new_version(VEHICLE, vehicle_onnx, 3, production=False)  # its files reach the store first
         s3.signal(signal.SIGSTOP)
-        v3 = new_version(VEHICLE, vehicle_onnx, 3)
+        set_stage(client, VEHICLE.registered_name, v3, "Production", archive_existing=True)
         time.sleep(down_s)
         serving_while_frozen = edge.detector.vehicle.version
         s3.signal(signal.SIGCONT)
@@ -498,9 +511,7 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
         write_golden(home / "datasets" / "golden", GoldenSpec())  # once, before the racers read it
 
         def version(salt: int) -> str:
-            copy = root / "versions" / str(salt) / "model.onnx"
-            copy.parent.mkdir(parents=True)
-            copy.write_bytes(onnx.read_bytes() + bytes(salt))
+            copy = _variant(onnx, root / "versions" / str(salt) / "model.onnx", salt)
             return register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
 
         champion = version(1)
@@ -594,9 +605,7 @@ def figure_daemon(kills: int, work: Path) -> dict[str, Any]:
         write_golden(home / "datasets" / "golden", GoldenSpec())
         candidates = []
         for i in range(kills):
-            copy = root / "versions" / str(i) / "model.onnx"
-            copy.parent.mkdir(parents=True)
-            copy.write_bytes(onnx.read_bytes() + bytes(i + 1))
+            copy = _variant(onnx, root / "versions" / str(i) / "model.onnx", i + 1)
             v = register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
             set_stage(client, VEHICLE.registered_name, v, "Staging")
             candidates.append(v)

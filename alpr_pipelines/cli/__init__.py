@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from alpr_pipelines.cli.common import HOST_TAG, PID_TAG, CliError, reap_dead_cli_runs
+from alpr_pipelines.cli.common import CliError, reap_dead_cli_runs
 from alpr_pipelines.cli.demo import cmd_demo
 from alpr_pipelines.cli.edge import cmd_edge
 from alpr_pipelines.cli.keys import cmd_keys
@@ -23,6 +23,7 @@ from alpr_pipelines.cli.pipeline import (
     cmd_train,
 )
 from alpr_pipelines.cli.stack import cmd_stack
+from alpr_pipelines.defs.runs import HOST_TAG, PID_TAG
 from alpr_pipelines.settings import load_settings
 
 __all__ = ["CliError", "HOST_TAG", "PID_TAG", "build_parser", "main", "reap_dead_cli_runs"]

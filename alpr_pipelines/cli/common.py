@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
+from alpr_pipelines.defs.runs import process_tags
 from alpr_pipelines.settings import Settings
 
 
@@ -32,33 +32,15 @@ def quiet_logs(run_config: dict[str, Any]) -> dict[str, Any]:
     return {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-PID_TAG, HOST_TAG = "alpr/pid", "alpr/host"
-
-
 def reap_dead_cli_runs(instance) -> list[str]:
-    """Mark failed the in-process runs of `alpr` commands that died (killed, power cut), and free their pool slots.
+    """Mark failed the runs of `alpr` commands (and promotion runs) whose process died (``defs.runs``): without
+    this, a run killed while holding the ``alpr_training`` slot would block every later training."""
+    from alpr_pipelines.defs.runs import reap_dead_runs
 
-    Without this, a run killed while holding the ``alpr_training`` slot would block every later training.
-    Only runs started on this host, whose recorded process no longer exists, are touched.
-    """
-    import socket
-
-    from dagster import DagsterRunStatus, RunsFilter
-
-    reaped = []
-    host = socket.gethostname()
-    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
-        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or run_host != host or Path(f"/proc/{pid}").exists():
-            continue
-        instance.report_run_failed(run)
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        reaped.append(run.run_id)
-    return reaped
+    return reap_dead_runs(instance, quiet_s=0.0)
 
 
 def run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):
-    import socket
 
     from alpr_pipelines.definitions import defs
 
@@ -68,7 +50,7 @@ def run_job(settings: Settings, job_name: str, run_config: dict, asset_selection
     job = defs().get_job_def(job_name)
     result = job.execute_in_process(run_config=quiet_logs(run_config), instance=instance,
                                     asset_selection=asset_selection, raise_on_error=False,
-                                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
+                                    tags=process_tags())
     if not result.success:
         failures = []
         for event in result.all_events:

@@ -92,3 +92,45 @@ def test_a_failed_promotion_run_is_followed_by_one_more(registry):
     client.set_model_version_tag("alpr-vehicle-detector", v, DECISION_TAG, "rejected")
     result, cursor = _tick(registry, cursor)
     assert not result.run_requests
+
+
+def test_a_promotion_run_whose_process_died_is_recorded_and_retried(registry):
+    """The daemon (and the run it started) killed mid-promotion: the run stays STARTED and records nothing. The next
+    tick marks it failed, records the lost attempt on the version, and asks for the next one."""
+    import socket
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.defs.promotion.jobs import promote_version
+    from alpr_pipelines.defs.runs import HOST_TAG, PID_TAG
+    from alpr_pipelines.lib.promotion import ATTEMPTS_TAG, ERROR_TAG
+
+    client = MlflowClient(registry.uri)
+    _, cursor = _tick(registry, None)
+    v = _new_version(client, "alpr-vehicle-detector")
+    result, cursor = _tick(registry, cursor)
+    assert [r.run_key for r in result.run_requests] == [run_key("alpr-vehicle-detector", v)]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    instance = dg.DagsterInstance.ephemeral()
+    request = result.run_requests[0]
+    run = instance.create_run_for_job(promote_version, run_config=request.run_config, tags={
+        **request.tags, PID_TAG: str(dead.pid), HOST_TAG: socket.gethostname()})
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(event_type_value="PIPELINE_START",
+                                                          job_name="promote_version", message="started"))
+    from alpr_pipelines.defs import runs
+
+    quiet = runs.QUIET_S
+    runs.QUIET_S = 0.0  # the run's last event is fresh in this test
+    try:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+            "mlflow_registry": MlflowRegistryResource(tracking_uri=registry.uri)})
+        result = promotion_sensor(context)
+    finally:
+        runs.QUIET_S = quiet
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    tags = client.get_model_version("alpr-vehicle-detector", v).tags
+    assert tags[ATTEMPTS_TAG] == "1" and "died before it finished" in tags[ERROR_TAG]
+    assert [r.run_key for r in result.run_requests] == [run_key("alpr-vehicle-detector", v, 2)]

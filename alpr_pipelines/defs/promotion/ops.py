@@ -8,6 +8,7 @@ import yaml
 from alpr_pipelines.defs.golden import GoldenSetConfig
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
+from alpr_pipelines.defs.runs import process_tags
 from alpr_pipelines.lib.evaluation import EvaluationError
 from alpr_pipelines.lib.gate import DEFAULT_POLICIES, GatePolicy
 from alpr_pipelines.lib.models import STAGE_ALIASES, ModelSpec, spec_for
@@ -87,6 +88,8 @@ def gate_and_promote(context: dg.OpExecutionContext, config: PromoteConfig, mlfl
                      state: AlprStateResource) -> dict:
     spec = spec_for(config.model)
     name, version = spec.registered_name, str(config.version)
+    # Which process makes this promotion: should it die, the sensor finds the run by it (``defs.runs``).
+    context.instance.add_run_tags(context.run_id, process_tags())
     client = mlflow_registry.get_client()
     mv = client.get_model_version(name, version)
     if config.stage == "Staging":

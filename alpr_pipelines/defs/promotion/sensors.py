@@ -7,8 +7,9 @@ from mlflow.exceptions import MlflowException
 
 from alpr_pipelines.defs.promotion.jobs import promote_version
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
+from alpr_pipelines.defs.runs import reap_dead_runs
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES
-from alpr_pipelines.lib.promotion import candidates, retries_due
+from alpr_pipelines.lib.promotion import ATTEMPTS_TAG, MAX_ATTEMPTS, candidates, record_failed_attempt, retries_due
 from alpr_pipelines.lib.registry import alias_version, reconcile_aliases
 
 
@@ -16,6 +17,21 @@ def run_key(model: str, version: str, attempt: int = 1) -> str:
     """Stable per (model, version, attempt): a retried tick or a restarted daemon never launches the same promotion
     twice; a run that ended in an error (recorded on the version) is followed by one more, up to MAX_ATTEMPTS."""
     return f"promote:{model}:{version}" + (f":attempt-{attempt}" if attempt > 1 else "")
+
+
+def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name: str, run_ids: list[str]) -> None:
+    """A promotion run whose process died recorded nothing on its version; record the lost attempt there, so the
+    version is retried (``retries_due``) or, at the last attempt, rejected: never pending and invisible."""
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.tags.get("alpr/model") != model_key or "alpr/version" not in run.tags:
+            continue
+        version, attempt = run.tags["alpr/version"], int(run.tags.get("alpr/attempt", "1"))
+        mv = client.get_model_version(name, version)
+        if mv.tags.get("alpr_decision") or int(mv.tags.get(ATTEMPTS_TAG) or 0) >= min(attempt, MAX_ATTEMPTS):
+            continue  # decided, or the run recorded its own error before it died
+        record_failed_attempt(client, name, version, f"promotion run {run_id} died before it finished (its process "
+                              "is gone)", "promotion sensor", run_id)
 
 
 @dg.sensor(job=promote_version, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -30,6 +46,9 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
     existing = {m.name for m in client.search_registered_models()}
     requests = []
     failures = []
+    lost = reap_dead_runs(context.instance)  # runs whose process died: marked failed, recorded below
+    for run_id in lost:
+        context.log.warning(f"run {run_id} lost its process; marked failed")
     for spec in MODEL_SPECS.values():
         if spec.registered_name not in existing:
             continue
@@ -40,6 +59,7 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
             if {a: after.get(a) for a in before} != before:
                 context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
             pending = [(v, 1) for v in candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))]
+            record_lost_runs(context.instance, client, spec.key, spec.registered_name, lost)
             pending += retries_due(client, spec.registered_name)
         except MlflowException as exc:
             # One model's trouble must not hold up the other's promotions: report it, go on, fail the tick after.
