@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -549,6 +550,7 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
         production = [v for v, mv in mvs.items() if mv.current_stage == "Production"]
         alias = client.get_model_version_by_alias(VEHICLE.registered_name, "production").version
         outcome: dict[str, dict[str, int]] = {}
+        errors: dict[str, int] = {}  # the recorded errors, version numbers folded
         unexplained = []
         for v in racers:
             tags = mvs[v].tags
@@ -557,6 +559,9 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
             outcome[actors[v]][kind] += 1
             if v not in production and not (tags.get("alpr_decision_reasons") or tags.get("alpr_promotion_error")):
                 unexplained.append(v)
+            if tags.get("alpr_promotion_error") and not tags.get("alpr_decision"):
+                kind = re.sub(r"v\d+", "vN", tags["alpr_promotion_error"])[:110]
+                errors[kind] = errors.get(kind, 0) + 1
         from alpr_pipelines.lib.promotion import DECISION_TAG
 
         promoted = [v for v in racers if mvs[v].tags.get(DECISION_TAG) == "promoted"]
@@ -564,7 +569,8 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
         subprocess.run([alpr, "stack", "down"], env=env, capture_output=True, timeout=120)
     return {"candidates": count, "actors": {a: sum(1 for x in actors.values() if x == a) for a in ("sensor", "cli", "job")},
             "production_versions": production, "alias_equals_stage": [str(alias)] == production,
-            "promotions": len(promoted), "outcomes": outcome, "losers_without_reason": unexplained}
+            "promotions": len(promoted), "outcomes": outcome, "errors_recorded": errors,
+            "losers_without_reason": unexplained}
 
 
 # --------------------------------------------------------------------------------------------- daemon
@@ -743,20 +749,14 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine(), "command": " ".join(["bench/faults.py", *sys.argv[1:]])}
     try:
         started = time.monotonic()
-        if "kills" in args.only:
-            result["kills"] = figure_kills(kills, work)
-        if "tamper" in args.only:
-            result["tamper"] = figure_tamper(tampered, work)
-        if "outage" in args.only:
-            result["outage"] = figure_outage(down_s, work)
-        if "races" in args.only:
-            result["races"] = figure_races(racers, work)
-        if "daemon" in args.only:
-            result["daemon"] = figure_daemon(daemon_kills, work)
-        if "auth" in args.only:
-            result["auth"] = figure_auth(work)
-        if "datasets" in args.only:
-            result["datasets"] = figure_datasets(work)
+        figures = {"kills": lambda: figure_kills(kills, work), "tamper": lambda: figure_tamper(tampered, work),
+                   "outage": lambda: figure_outage(down_s, work), "races": lambda: figure_races(racers, work),
+                   "daemon": lambda: figure_daemon(daemon_kills, work), "auth": lambda: figure_auth(work),
+                   "datasets": lambda: figure_datasets(work)}
+        for name, measure in figures.items():
+            if name in args.only:
+                result[name] = measure()
+                print(f"figure {name}: {json.dumps(result[name])}", file=sys.stderr, flush=True)
         result["seconds"] = round(time.monotonic() - started, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)

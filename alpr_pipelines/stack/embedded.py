@@ -21,6 +21,12 @@ concurrency:
   pools:
     # Trainings share the pool "alpr_training": one at a time, so two never fight over the same cores or GPU.
     default_limit: 1
+# A run whose process died while starting is marked failed after 180 s instead of holding its pool's queue; one that
+# died later is found by the promotion sensor (alpr_pipelines/defs/runs.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
 """
 
 

@@ -58,6 +58,10 @@ storage:
 concurrency:
   pools:
     default_limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
 """
 
 AUTH_INI = """\

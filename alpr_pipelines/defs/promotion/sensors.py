@@ -9,7 +9,7 @@ from alpr_pipelines.defs.promotion.jobs import promote_version
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.runs import reap_dead_runs
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES
-from alpr_pipelines.lib.promotion import ATTEMPTS_TAG, MAX_ATTEMPTS, candidates, record_failed_attempt, retries_due
+from alpr_pipelines.lib.promotion import ATTEMPTS_TAG, candidates, record_failed_attempt, retries_due
 from alpr_pipelines.lib.registry import alias_version, reconcile_aliases
 
 
@@ -19,19 +19,25 @@ def run_key(model: str, version: str, attempt: int = 1) -> str:
     return f"promote:{model}:{version}" + (f":attempt-{attempt}" if attempt > 1 else "")
 
 
-def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name: str, run_ids: list[str]) -> None:
-    """A promotion run whose process died recorded nothing on its version; record the lost attempt there, so the
-    version is retried (``retries_due``) or, at the last attempt, rejected: never pending and invisible."""
-    for run_id in run_ids:
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.tags.get("alpr/model") != model_key or "alpr/version" not in run.tags:
+ACTIVE = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
+
+
+def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name: str) -> None:
+    """A candidate whose last promotion run ended without recording anything (its process died: reaped by
+    ``defs.runs``, or failed by Dagster's run monitoring while starting) gets that attempt recorded, so it is retried
+    (``retries_due``) or, at the last attempt, rejected: never pending and invisible."""
+    for version in candidates(client, name):
+        runs = instance.get_runs(dg.RunsFilter(tags={"alpr/model": model_key, "alpr/version": version}))
+        if not runs or any(r.status in ACTIVE for r in runs):
             continue
-        version, attempt = run.tags["alpr/version"], int(run.tags.get("alpr/attempt", "1"))
-        mv = client.get_model_version(name, version)
-        if mv.tags.get("alpr_decision") or int(mv.tags.get(ATTEMPTS_TAG) or 0) >= min(attempt, MAX_ATTEMPTS):
-            continue  # decided, or the run recorded its own error before it died
-        record_failed_attempt(client, name, version, f"promotion run {run_id} died before it finished (its process "
-                              "is gone)", "promotion sensor", run_id)
+        latest = max(runs, key=lambda r: int(r.tags.get("alpr/attempt", "1")))
+        attempt = int(latest.tags.get("alpr/attempt", "1"))
+        recorded = int(client.get_model_version(name, version).tags.get(ATTEMPTS_TAG) or 0)
+        if latest.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and recorded < attempt:
+            record_failed_attempt(client, name, version, f"promotion run {latest.run_id} ended "
+                                  f"{latest.status.value} without recording a result (its process died)",
+                                  "promotion sensor", latest.run_id)
 
 
 @dg.sensor(job=promote_version, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -59,7 +65,7 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
             if {a: after.get(a) for a in before} != before:
                 context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
             pending = [(v, 1) for v in candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))]
-            record_lost_runs(context.instance, client, spec.key, spec.registered_name, lost)
+            record_lost_runs(context.instance, client, spec.key, spec.registered_name)
             pending += retries_due(client, spec.registered_name)
         except MlflowException as exc:
             # One model's trouble must not hold up the other's promotions: report it, go on, fail the tick after.
