@@ -37,7 +37,7 @@ def reap_dead_cli_runs(instance) -> list[str]:
     this, a run killed while holding the ``alpr_training`` slot would block every later training."""
     from alpr_pipelines.defs.runs import reap_dead_runs
 
-    return reap_dead_runs(instance, quiet_s=0.0)
+    return reap_dead_runs(instance, quiet_s=0.0, worker_pids=False)  # only runs an `alpr` process tagged
 
 
 def run_job(settings: Settings, job_name: str, run_config: dict, asset_selection=None):

@@ -37,27 +37,37 @@ def _worker_pid(instance: Any, run_id: str) -> str | None:
     return None
 
 
-def reap_dead_runs(instance: Any, quiet_s: float | None = None) -> list[str]:
-    """Mark failed the STARTED/STARTING runs of this host whose recorded process no longer exists and that have not
-    changed for ``quiet_s`` (default :data:`QUIET_S`); free their pool slots. Returns their run ids. (Dagster is imported here, not at the
-    module's import: the ``alpr`` command reads the tags without it.)"""
+def _alive(pid: str | None) -> bool:
+    return pid is not None and pid.isdigit() and Path(f"/proc/{pid}").exists()
+
+
+def _last_event_time(instance: Any, run_id: str) -> float | None:
+    records = instance.get_records_for_run(run_id, ascending=False, limit=1).records
+    return records[0].event_log_entry.timestamp if records else None
+
+
+def reap_dead_runs(instance: Any, quiet_s: float | None = None, worker_pids: bool = True) -> list[str]:
+    """Mark failed the STARTED/STARTING runs of this host whose processes are gone (the one the run tagged, and the
+    worker Dagster logged when ``worker_pids``) and that logged nothing for ``quiet_s`` (default :data:`QUIET_S`);
+    free their pool slots. Returns their run ids. (Dagster is imported here, not at the module's import: the ``alpr``
+    command reads the tags without it.)"""
     import dagster as dg
 
     quiet = QUIET_S if quiet_s is None else quiet_s
     host = socket.gethostname()
     reaped = []
     now = time.time()
-    records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
-                                                              dg.DagsterRunStatus.STARTING]))
-    local_launcher = type(instance.run_launcher).__name__ == "DefaultRunLauncher"
-    for record in records:
-        run = record.dagster_run
-        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None and local_launcher:  # died before its op tagged it: the worker the daemon started
-            pid, run_host = _worker_pid(instance, run.run_id), host
-        if pid is None or run_host != host or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+    local_launcher = worker_pids and type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
+                                                          dg.DagsterRunStatus.STARTING])):
+        tagged = run.tags.get(PID_TAG) if run.tags.get(HOST_TAG) == host else None
+        worker = _worker_pid(instance, run.run_id) if local_launcher else None
+        if tagged is None and worker is None:
+            continue  # not known to be this host's
+        if _alive(tagged) or _alive(worker):
             continue
-        if now - record.update_timestamp.timestamp() < quiet:
+        last = _last_event_time(instance, run.run_id)
+        if last is not None and now - last < quiet:
             continue
         instance.report_run_failed(run)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

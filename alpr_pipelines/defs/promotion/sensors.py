@@ -31,12 +31,16 @@ def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name:
         runs = instance.get_runs(dg.RunsFilter(tags={"alpr/model": model_key, "alpr/version": version}))
         if not runs or any(r.status in ACTIVE for r in runs):
             continue
-        latest = max(runs, key=lambda r: int(r.tags.get("alpr/attempt", "1")))
-        attempt = int(latest.tags.get("alpr/attempt", "1"))
+        def attempt_of(run: dg.DagsterRun) -> int:
+            raw = run.tags.get("alpr/attempt", "1")
+            return int(raw) if raw.isdigit() else 1
+
+        latest = max(runs, key=attempt_of)
+        attempt = attempt_of(latest)
         recorded = int(client.get_model_version(name, version).tags.get(ATTEMPTS_TAG) or 0)
         if latest.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and recorded < attempt:
             record_failed_attempt(client, name, version, f"promotion run {latest.run_id} ended "
-                                  f"{latest.status.value} without recording a result (its process died)",
+                                  f"{latest.status.value} without recording a result (its process died, or it was cancelled)",
                                   "promotion sensor", latest.run_id)
 
 
@@ -52,9 +56,11 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
     existing = {m.name for m in client.search_registered_models()}
     requests = []
     failures = []
-    lost = reap_dead_runs(context.instance)  # runs whose process died: marked failed, recorded below
-    for run_id in lost:
-        context.log.warning(f"run {run_id} lost its process; marked failed")
+    try:
+        for run_id in reap_dead_runs(context.instance):  # runs whose process died: marked failed, recorded below
+            context.log.warning(f"run {run_id} lost its process; marked failed")
+    except Exception as exc:  # noqa: BLE001 - the instance's storage is busy: next tick; candidates go on
+        context.log.error(f"could not check for runs whose process died: {exc}")
     for spec in MODEL_SPECS.values():
         if spec.registered_name not in existing:
             continue
