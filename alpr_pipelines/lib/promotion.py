@@ -219,10 +219,11 @@ def record_failed_attempt(client: MlflowClient, name: str, version: str, error: 
     return attempts
 
 
-def retries_due(client: MlflowClient, name: str) -> list[tuple[str, int]]:
-    """Candidates whose last promotion run ended in an error and that have attempts left: (version, next attempt)."""
+def retries_due(client: MlflowClient, name: str, among: list[str] | None = None) -> list[tuple[str, int]]:
+    """Candidates (``among``, if the caller listed them already) whose last promotion run ended in an error and that
+    have attempts left: (version, next attempt)."""
     out = []
-    for version in candidates(client, name):
+    for version in candidates(client, name) if among is None else among:
         attempts = int(client.get_model_version(name, version).tags.get(ATTEMPTS_TAG) or 0)
         if 0 < attempts < MAX_ATTEMPTS:
             out.append((version, attempts + 1))

@@ -23,11 +23,11 @@ ACTIVE = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
           dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 
 
-def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name: str) -> None:
+def record_lost_runs(instance: dg.DagsterInstance, client, model_key: str, name: str, undecided: list[str]) -> None:
     """A candidate whose last promotion run ended without recording anything (its process died: reaped by
     ``defs.runs``, or failed by Dagster's run monitoring while starting) gets that attempt recorded, so it is retried
     (``retries_due``) or, at the last attempt, rejected: never pending and invisible."""
-    for version in candidates(client, name):
+    for version in undecided:
         runs = instance.get_runs(dg.RunsFilter(tags={"alpr/model": model_key, "alpr/version": version}))
         if not runs or any(r.status in ACTIVE for r in runs):
             continue
@@ -70,9 +70,10 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow_registry: Mlflo
             after = reconcile_aliases(client, spec.registered_name)
             if {a: after.get(a) for a in before} != before:
                 context.log.info(f"{spec.registered_name}: aliases follow the stages again: {before} -> {after}")
-            pending = [(v, 1) for v in candidates(client, spec.registered_name, after_version=cursor.get(spec.key, 0))]
-            record_lost_runs(context.instance, client, spec.key, spec.registered_name)
-            pending += retries_due(client, spec.registered_name)
+            undecided = candidates(client, spec.registered_name)  # listed once for the three uses below
+            pending = [(v, 1) for v in undecided if int(v) > cursor.get(spec.key, 0)]
+            record_lost_runs(context.instance, client, spec.key, spec.registered_name, undecided)
+            pending += retries_due(client, spec.registered_name, undecided)
         except MlflowException as exc:
             # One model's trouble must not hold up the other's promotions: report it, go on, fail the tick after.
             failures.append(f"{spec.registered_name}: {exc}")
