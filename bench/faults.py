@@ -354,6 +354,63 @@ def _variant(onnx: Path, dest: Path, salt: int) -> Path:
     return dest
 
 
+def _register_variant(client, spec, run_id: str, onnx: Path, root: Path, salt: int) -> str:
+    """Register a variant of ``onnx`` (``_variant``) as a new version of ``spec``'s model, stage None."""
+    from alpr_pipelines.lib.registry import register_version
+
+    copy = _variant(onnx, root / "versions" / f"{spec.key}-{salt}" / "model.onnx", salt)
+    return register_version(client, spec, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+
+
+class _GatedStack:
+    """``alpr stack up`` in its own ``ALPR_HOME`` under ``root``, the vehicle gate's floors at 0 (an equal model
+    passes), one run to register variants of an untrained vehicle model under, and the golden set written once
+    (before any promotion reads it). Use as a context manager: ``alpr stack down`` on the way out."""
+
+    def __init__(self, root: Path):
+        self.root, self.home = root, root / "home"
+        self.home.mkdir(parents=True)
+        policy = root / "gate.yaml"
+        policy.write_text("vehicle: {min_map50: 0.0, min_map50_95: 0.0, min_class_ap50: 0.0, "
+                          "require_parity: false}\n")
+        mport = free_port()
+        self.env = {**os.environ, "ALPR_HOME": str(self.home), "ALPR_MLFLOW_PORT": str(mport),
+                    "ALPR_DAGSTER_PORT": str(free_port()), "ALPR_GATE_POLICY": str(policy),
+                    "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}"}
+        self.env.pop("DAGSTER_HOME", None)
+        self.alpr = str(Path(sys.executable).parent / "alpr")
+
+    def up(self) -> None:
+        up = subprocess.run([self.alpr, "stack", "up"], env=self.env, capture_output=True, text=True, timeout=300)
+        if up.returncode != 0:
+            raise RuntimeError(f"alpr stack up failed: {up.stderr[-2000:]}")
+
+    def __enter__(self) -> _GatedStack:
+        from mlflow import MlflowClient
+
+        from alpr_pipelines.lib.golden import GoldenSpec, write_golden
+        from alpr_pipelines.lib.models import VEHICLE
+
+        self.up()
+        try:
+            self.client = MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+            self.run_id = self.client.create_run(self.client.create_experiment("faults")).info.run_id
+            self.onnx = _tiny_onnx(self.root, VEHICLE.names)
+            write_golden(self.home / "datasets" / "golden", GoldenSpec())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([self.alpr, "stack", "down"], env=self.env, capture_output=True, timeout=120)
+
+    def register(self, salt: int) -> str:
+        from alpr_pipelines.lib.models import VEHICLE
+
+        return _register_variant(self.client, VEHICLE, self.run_id, self.onnx, self.root, salt)
+
+
 def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
     """The registry away while an edge service streams: MLflow killed and restarted, then the S3 store frozen (moto
     keeps its objects in memory, so it is stopped with SIGSTOP rather than killed) and resumed."""
@@ -365,7 +422,7 @@ def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
 
     from alpr_pipelines.edge.service import EdgeConfig, EdgeService
     from alpr_pipelines.lib.models import PLATE, VEHICLE
-    from alpr_pipelines.lib.registry import register_version, set_stage
+    from alpr_pipelines.lib.registry import set_stage
     from alpr_pipelines.lib.synth import write_sample_clip
     from alpr_pipelines.stack.process import bin_path
 
@@ -395,8 +452,7 @@ def figure_outage(down_s: float, work: Path) -> dict[str, Any]:
         vehicle_onnx, plate_onnx = _tiny_onnx(root, VEHICLE.names), _tiny_onnx(root, PLATE.names)
 
         def new_version(spec, onnx: Path, salt: int, production: bool = True) -> str:
-            copy = _variant(onnx, root / "versions" / f"{spec.key}-{salt}" / "model.onnx", salt)
-            v = register_version(client, spec, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+            v = _register_variant(client, spec, run_id, onnx, root, salt)
             if production:
                 set_stage(client, spec.registered_name, v, "Production", archive_existing=True)
             return v
@@ -485,36 +541,11 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
     """``count`` candidates of one model promoted at once by the daemon's sensor (Staging), ``alpr promote`` (each
     with its own DAGSTER_HOME) and the promote_version job run elsewhere, on the embedded stack; the gate's floors are
     0, so every candidate can win (an equal model passes) and only the lock and the compare-and-swap keep order."""
-    from mlflow import MlflowClient
-
-    from alpr_pipelines.lib.golden import GoldenSpec, write_golden
     from alpr_pipelines.lib.models import VEHICLE
-    from alpr_pipelines.lib.registry import register_version, set_stage
+    from alpr_pipelines.lib.registry import set_stage
 
-    root = work / "races"
-    home = root / "home"
-    home.mkdir(parents=True)
-    policy = root / "gate.yaml"
-    policy.write_text("vehicle: {min_map50: 0.0, min_map50_95: 0.0, min_class_ap50: 0.0, require_parity: false}\n")
-    mport = free_port()
-    env = {**os.environ, "ALPR_HOME": str(home), "ALPR_MLFLOW_PORT": str(mport), "ALPR_DAGSTER_PORT": str(free_port()),
-           "ALPR_GATE_POLICY": str(policy), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}"}
-    env.pop("DAGSTER_HOME", None)
-    alpr = str(Path(sys.executable).parent / "alpr")
-    up = subprocess.run([alpr, "stack", "up"], env=env, capture_output=True, text=True, timeout=300)
-    if up.returncode != 0:
-        raise RuntimeError(f"alpr stack up failed: {up.stderr[-2000:]}")
-    try:
-        uri = env["MLFLOW_TRACKING_URI"]
-        client = MlflowClient(uri)
-        run_id = client.create_run(client.create_experiment("faults")).info.run_id
-        onnx = _tiny_onnx(root, VEHICLE.names)
-        write_golden(home / "datasets" / "golden", GoldenSpec())  # once, before the racers read it
-
-        def version(salt: int) -> str:
-            copy = _variant(onnx, root / "versions" / str(salt) / "model.onnx", salt)
-            return register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
-
+    with _GatedStack(work / "races") as stack:
+        client, env, alpr, root, version = stack.client, stack.env, stack.alpr, stack.root, stack.register
         champion = version(1)
         set_stage(client, VEHICLE.registered_name, champion, "Production")
         racers = [version(2 + i) for i in range(count)]
@@ -565,8 +596,6 @@ def figure_races(count: int, work: Path) -> dict[str, Any]:
         from alpr_pipelines.lib.promotion import DECISION_TAG
 
         promoted = [v for v in racers if mvs[v].tags.get(DECISION_TAG) == "promoted"]
-    finally:
-        subprocess.run([alpr, "stack", "down"], env=env, capture_output=True, timeout=120)
     return {"candidates": count, "actors": {a: sum(1 for x in actors.values() if x == a) for a in ("sensor", "cli", "job")},
             "production_versions": production, "alias_equals_stage": [str(alias)] == production,
             "promotions": len(promoted), "outcomes": outcome, "errors_recorded": errors,
@@ -580,39 +609,16 @@ def figure_daemon(kills: int, work: Path) -> dict[str, Any]:
     registered before each kill, the daemon started again by ``alpr stack up``; counted: promotion runs per
     (version, attempt), which the sensor's run keys must keep at one."""
     import dagster as dg
-    from mlflow import MlflowClient
 
-    from alpr_pipelines.lib.golden import GoldenSpec, write_golden
     from alpr_pipelines.lib.models import VEHICLE
-    from alpr_pipelines.lib.registry import register_version, set_stage
+    from alpr_pipelines.lib.registry import set_stage
 
-    root = work / "daemon"
-    home = root / "home"
-    home.mkdir(parents=True)
-    policy = root / "gate.yaml"
-    policy.write_text("vehicle: {min_map50: 0.0, min_map50_95: 0.0, min_class_ap50: 0.0, require_parity: false}\n")
-    mport = free_port()
-    env = {**os.environ, "ALPR_HOME": str(home), "ALPR_MLFLOW_PORT": str(mport), "ALPR_DAGSTER_PORT": str(free_port()),
-           "ALPR_GATE_POLICY": str(policy), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}"}
-    env.pop("DAGSTER_HOME", None)
-    alpr = str(Path(sys.executable).parent / "alpr")
-
-    def stack_up() -> None:
-        up = subprocess.run([alpr, "stack", "up"], env=env, capture_output=True, text=True, timeout=300)
-        if up.returncode != 0:
-            raise RuntimeError(f"alpr stack up failed: {up.stderr[-2000:]}")
-
-    stack_up()
     rng = random.Random(1)
-    try:
-        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-        run_id = client.create_run(client.create_experiment("faults")).info.run_id
-        onnx = _tiny_onnx(root, VEHICLE.names)
-        write_golden(home / "datasets" / "golden", GoldenSpec())
+    with _GatedStack(work / "daemon") as stack:
+        client, home = stack.client, stack.home
         candidates = []
         for i in range(kills):
-            copy = _variant(onnx, root / "versions" / str(i) / "model.onnx", i + 1)
-            v = register_version(client, VEHICLE, run_id, {"onnx": copy}, 64, {}, initial_stage="None").version
+            v = stack.register(i + 1)
             set_stage(client, VEHICLE.registered_name, v, "Staging")
             candidates.append(v)
             time.sleep(rng.uniform(0.0, 35.0))  # the sensor ticks every 30 s: the kill lands anywhere in a tick
@@ -622,7 +628,7 @@ def figure_daemon(kills: int, work: Path) -> dict[str, Any]:
             except (ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             time.sleep(1)
-            stack_up()
+            stack.up()
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             tags = {v: client.get_model_version(VEHICLE.registered_name, v).tags for v in candidates}
@@ -637,8 +643,6 @@ def figure_daemon(kills: int, work: Path) -> dict[str, Any]:
         duplicated = {k: n for k, n in runs.items() if n > 1}
         first_runs = {v: runs.get(f"{v}:1", 0) for v in candidates}
         undecided = [v for v, t in tags.items() if not t.get("alpr_decision")]
-    finally:
-        subprocess.run([alpr, "stack", "down"], env=env, capture_output=True, timeout=120)
     return {"kills": kills, "versions": len(candidates), "runs": sum(runs.values()),
             "versions_with_one_first_run": sum(1 for n in first_runs.values() if n == 1),
             "duplicated_runs": duplicated, "undecided": undecided}
