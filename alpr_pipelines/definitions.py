@@ -10,7 +10,7 @@ import warnings
 
 import dagster as dg
 
-from alpr_pipelines.defs import datasets, exports, promotion, registry, training
+from alpr_pipelines.defs import datasets, exports, promotion, reader, registry, training
 from alpr_pipelines.defs.promotion.schedules import build_retraining_schedule
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
@@ -29,7 +29,7 @@ train_and_register = dg.define_asset_job(
 per_model_jobs = [
     dg.define_asset_job(
         f"train_and_register_{spec.key}",
-        selection=dg.AssetSelection.groups("datasets") | dg.AssetSelection.groups(f"{spec.key}_detector"),
+        selection=dg.AssetSelection.groups("datasets") | dg.AssetSelection.groups(spec.group),
         description=f"Datasets -> training -> exports -> registry for {spec.registered_name} only.",
     )
     for spec in MODEL_SPECS.values()
@@ -54,7 +54,7 @@ def defs() -> dg.Definitions:
     """Every domain's definitions, the jobs over them, the schedule and the executor the environment asks for."""
     settings = load_settings()
     return dg.Definitions.merge(
-        *(domain.definitions() for domain in (datasets, training, exports, registry, promotion)),
+        *(domain.definitions() for domain in (datasets, training, exports, registry, reader, promotion)),
         dg.Definitions(
             jobs=[train_and_register, *per_model_jobs],
             schedules=[build_retraining_schedule(train_and_register, settings)],

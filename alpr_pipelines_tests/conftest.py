@@ -117,10 +117,10 @@ def mlflow_client(mlflow_server):
 def tiny_views(tmp_path_factory) -> dict[str, Path]:
     """Both models' views of 8 train + 4 val small synthetic scenes (shared, read-only)."""
     from alpr_pipelines.lib.datasets import write_synthetic_views
-    from alpr_pipelines.lib.models import MODEL_SPECS
+    from alpr_pipelines.lib.models import DETECTOR_SPECS
 
     root = tmp_path_factory.mktemp("tiny") / "views"
-    return write_synthetic_views(root, MODEL_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
+    return write_synthetic_views(root, DETECTOR_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
                                  width=256, height=160)
 
 
@@ -153,6 +153,13 @@ def graph_assets() -> list:
     from alpr_pipelines.definitions import defs
 
     return list(defs().assets or [])
+
+
+def graph_checks() -> list:
+    """Every asset check of the code location (the blocking ONNX parity checks of all models)."""
+    from alpr_pipelines.definitions import defs
+
+    return list(defs().asset_checks or [])
 
 
 @pytest.fixture(scope="session")

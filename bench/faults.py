@@ -691,9 +691,9 @@ def figure_datasets(work: Path) -> dict[str, Any]:
     import numpy as np
 
     from alpr_pipelines.lib.datasets import DatasetError, label_path, validate_dataset, write_synthetic_views
-    from alpr_pipelines.lib.models import MODEL_SPECS, PLATE
+    from alpr_pipelines.lib.models import DETECTOR_SPECS, PLATE
 
-    base = write_synthetic_views(work / "datasets" / "base", MODEL_SPECS.values(), seed=5,
+    base = write_synthetic_views(work / "datasets" / "base", DETECTOR_SPECS.values(), seed=5,
                                  counts={"train": 6, "val": 3}, width=256, height=160)["plate"]
 
     def fresh(case: str) -> tuple[Path, Path]:

@@ -134,7 +134,7 @@ def main() -> int:
 
     from alpr_pipelines.lib.datasets import write_synthetic_views
     from alpr_pipelines.lib.exports import export_onnx
-    from alpr_pipelines.lib.models import MODEL_SPECS
+    from alpr_pipelines.lib.models import DETECTOR_SPECS
     from alpr_pipelines.lib.synth import write_sample_clip
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-memory-"))
@@ -165,7 +165,7 @@ def main() -> int:
 
     counts = {"train": 16, "val": 4} if args.quick else {"train": 160, "val": 40}
     epochs, train_imgsz, batch, workers = (1, 128, 8, 2) if args.quick else (2, 320, 16, 2)
-    data = write_synthetic_views(work / "data", [MODEL_SPECS["vehicle"]], 0, counts)["vehicle"]
+    data = write_synthetic_views(work / "data", [DETECTOR_SPECS["vehicle"]], 0, counts)["vehicle"]
     training = measure([sys.executable, "-c", OUR_TRAINING, str(data), str(work), str(epochs), str(train_imgsz),
                         str(batch), str(workers)], env, work)
     yolo_env = {**env, "YOLO_CONFIG_DIR": str(work / "yolo-config")}

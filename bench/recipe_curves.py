@@ -74,7 +74,7 @@ def main() -> int:
     from alpr_pipelines.lib.evaluation import evaluate_onnx
     from alpr_pipelines.lib.exports import export_onnx
     from alpr_pipelines.lib.golden import GoldenSpec, write_golden
-    from alpr_pipelines.lib.models import MODEL_SPECS
+    from alpr_pipelines.lib.models import DETECTOR_SPECS
     from alpr_pipelines.lib.recipes import CPU_RECIPES, SYNTHETIC_DATA
     from alpr_pipelines.settings import load_settings
 
@@ -85,7 +85,7 @@ def main() -> int:
         golden_spec = GoldenSpec(scenes=4, width=256, height=160)
     home = load_settings().home / "bench"
     views = write_synthetic_views(home / "recipe-data" / synthetic_key(0, data.train_scenes, data.val_scenes, data.width, data.height),
-                                  MODEL_SPECS.values(), 0, {"train": data.train_scenes, "val": data.val_scenes},
+                                  DETECTOR_SPECS.values(), 0, {"train": data.train_scenes, "val": data.val_scenes},
                                   data.width, data.height)
     golden = write_golden(home / "golden", golden_spec)[args.model]
     results = {}

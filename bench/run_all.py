@@ -29,6 +29,7 @@ BENCHES = {
     "turns": "turns_bench.py",      # no figure: what a frame waits behind a session creation, by policy
     "dfl": "dfl_bench.py",          # no figure: our ONNX export against Ultralytics' stock one, same weights
     "tta": "time_to_accuracy.py",   # figure 8: the default recipe against Ultralytics' defaults, to golden mAP50 0.9
+    "reader": "reader_bench.py",    # figures 9, 10, 11: the plate reader against Tesseract, RapidOCR, EasyOCR
 }
 
 
@@ -137,7 +138,7 @@ def fmt(value: object) -> str:
 
 
 FIGURES_OF = {"edge": ("1", "2", "3"), "swap": ("4",), "orchestration": ("5",), "fleet": ("6",), "memory": ("7",),
-              "tta": ("8",)}
+              "tta": ("8",), "reader": ("9", "10", "11")}
 
 
 def carried_over(previous: str, rerun: set[str]) -> dict[str, list[str]]:

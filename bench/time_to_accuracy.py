@@ -87,7 +87,7 @@ def main() -> int:
 
     from alpr_pipelines.lib.datasets import synthetic_key, write_synthetic_views
     from alpr_pipelines.lib.golden import GoldenSpec, write_golden
-    from alpr_pipelines.lib.models import MODEL_SPECS
+    from alpr_pipelines.lib.models import DETECTOR_SPECS
     from alpr_pipelines.lib.recipes import CPU_RECIPES, SYNTHETIC_DATA
     from alpr_pipelines.lib.training import alpr_trainer, ultralytics_args
     from alpr_pipelines.settings import load_settings
@@ -101,7 +101,7 @@ def main() -> int:
     home = load_settings().home / "bench"
     views = write_synthetic_views(home / "recipe-data" / synthetic_key(0, data_spec.train_scenes, data_spec.val_scenes,
                                                                         data_spec.width, data_spec.height),
-                                  MODEL_SPECS.values(), 0, {"train": data_spec.train_scenes,
+                                  DETECTOR_SPECS.values(), 0, {"train": data_spec.train_scenes,
                                                             "val": data_spec.val_scenes},
                                   data_spec.width, data_spec.height)
     golden = write_golden(home / "golden", golden_spec)["plate"].data_yaml

@@ -50,7 +50,7 @@ def main() -> int:
 
     from alpr_pipelines.lib.datasets import load_data_yaml, split_images, validate_dataset, write_synthetic_views
     from alpr_pipelines.lib.exports import cuda_environment, export_onnx, export_tensorrt, onnx_parity
-    from alpr_pipelines.lib.models import MODEL_SPECS, PLATE
+    from alpr_pipelines.lib.models import DETECTOR_SPECS, PLATE
     from alpr_pipelines.lib.training import TrainingParams, train
 
     report["gpu"] = cuda_environment()
@@ -71,8 +71,8 @@ def main() -> int:
         status = ("ok" if c["passed"] else "FAILED") + (f"; {skipped}" if skipped else "")
         print(f"{name}: {status} ({c['seconds']}s)" + ("" if c["passed"] else f"\n{c['traceback']}"))
 
-    views = write_synthetic_views(work / "data", MODEL_SPECS.values(), 0, {"train": 64, "val": 16}, 512, 320)
-    golden = write_synthetic_views(work / "golden", MODEL_SPECS.values(), 1, {"val": 8}, 512, 320, purpose="golden")
+    views = write_synthetic_views(work / "data", DETECTOR_SPECS.values(), 0, {"train": 64, "val": 16}, 512, 320)
+    golden = write_synthetic_views(work / "golden", DETECTOR_SPECS.values(), 1, {"val": 8}, 512, 320, purpose="golden")
     golden_images = split_images(load_data_yaml(golden["plate"]), "val")
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     state: dict = {}

@@ -30,7 +30,7 @@ __all__ = ["CliError", "HOST_TAG", "PID_TAG", "build_parser", "main", "reap_dead
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alpr", description="Train, gate and ship ALPR detectors.")
+    p = argparse.ArgumentParser(prog="alpr", description="Train, gate and ship ALPR detectors and the plate reader.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stack", help="the embedded MLflow + Dagster stack on loopback")
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-file", type=Path, help="credentials for the production profile (config/production.env)")
     s.set_defaults(func=cmd_stack)
 
-    t = sub.add_parser("train", help="train one detector (the original design's train_with_mlflow.py)")
-    t.add_argument("--data", required=True, help="Ultralytics data YAML, or 'synthetic' for generated scenes")
+    t = sub.add_parser("train", help="train one model (the original design's train_with_mlflow.py)")
+    t.add_argument("--data", required=True, help="Ultralytics data YAML, or 'synthetic' for generated scenes; for the "
+                   "plate reader (--name ocr): 'synthetic', a labels CSV, or plate boxes with text (COCO/YOLO)")
     # Unset flags take the default recipe for --data synthetic on a CPU (lib.recipes), else the original flags:
     # --model yolo11n.yaml --epochs 100 --imgsz 640 --batch 16 --lr0 0.01 --optimizer AdamW.
     t.add_argument("--model", help="base model: a model YAML (trains from scratch) or a local .pt to fine-tune")
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"])
     t.add_argument("--register", action="store_true", help="register the model after training")
     t.add_argument("--stage", default="Staging", choices=["None", "Staging"], help="initial stage when registering")
-    t.add_argument("--name", help="plate-detector or vehicle-detector (default: from the dataset's classes)")
+    t.add_argument("--name", help="plate-detector, vehicle-detector or ocr (the plate reader); default: from the "
+                   "dataset's classes")
     t.add_argument("--restart", action="store_true", help="start over if a crashed training's checkpoint is gone")
     t.set_defaults(func=cmd_train)
 
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_dataset)
 
     pr = sub.add_parser("promote", help="gate a version against the champion and promote it (or force it)")
-    pr.add_argument("--model", required=True, help="plate, vehicle, or the registered name")
+    pr.add_argument("--model", required=True, help="vehicle, plate, ocr, or the registered name")
     pr.add_argument("--version", required=True)
     pr.add_argument("--stage", default="Production", choices=["Production", "Staging"])
     pr.add_argument("--force", action="store_true", help="promote even if the gate fails (needs --reason)")
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dir", type=Path, help="where the key pair lives (default $ALPR_HOME/keys)")
     k.set_defaults(func=cmd_keys)
 
-    demo = sub.add_parser("demo", help="start the stack and train, export, register and gate both detectors")
+    demo = sub.add_parser("demo", help="start the stack and train, export, register and gate every model")
     demo.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the promotion decisions")
     demo.set_defaults(func=cmd_demo)
     return p

@@ -80,6 +80,7 @@ def versions_table(settings: Settings, names: list[str] | None = None) -> list[d
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from alpr_pipelines.lib.gate import DEFAULT_POLICIES
     from alpr_pipelines.lib.models import MODEL_SPECS
 
     client = MlflowClient(settings.mlflow_tracking_uri)
@@ -87,6 +88,7 @@ def versions_table(settings: Settings, names: list[str] | None = None) -> list[d
     for spec in MODEL_SPECS.values():
         if names and spec.registered_name not in names:
             continue
+        score = DEFAULT_POLICIES[spec.key].score
         try:
             aliases_of = client.get_registered_model(spec.registered_name).aliases
         except MlflowException:
@@ -98,10 +100,10 @@ def versions_table(settings: Settings, names: list[str] | None = None) -> list[d
                 "version": mv.version,
                 "stage": mv.current_stage,
                 "aliases": ",".join(aliases) or "-",
-                "train mAP50-95": mv.tags.get("train_mAP50-95", "-"),
-                "golden mAP50": mv.tags.get("eval_mAP50", "-"),
-                "golden mAP50-95": mv.tags.get("eval_mAP50-95", "-"),
-                "shift mAP50": mv.tags.get("eval_shift_mAP50", "-"),
+                "score": score,  # what the gate compares: mAP50-95 for a detector, exact_match for the reader
+                "train": mv.tags.get(f"train_{score}", "-"),
+                "golden": mv.tags.get(f"eval_{score}", "-"),
+                "shift": mv.tags.get(f"eval_shift_{score}", "-"),
                 "p95 ms": mv.tags.get("eval_latency_ms_p95", "-"),
                 "decision": mv.tags.get("alpr_decision", "-"),
                 "decided by": mv.tags.get("alpr_decided_by", "-"),

@@ -1,5 +1,5 @@
 """`alpr demo`: the stack, the whole chain with the default recipe, the gate, and the edge on a sample clip scored
-against the boxes the generator drew."""
+against the boxes and plate texts the generator drew."""
 
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def _demo_edge(settings: Settings) -> None:
     print(f"edge: detections in {edge_dir / 'detections.jsonl'}")
     for line in clip_report(results):
         print(f"edge: {line}")
+    print(f"edge: {reading_report(results)}")
     print(f"edge: annotated frames (white: the clip's true boxes) in {annotated_strip(clip, results, edge_dir)}")
 
 
@@ -102,6 +103,33 @@ def clip_report(results: list[dict]) -> list[str]:
                                       [(b.cls, [b.x1, b.y1, b.x2, b.y2]) for b in boxes])
     return [f"{kind}: recall {a.recall:.2f}, precision {a.precision:.2f} ({a.matched} of {a.truth} found, "
             f"{a.detected} reported)" for kind, a in totals.items()]
+
+
+def reading_report(results: list[dict]) -> str:
+    """How many of the clip's plates wide enough to read (``edge.reader.MIN_READ_WIDTH``) were detected (IoU >= 0.5)
+    and read exactly, e.g. "plates read exactly: 0.91 (182/200)"."""
+    import numpy as np
+
+    from alpr_pipelines.edge.reader import MIN_READ_WIDTH
+    from alpr_pipelines.lib.evaluation import match_boxes
+    from alpr_pipelines.lib.reader_data import normalize_text
+    from alpr_pipelines.lib.synth import clip_scene
+
+    if not any("reader_version" in r for r in results):
+        return "plates read: no plate reader served the clip (alpr-plate-ocr has no Production version)"
+    exact = total = 0
+    for r in results:
+        truth = [b for b in clip_scene(0, int(r["frame"]), CLIP_WIDTH, CLIP_HEIGHT).plates
+                 if b.x2 - b.x1 >= MIN_READ_WIDTH]
+        total += len(truth)
+        if not truth or not r["plates"]:
+            continue
+        pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
+                            np.array([d["box"] for d in r["plates"]], float))
+        exact += sum(r["plates"][d].get("text") == normalize_text(truth[t].text) for t, d in pairs)
+    if not total:
+        return "plates read exactly: no plate in the clip is wide enough to read"
+    return f"plates read exactly: {exact / total:.2f} ({exact}/{total}; plates at least {MIN_READ_WIDTH} px wide)"
 
 
 def annotated_strip(clip: Path, results: list[dict], out_dir: Path, every: int = 12) -> Path:
@@ -136,16 +164,17 @@ def annotated_strip(clip: Path, results: list[dict], out_dir: Path, every: int =
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines import stack
     from alpr_pipelines.defs.presets import recipe_run_config
+    from alpr_pipelines.lib.models import MODEL_SPECS
 
     started = time.monotonic()
     print(f"state folder: {settings.home}")
     print("starting the embedded stack (MLflow, Dagster webserver and daemon)...")
     stack.up(settings)
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
-    print("materializing datasets -> training -> exports -> registry for both detectors...")
+    print("materializing datasets -> training -> exports -> registry for both detectors and the plate reader...")
     result = run_job(settings, "train_and_register", recipe_run_config())
     print(f"\nDagster run {result.run_id} succeeded in {time.monotonic() - started:.0f}s.")
-    registered = [result.output_for_node(f"{key}__registered_version") for key in ("vehicle", "plate")]
+    registered = [result.output_for_node(f"{key}__registered_version") for key in MODEL_SPECS]
     for v in registered:
         print(f"{v['name']} version {v['version']}: {'new' if v['created'] else 'unchanged, reused'}")
     _wait_for_decisions(settings, registered, timeout=args.wait)

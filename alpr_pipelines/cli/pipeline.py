@@ -17,6 +17,8 @@ def _spec_from_args(name: str | None, data: str) -> Any:
 
     if name:
         lowered = name.lower()
+        if "ocr" in lowered or "reader" in lowered:
+            return spec_for("ocr")
         if "plate" in lowered:
             return PLATE
         if "vehicle" in lowered:
@@ -42,19 +44,24 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from alpr_pipelines.lib.recipes import training_defaults
 
     synthetic = args.data == "synthetic"
-    dataset_cfg: dict[str, Any] = (recipe_run_config()["ops"][f"{spec.key}__dataset"]["config"] if synthetic
-                                   else {"source": "yaml", "data_yaml": str(Path(args.data).resolve())})
-    train_cfg = train_config(training_defaults(spec.key, synthetic, args.device))
-    flags = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
-             "lr0": args.lr0, "optimizer": args.optimizer}
-    train_cfg.update({k: v for k, v in flags.items() if v is not None})
-    train_cfg.update({"device": args.device, "restart": args.restart})
+    if spec.task == "read":
+        dataset_cfg, train_cfg = _reader_config(args)
+        exports: tuple[str, ...] = ("dataset", "weights", "onnx", "onnx_int8")
+    else:
+        dataset_cfg = (recipe_run_config()["ops"][f"{spec.key}__dataset"]["config"] if synthetic
+                       else {"source": "yaml", "data_yaml": str(Path(args.data).resolve())})
+        train_cfg = train_config(training_defaults(spec.key, synthetic, args.device))
+        flags = {"model": args.model, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
+                 "lr0": args.lr0, "optimizer": args.optimizer}
+        train_cfg.update({k: v for k, v in flags.items() if v is not None})
+        train_cfg.update({"device": args.device})
+        exports = ("dataset", "weights", "onnx", "onnx_int8", "tensorrt")
+    train_cfg["restart"] = args.restart
     ops: dict[str, Any] = {
         f"{spec.key}__dataset": {"config": dataset_cfg},
         f"{spec.key}__weights": {"config": train_cfg},
     }
-    keys = [["datasets", "golden_set"],
-            *[[spec.key, s] for s in ("dataset", "weights", "onnx", "onnx_int8", "tensorrt")]]
+    keys = [["datasets", "golden_set"], *[[spec.key, s] for s in exports]]
     if args.register:
         if args.stage not in ("None", "Staging"):
             raise CliError(f"--stage must be None or Staging at registration, got {args.stage}; use `alpr promote`")
@@ -70,6 +77,34 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"registered {version['name']} version {version['version']} ({version['stage']}; "
               f"aliases {', '.join(version['aliases']) or '-'})")
     return 0
+
+
+def _reader_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plate reader's dataset and training config for `alpr train --name ocr`: ``--data synthetic``, a labels
+    CSV (its crops beside it), a COCO JSON of plate boxes with text, or a folder of images with YOLO labels ending in
+    the text; ``--epochs``, ``--batch`` and ``--lr0`` override the reader's recipe."""
+    from alpr_pipelines.defs.presets import recipe_run_config
+
+    recipe = recipe_run_config()["ops"]
+    data = Path(args.data).expanduser().resolve()
+    if args.data == "synthetic":
+        dataset_cfg = recipe["ocr__dataset"]["config"]
+    elif data.suffix.lower() == ".csv":
+        dataset_cfg = {"source": "csv", "labels_csv": str(data), "images_dir": str(data.parent)}
+    elif data.suffix.lower() == ".json" or data.is_dir():
+        dataset_cfg = {"source": "boxes", "boxes": str(data)}
+    else:
+        raise CliError(f"--data {args.data}: the plate reader takes 'synthetic', a labels CSV (image,text), a COCO "
+                       "JSON of plate boxes with text, or a folder of images with YOLO labels ending in the text")
+    unused = [flag for flag in ("model", "imgsz", "optimizer") if getattr(args, flag) is not None]
+    if unused:
+        raise CliError(f"--{', --'.join(unused)} are detector flags; the plate reader's size and optimizer are its "
+                       "recipe's (docs/decisions.md, 'Plate reader')")
+    train_cfg = dict(recipe["ocr__weights"]["config"])
+    train_cfg.update({k: v for k, v in (("epochs", args.epochs), ("batch", args.batch), ("lr", args.lr0))
+                      if v is not None})
+    train_cfg["device"] = args.device
+    return dataset_cfg, train_cfg
 
 
 def cmd_register_existing(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,9 +15,12 @@ class GoldenSetConfig(dg.Config):
     scenes: int = _DEFAULT.scenes
     width: int = _DEFAULT.width
     height: int = _DEFAULT.height
+    plates: int = _DEFAULT.plates
+    shift_plates: int = _DEFAULT.shift_plates
 
     def spec(self) -> GoldenSpec:
-        return GoldenSpec(seed=self.seed, scenes=self.scenes, width=self.width, height=self.height)
+        return GoldenSpec(seed=self.seed, scenes=self.scenes, width=self.width, height=self.height,
+                          plates=self.plates, shift_plates=self.shift_plates)
 
     def splits(self, state: AlprStateResource) -> dict[str, GoldenSplits]:
         """Each model's golden splits under ``state``, generated if absent (they are deterministic)."""

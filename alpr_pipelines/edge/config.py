@@ -7,6 +7,7 @@
     models:
       vehicle: {name: alpr-vehicle-detector, fallback: models/yolo11n.onnx}
       plate: {name: alpr-plate-detector, fallback: models/yolo11n-plate.onnx}
+      reader: {name: alpr-plate-ocr, fallback: null, enabled: true}   # the plate reader (text of each plate)
     cameras:
       - {name: gate-1, source: rtsp://10.0.0.5/stream, fps_limit: 10}
       - {name: sample, source: sample.avi, fps_limit: 0}     # 0: as fast as it decodes
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from alpr_pipelines.edge.contract import PLATE_MODEL, VEHICLE_MODEL
+from alpr_pipelines.edge.contract import OCR_MODEL, PLATE_MODEL, VEHICLE_MODEL
 from alpr_pipelines.edge.swap.priority import check_priority
 from alpr_pipelines.edge.trust import TrustedKeys
 
@@ -54,6 +55,9 @@ class EdgeConfig:
     plate_name: str = PLATE_MODEL
     vehicle_fallback: str | None = None
     plate_fallback: str | None = None
+    reader_name: str = OCR_MODEL
+    reader_fallback: str | None = None
+    read_plates: bool = True  # the third stage; without a reader anywhere the edge runs without it and says so
     detections: str = "-"
     annotated_dir: str | None = None
     http_host: str = "127.0.0.1"
@@ -88,7 +92,9 @@ class EdgeConfig:
             cameras.append(Camera(name=str(c.get("name", f"camera-{i + 1}")), source=source,
                                   fps_limit=float(c.get("fps_limit", 0) or 0)))
         reg, models, out, http = (raw.get(k) or {} for k in ("registry", "models", "output", "http"))
-        vehicle, plate = models.get("vehicle") or {}, models.get("plate") or {}
+        vehicle, plate, reader = (models.get(k) or {} for k in ("vehicle", "plate", "reader"))
+        if not isinstance(reader.get("enabled", True), bool):
+            raise ConfigError(f"{path}: models.reader.enabled must be true or false")
 
         def rel(p: str | None) -> str | None:
             return None if p is None else str(p if Path(p).is_absolute() else path.parent / p)
@@ -99,6 +105,8 @@ class EdgeConfig:
             poll_interval=float(reg.get("poll_interval", 10)), use_mlflow=bool(reg.get("enabled", True)),
             vehicle_name=vehicle.get("name", VEHICLE_MODEL), plate_name=plate.get("name", PLATE_MODEL),
             vehicle_fallback=rel(vehicle.get("fallback")), plate_fallback=rel(plate.get("fallback")),
+            reader_name=reader.get("name", OCR_MODEL), reader_fallback=rel(reader.get("fallback")),
+            read_plates=reader.get("enabled", True),
             detections=detections if detections == "-" else str(rel(detections)),
             annotated_dir=rel(out.get("annotated_dir")), http_host=http.get("host", "127.0.0.1"),
             http_port=int(http.get("port", 9108)), cache_dir=rel(raw.get("cache_dir")),

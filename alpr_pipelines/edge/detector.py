@@ -1,4 +1,5 @@
-"""Two-stage ALPR detection: vehicles in the frame, then plates within each vehicle's crop.
+"""Two-stage ALPR detection: vehicles in the frame, then plates within each vehicle's crop; optional stages after
+them (the plate reader, ``edge.reading``) are components added to the detector, each with its own slot.
 
 A :class:`ModelSlot` holds the model that serves one role. A new version is made ready off the frame path
 (``swap.poller``) and put in its slot with one reference assignment between frames; a frame reads each slot once, so
@@ -11,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,41 +75,78 @@ def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None
 
 @dataclass
 class ModelSlot:
-    """The model serving one role; ``swap`` replaces it atomically and keeps the previous one for fallback."""
+    """The model serving one role; ``swap`` replaces it atomically and keeps the previous one for fallback.
+    ``load``: how a file of this role becomes a model (``load_backend``'s arguments): a detector by default."""
 
     name: str
-    model: Backend | None = None
+    model: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    previous: Backend | None = None
+    previous: Any = None
     swaps: int = 0
+    load: Callable[..., Any] = load_backend
 
     @property
     def version(self) -> str | None:
         return self.metadata.get("version")
 
-    def swap(self, model: Backend, metadata: dict[str, Any]) -> None:
+    def swap(self, model: Any, metadata: dict[str, Any]) -> None:
         self.previous, self.model, self.metadata = self.model, model, metadata
         self.swaps += 1
 
 
 @dataclass(frozen=True)
+class PlateText:
+    """What the reader made of one plate: its text and confidence (None for both: too small to read)."""
+
+    text: str | None
+    confidence: float | None
+
+
+@dataclass(frozen=True)
 class FrameResult:
-    """Detections of one frame; every detection carries the version of the model that produced it."""
+    """Detections of one frame; every detection carries the version of the model that produced it. ``texts``: one
+    per plate when a reader served the frame (``reader_version``), else None."""
 
     vehicles: list[Detection]
     plates: list[Detection]
     vehicle_version: str | None
     plate_version: str | None
     latency_ms: float
+    texts: list[PlateText] | None = None
+    reader_version: str | None = None
+    read_ms: float | None = None
+
+    def versions(self) -> dict[str, str | None]:
+        """The version of each model that served this frame, by model (the reader's only when it read)."""
+        served = {"vehicle": self.vehicle_version, "plate": self.plate_version}
+        if self.texts is not None:
+            served["reader"] = self.reader_version
+        return served
 
     def as_dict(self) -> dict[str, Any]:
         def det(d: Detection) -> dict[str, Any]:
             return {"box": [round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1)], "class": d.class_name,
                     "confidence": round(d.confidence, 4), "model_version": d.model_version}
 
-        return {"vehicles": [det(d) for d in self.vehicles], "plates": [det(d) for d in self.plates],
-                "vehicle_version": self.vehicle_version, "plate_version": self.plate_version,
-                "latency_ms": round(self.latency_ms, 2)}
+        plates = [det(d) for d in self.plates]
+        out: dict[str, Any] = {"vehicles": [det(d) for d in self.vehicles], "plates": plates,
+                               "vehicle_version": self.vehicle_version, "plate_version": self.plate_version}
+        if self.texts is not None:
+            for plate, read in zip(plates, self.texts, strict=True):
+                plate["text"] = read.text
+                plate["text_confidence"] = None if read.confidence is None else round(read.confidence, 4)
+            out["reader_version"] = self.reader_version
+        out["latency_ms"] = round(self.latency_ms, 2)
+        return out
+
+
+class FrameStage(Protocol):
+    """A stage after the two detectors: it has slots of its own, and adds to each frame's result in the frame's
+    turn (``YOLOv11Detector.add_stage``)."""
+
+    def slots(self) -> list[ModelSlot]: ...
+
+    def __call__(self, frame: np.ndarray, result: FrameResult) -> FrameResult: ...
 
 
 class YOLOv11Detector:
@@ -143,8 +182,9 @@ class YOLOv11Detector:
         self.loader = loader or (MLflowModelLoader(tracking_uri=mlflow_tracking_uri) if use_mlflow else None)
         self.vehicle = ModelSlot(vehicle_model_name)
         self.plate = ModelSlot(plate_model_name)
+        self.stages: list[FrameStage] = []
         for slot, fallback in ((self.vehicle, vehicle_model_path), (self.plate, plate_model_path)):
-            path, meta = self._resolve(slot.name, fallback)
+            path, meta = self.resolve(slot.name, fallback)
             cached = meta.get("source") in ("mlflow", "cache") and Path(path).suffix == ".onnx"
             optimized = optimized_for_this_box(Path(path)) if cached else None  # no frames to disturb yet
             with self.policy.session_creation(serving=False):
@@ -154,7 +194,13 @@ class YOLOv11Detector:
             slot.swap(model, meta)
             log.info("%s: serving %s (%s)", slot.name, meta.get("version") or path, meta.get("source"))
 
-    def _resolve(self, name: str, fallback: str | None) -> tuple[str, dict[str, Any]]:
+    def resolve(self, name: str, fallback: str | None) -> tuple[str, dict[str, Any]]:
+        """The file to serve ``name`` from, and where it came from: the registry (with ``use_mlflow``), the verified
+        cache, else ``fallback``.
+
+        Raises:
+            ModelLoadError: none of them has one.
+        """
         if self.loader is not None:
             return self.loader.get_model_path(name, fallback_filename=fallback)
         if not fallback:
@@ -164,11 +210,17 @@ class YOLOv11Detector:
             raise ModelLoadError(f"{name}: local model {path} does not exist")
         return str(path), {"source": "local", "version": None}
 
+    def add_stage(self, stage: FrameStage) -> None:
+        """Run ``stage`` on every frame after the two detectors (the plate reader: ``edge.reading``)."""
+        self.stages.append(stage)
+
     def slots(self) -> list[ModelSlot]:
-        return [self.vehicle, self.plate]
+        """Every model slot: the two detectors', then each added stage's."""
+        return [self.vehicle, self.plate, *(s for stage in self.stages for s in stage.slots())]
 
     def serving_imgsz(self, slot: ModelSlot) -> int | None:
-        return self.imgsz if slot is self.vehicle else self.plate_imgsz
+        """The serving size of a detector slot's dynamic-shape model (None: as exported; other stages' slots)."""
+        return self.imgsz if slot is self.vehicle else self.plate_imgsz if slot is self.plate else None
 
     def detect(self, frame: np.ndarray) -> FrameResult:
         """Vehicles in the frame, then plates within each vehicle's crop (the whole frame when no vehicle is found).
@@ -199,8 +251,10 @@ class YOLOv11Detector:
                   for (x1, y1, _, _), dets in zip(regions, found, strict=True) for p in dets]
         if len(regions) > 1:
             plates = dedup(plates, PLATE_DEDUP_IOU)
-        return FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version,
-                           (time.perf_counter() - started) * 1000)
+        result = FrameResult(vehicles, plates, vehicle_model.model_version, plate_model.model_version, 0.0)
+        for stage in self.stages:
+            result = stage(frame, result)
+        return replace(result, latency_ms=(time.perf_counter() - started) * 1000)
 
 
 def dedup(detections: list[Detection], threshold: float) -> list[Detection]:

@@ -19,6 +19,13 @@ class EdgeMetrics:
                                  buckets=(0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0))
         self.confidence = Histogram("alpr_detection_confidence", "Confidence of emitted detections", ["kind"],
                                     registry=r, buckets=tuple(i / 10 for i in range(1, 11)))
+        self.read_latency = Histogram("alpr_read_latency_seconds", "Plate reading time per frame (all its plates in "
+                                      "one batch)", ["camera"], registry=r,
+                                      buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128))
+        self.read_confidence = Histogram("alpr_read_confidence", "Reader's confidence in each plate's whole text",
+                                         registry=r, buckets=(0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0))
+        self.plates_read = Counter("alpr_plates_read_total", "Plates read, by outcome (read; too_small: under the "
+                                   "reader's minimum width)", ["outcome"], registry=r)
         self.frames = Counter("alpr_frames_total", "Frames processed", ["camera"], registry=r)
         self.model_info = Gauge("alpr_model_version_info", "Serving model version (value 1)",
                                 ["model", "version", "source"], registry=r)
@@ -46,3 +53,12 @@ class EdgeMetrics:
             self.confidence.labels(kind="vehicle").observe(d.confidence)
         for d in result.plates:
             self.confidence.labels(kind="plate").observe(d.confidence)
+        if result.texts is not None:
+            if result.read_ms is not None:
+                self.read_latency.labels(camera=camera).observe(result.read_ms / 1000)
+            for t in result.texts:
+                if t.confidence is None:
+                    self.plates_read.labels(outcome="too_small").inc()
+                else:
+                    self.plates_read.labels(outcome="read").inc()
+                    self.read_confidence.observe(t.confidence)

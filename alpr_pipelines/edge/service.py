@@ -1,5 +1,5 @@
-"""The edge detector service (the original ALPR registry design's ``pilot.py --config``): cameras in, detections out,
-models kept current by one registry poller per model. Its configuration: ``edge.config``.
+"""The edge detector service (the original ALPR registry design's ``pilot.py --config``): cameras in, detections and
+plate texts out, models kept current by one registry poller per model. Its configuration: ``edge.config``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from alpr_pipelines.edge.detector import FrameResult, YOLOv11Detector
 from alpr_pipelines.edge.frames import FrameReader, SourceError
 from alpr_pipelines.edge.loader import MLflowModelLoader
 from alpr_pipelines.edge.metrics import EdgeMetrics
+from alpr_pipelines.edge.reading import PlateReadingStage, attach_reader, reader_status
 from alpr_pipelines.edge.swap.policy import SwapPolicy
 from alpr_pipelines.edge.swap.poller import RegistryPoller
 
@@ -40,14 +41,22 @@ class EdgeService:
             use_mlflow=config.use_mlflow, loader=self.loader, vehicle_model_name=config.vehicle_name,
             plate_model_name=config.plate_name, imgsz=config.imgsz, plate_imgsz=config.plate_imgsz,
             policy=SwapPolicy(threads=config.threads, realtime_priority=config.realtime_priority))
+        self.reader: PlateReadingStage | None = None
+        if config.read_plates:
+            self.reader = attach_reader(self.detector, config.reader_name, config.reader_fallback)
+        else:
+            log.info("plate reading is off (models.reader.enabled: false): plates are reported without text")
         for slot in self.detector.slots():
-            self.metrics.set_version(slot.name, slot.version, slot.metadata.get("source"))
+            if slot.model is not None:  # an empty slot (no reader yet) has no version to report
+                self.metrics.set_version(slot.name, slot.version, slot.metadata.get("source"))
         self.pollers: list[RegistryPoller] = []
         self._stop = threading.Event()
         self._out_lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
         self.frames_by_camera: dict[str, int] = {}
-        self.versions_seen: dict[str, set[str]] = {s.name: set() for s in self.detector.slots()}
+        self.versions_seen: dict[str, set[str]] = {}  # registered model -> the versions that served frames
+        self.model_names = {"vehicle": self.detector.vehicle.name, "plate": self.detector.plate.name,
+                            **({"reader": self.reader.slot.name} if self.reader is not None else {})}
 
     # ------------------------------------------------------------------------------------------- events
 
@@ -69,11 +78,16 @@ class EdgeService:
             log.error("swap of %s to v%s failed: %s", model, data.get("version"), data.get("error"))
 
     def health(self) -> dict[str, Any]:
+        """Every serving model (the reader once it serves; ``plate_reading`` says whether it does), whether the
+        registry answers, and "ok" while both detectors are loaded: a box without a reader still detects."""
         models = {s.name: {"loaded": s.model is not None, "version": s.version, "source": s.metadata.get("source"),
-                           "swaps": max(0, s.swaps - 1)} for s in self.detector.slots()}
+                           "swaps": max(0, s.swaps - 1)}
+                  for s in self.detector.slots() if s.model is not None or s in (self.detector.vehicle,
+                                                                                 self.detector.plate)}
         reachable = all(p.stats.reachable for p in self.pollers) if self.pollers else None
-        ok = all(m["loaded"] for m in models.values())
-        return {"status": "ok" if ok else "down", "models": models, "registry_reachable": reachable}
+        ok = self.detector.vehicle.model is not None and self.detector.plate.model is not None
+        return {"status": "ok" if ok else "down", "models": models, "registry_reachable": reachable,
+                "plate_reading": reader_status(self.reader)}
 
     # ------------------------------------------------------------------------------------------- http
 
@@ -125,9 +139,13 @@ class EdgeService:
         img = frame.copy()
         for d in result.vehicles:
             cv2.rectangle(img, (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2)), (0, 200, 0), 2)
-        for d in result.plates:
+        for i, d in enumerate(result.plates):
             cv2.rectangle(img, (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2)), (0, 0, 255), 2)
-        cv2.putText(img, f"vehicle v{result.vehicle_version} plate v{result.plate_version}", (5, 15),
+            text = result.texts[i].text if result.texts is not None else None
+            if text:
+                cv2.putText(img, text, (int(d.x1), max(10, int(d.y1) - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            (0, 255, 255), 1)
+        cv2.putText(img, " ".join(f"{name} v{v}" for name, v in result.versions().items()), (5, 15),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
         folder = Path(self.config.annotated_dir) / camera.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -158,8 +176,8 @@ class EdgeService:
                     self.metrics.record(camera.name, result)
                     if self.config.annotated_dir:
                         self._annotate(camera, index, frame, result)
-                    self.versions_seen[self.detector.vehicle.name].add(str(result.vehicle_version))
-                    self.versions_seen[self.detector.plate.name].add(str(result.plate_version))
+                    for role, version in result.versions().items():
+                        self.versions_seen.setdefault(self.model_names[role], set()).add(str(version))
                     index += 1
                     window_frames += 1
                     elapsed = time.monotonic() - window_start

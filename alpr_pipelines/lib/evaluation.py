@@ -226,18 +226,30 @@ class Agreement:
         return Agreement(self.matched + other.matched, self.detected + other.detected, self.truth + other.truth)
 
 
+def match_boxes(truth: np.ndarray, detected: np.ndarray, iou: float = 0.5,
+                same_class: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """(truth index, detection index) pairs, greedily by IoU, each box at most once, every pair's IoU at least
+    ``iou``; ``same_class`` (truth x detected, bool) restricts pairs to boxes of one class."""
+    if not len(truth) or not len(detected):
+        return []
+    overlap = _iou_matrix(truth, detected)
+    if same_class is not None:
+        overlap *= same_class
+    pairs = []
+    while overlap.size and overlap.max() >= iou:
+        t, d = np.unravel_index(overlap.argmax(), overlap.shape)
+        pairs.append((int(t), int(d)))
+        overlap[t, :] = 0
+        overlap[:, d] = 0
+    return pairs
+
+
 def agreement(detected: list[tuple[str, list[float]]], truth: list[tuple[str, list[float]]],
               iou: float = 0.5) -> Agreement:
     """Match ``(class, [x1, y1, x2, y2])`` detections to known boxes of the same class, greedily by IoU, each box
     at most once; a pair counts when its IoU reaches ``iou``."""
     if not detected or not truth:
         return Agreement(0, len(detected), len(truth))
-    overlap = _iou_matrix(np.array([b for _, b in truth], float), np.array([b for _, b in detected], float))
-    overlap *= np.array([[t == d for d, _ in detected] for t, _ in truth])
-    matched = 0
-    while overlap.size and overlap.max() >= iou:
-        t, d = np.unravel_index(overlap.argmax(), overlap.shape)
-        matched += 1
-        overlap[t, :] = 0
-        overlap[:, d] = 0
-    return Agreement(matched, len(detected), len(truth))
+    pairs = match_boxes(np.array([b for _, b in truth], float), np.array([b for _, b in detected], float), iou,
+                        np.array([[t == d for d, _ in detected] for t, _ in truth]))
+    return Agreement(len(pairs), len(detected), len(truth))

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CLASS_AP50_PREFIX = "AP50/"  # per-class AP50 in the metrics the gate reads: ``AP50/car``, ``AP50/bus`` ...
+# (policy field, metric, floor or ceiling), in the order the decision lists them
+BOUNDS = (("min_map50", "mAP50", "floor"), ("min_map50_95", "mAP50-95", "floor"),
+          ("min_exact_match", "exact_match", "floor"), ("max_cer", "cer", "ceiling"))
 
 
 
@@ -17,13 +20,19 @@ CLASS_AP50_PREFIX = "AP50/"  # per-class AP50 in the metrics the gate reads: ``A
 class GatePolicy:
     """Rules for one model.
 
+    A floor (or, for ``max_cer``, a ceiling) applies to every candidate whose metrics have its metric, and a floor
+    set above its default demands the metric: detectors report mAP, the plate reader exact match and CER.
+
     Attributes:
         min_map50: floor on the candidate's mAP50 on the golden set: a detector under it misses or misplaces too
             many objects to serve, whatever it is compared with.
         min_map50_95: floor on the candidate's mAP50-95 (how tight its boxes are).
         min_class_ap50: floor on every class's AP50 (``AP50/<class>`` metrics): a vehicle detector that cannot find
             buses does not ship because it finds cars well.
-        max_regression: the candidate may score at most this much below the champion's mAP50-95 (absolute points).
+        min_exact_match: floor on the share of golden plates a reader reads exactly (every character).
+        max_cer: ceiling on a reader's character error rate.
+        score: the metric champion and challenger are compared on (higher is better).
+        max_regression: the candidate may score at most this much below the champion's ``score`` (absolute).
         latency_budget_ms_p95: the candidate's p95 CPU latency at the deployment image size must stay within this.
         require_parity: the ONNX-vs-PyTorch parity check must have passed.
     """
@@ -31,6 +40,9 @@ class GatePolicy:
     min_map50: float = 0.0
     min_map50_95: float = 0.0
     min_class_ap50: float = 0.0
+    min_exact_match: float = 0.0
+    max_cer: float = 1.0
+    score: str = "mAP50-95"
     max_regression: float = 0.005
     latency_budget_ms_p95: float = 500.0
     require_parity: bool = True
@@ -79,13 +91,17 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, parit
     """Decide whether ``candidate`` replaces ``champion`` (None: no Production version yet).
 
     Args:
-        candidate: the candidate's headline metrics (``mAP50``, ``mAP50-95``, ``latency_ms_p95``, ``AP50/<class>``
-            for every class, ...).
+        candidate: the candidate's headline metrics (a detector's ``mAP50``, ``mAP50-95``, ``AP50/<class>`` for
+            every class; a reader's ``exact_match``, ``cer``; both ``latency_ms_p95``).
         champion: the current Production version's metrics from the same evaluator and golden set, or None.
         parity_passed: the export parity check's outcome (None: unknown, treated as not passed when required).
         policy: the model's rules.
     """
-    for key in ("mAP50", "mAP50-95", "latency_ms_p95"):
+    defaults = GatePolicy()
+    bounds = [(metric, getattr(policy, field_name), getattr(defaults, field_name), kind)
+              for field_name, metric, kind in BOUNDS]
+    demanded = [m for m, value, default, _ in bounds if value != default]
+    for key in (policy.score, "latency_ms_p95", *demanded):
         if key not in candidate:
             raise ValueError(f"candidate metrics lack {key!r}; evaluate the candidate before gating it")
     ok: list[bool] = []
@@ -95,9 +111,11 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, parit
         ok.append(passed)
         reasons.append(("PASS " if passed else "FAIL ") + text)
 
-    rule(candidate["mAP50"] >= policy.min_map50, f"mAP50 {candidate['mAP50']:.4f} vs floor {policy.min_map50:.4f}")
-    score = candidate["mAP50-95"]
-    rule(score >= policy.min_map50_95, f"mAP50-95 {score:.4f} vs floor {policy.min_map50_95:.4f}")
+    for metric, value, _, kind in bounds:
+        if metric in candidate:
+            got = candidate[metric]
+            rule(got >= value if kind == "floor" else got <= value, f"{metric} {got:.4f} vs {kind} {value:.4f}")
+    score = candidate[policy.score]
     if policy.min_class_ap50 > 0:
         per_class = {k.split("/", 1)[1]: v for k, v in candidate.items() if k.startswith(CLASS_AP50_PREFIX)}
         if not per_class:
@@ -108,10 +126,12 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, parit
     if champion is None:
         rule(True, "no Production version yet: first model, judged on the floor, latency and parity alone")
     else:
-        best = champion["mAP50-95"]
+        if policy.score not in champion:
+            raise ValueError(f"champion metrics lack {policy.score!r}; evaluate it with this release")
+        best = champion[policy.score]
         delta = score - best
-        rule(delta >= -policy.max_regression,
-             f"mAP50-95 {score:.4f} vs champion {best:.4f} ({delta:+.4f}, tolerance -{policy.max_regression:.4f})")
+        rule(delta >= -policy.max_regression, f"{policy.score} {score:.4f} vs champion {best:.4f} ({delta:+.4f}, "
+             f"tolerance -{policy.max_regression:.4f})")
     latency = candidate["latency_ms_p95"]
     rule(latency <= policy.latency_budget_ms_p95,
          f"p95 latency {latency:.1f} ms vs budget {policy.latency_budget_ms_p95:.1f} ms")
@@ -128,4 +148,9 @@ DEFAULT_POLICIES: dict[str, GatePolicy] = {
     "vehicle": GatePolicy(min_map50=0.80, min_map50_95=0.40, min_class_ap50=0.60, max_regression=0.005,
                           latency_budget_ms_p95=250.0),
     "plate": GatePolicy(min_map50=0.80, min_map50_95=0.40, max_regression=0.005, latency_budget_ms_p95=250.0),
+    # The reader's floors reject one that does not read (untrained: exact match 0, CER near 1), not one short of
+    # issue 18's 0.95 target, which the default recipe does not reach yet (docs/decisions.md, "Plate reader"); raise
+    # them with the model. p95 is for one plate read alone.
+    "ocr": GatePolicy(min_exact_match=0.30, max_cer=0.30, score="exact_match", max_regression=0.005,
+                      latency_budget_ms_p95=20.0),
 }

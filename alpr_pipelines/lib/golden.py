@@ -6,6 +6,9 @@ Two splits per model, each the model's own view (``lib.views``) of scenes that t
 - ``shift``: the held-out split (stream "golden_shift"): plates in formats, colours and a font training never sees
   (``lib.plates``). Its scores are reported beside the golden ones, to tell generalisation from memorisation.
 
+The plate reader's splits are plate crops (``lib.reader_data``) of the same two streams' close-ups
+(``synth.plate_close_up``), cut as the edge cuts a detected plate.
+
 Both are deterministic: the same :class:`GoldenSpec` gives the same images on any machine (plates of these streams
 are drawn only in shipped fonts, never in fonts found on the machine).
 """
@@ -18,18 +21,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alpr_pipelines.lib.datasets import validate_dataset, write_synthetic_views
-from alpr_pipelines.lib.models import MODEL_SPECS
+from alpr_pipelines.lib.models import DETECTOR_SPECS, MODEL_SPECS
+from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
 from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
 
 @dataclass(frozen=True)
 class GoldenSpec:
-    """The golden set's identity: its seed, how many scenes each split has, and their size."""
+    """The golden set's identity: its seed, how many scenes each split has, and their size; how many plate crops
+    the reader's golden and shift splits have."""
 
     seed: int = 20241101
     scenes: int = 200
     width: int = 640
     height: int = 384
+    plates: int = 600
+    shift_plates: int = 300
 
     def key(self) -> str:
         blob = json.dumps({"generator": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
@@ -38,7 +45,7 @@ class GoldenSpec:
 
 @dataclass(frozen=True)
 class GoldenSplits:
-    """One model's golden data: each split's data YAML and content fingerprint."""
+    """One model's golden data: each split's data YAML (the reader's: its crops folder) and content fingerprint."""
 
     data_yaml: Path
     fingerprint: str
@@ -71,12 +78,20 @@ def write_golden(root: Path, spec: GoldenSpec = GoldenSpec()) -> dict[str, Golde
         DatasetValidationError: a split fails validation (its files were changed by hand).
     """
     out = golden_dir(root, spec)
-    in_dist = write_synthetic_views(out / "golden", MODEL_SPECS.values(), spec.seed, {"val": spec.scenes},
+    in_dist = write_synthetic_views(out / "golden", DETECTOR_SPECS.values(), spec.seed, {"val": spec.scenes},
                                     spec.width, spec.height, purpose="golden")
-    shift = write_synthetic_views(out / "shift", MODEL_SPECS.values(), spec.seed, {"val": spec.scenes},
+    shift = write_synthetic_views(out / "shift", DETECTOR_SPECS.values(), spec.seed, {"val": spec.scenes},
                                   spec.width, spec.height, purpose="golden_shift")
     splits = {}
     for key, model in MODEL_SPECS.items():
+        if model.task == "read":
+            crops = write_synthetic_reader_dataset(out / "reader_golden", spec.seed, 0, spec.plates,
+                                                   purposes=("golden", "golden"))
+            shift_crops = write_synthetic_reader_dataset(out / "reader_shift", spec.seed, 0, spec.shift_plates,
+                                                         purposes=("golden_shift", "golden_shift"))
+            splits[key] = GoldenSplits(crops, validate_reader_dataset(crops, ("val",)).fingerprint, shift_crops,
+                                       validate_reader_dataset(shift_crops, ("val",)).fingerprint)
+            continue
         golden_fp = validate_dataset(in_dist[key], model.names, required_splits=("val",)).fingerprint
         shift_fp = validate_dataset(shift[key], model.names, required_splits=("val",)).fingerprint
         splits[key] = GoldenSplits(in_dist[key], golden_fp, shift[key], shift_fp)

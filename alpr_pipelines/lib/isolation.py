@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from alpr_pipelines.lib.evaluation import EvaluationError, EvaluationResult, ModelUnusable
+from alpr_pipelines.lib.reader_eval import ReaderEvaluation
+
+RESULT_TYPES: dict[str, Any] = {"detect": EvaluationResult, "read": ReaderEvaluation}  # by ModelSpec.task
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,20 @@ class EvaluationLimits:
 
 
 def evaluate_onnx_isolated(onnx_path: Path, golden_yaml: Path, golden_fingerprint: str,
-                           shift_yaml: Path | None = None,
-                           limits: EvaluationLimits | None = None) -> EvaluationResult:
-    """``lib.evaluation.evaluate_onnx`` in a child process under ``limits``.
+                           shift_yaml: Path | None = None, limits: EvaluationLimits | None = None,
+                           task: str = "detect") -> EvaluationResult | ReaderEvaluation:
+    """``lib.evaluation.evaluate_onnx`` (a detector; ``task`` "read": ``lib.reader_eval.evaluate_reader_onnx`` on
+    golden plate crops) in a child process under ``limits``.
 
     Raises:
         ModelUnusable: the model does not load or run, exhausts the memory cap or outlives the timeout.
         EvaluationError: anything else the child reports (the golden set is unreadable, ...).
     """
     limits = limits or EvaluationLimits.from_env()
-    request = json.dumps({"memory_mb": limits.memory_mb, "onnx": str(onnx_path), "golden_yaml": str(golden_yaml), "fingerprint": golden_fingerprint,
+    if task not in RESULT_TYPES:
+        raise ValueError(f"unknown model task {task!r}; expected one of {sorted(RESULT_TYPES)}")
+    request = json.dumps({"memory_mb": limits.memory_mb, "onnx": str(onnx_path), "golden_yaml": str(golden_yaml),
+                          "fingerprint": golden_fingerprint, "task": task,
                           "shift_yaml": None if shift_yaml is None else str(shift_yaml)})
     proc = subprocess.Popen([sys.executable, "-m", "alpr_pipelines.lib.isolation"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -91,7 +98,7 @@ def evaluate_onnx_isolated(onnx_path: Path, golden_yaml: Path, golden_fingerprin
     if "error" in reply:
         kind = ModelUnusable if reply["error"] == "ModelUnusable" else EvaluationError
         raise kind(reply["message"])
-    return EvaluationResult(**reply["result"])
+    return RESULT_TYPES[task](**reply["result"])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -118,13 +125,19 @@ def main() -> None:
     import resource
 
     from alpr_pipelines.lib.evaluation import evaluate_onnx
+    from alpr_pipelines.lib.reader_eval import evaluate_reader_onnx
 
     req = json.loads(sys.stdin.read())
     cap = int(req["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
-        result = evaluate_onnx(Path(req["onnx"]), Path(req["golden_yaml"]), req["fingerprint"],
-                               shift_yaml=Path(req["shift_yaml"]) if req["shift_yaml"] else None)
+        shift = Path(req["shift_yaml"]) if req["shift_yaml"] else None
+        result: EvaluationResult | ReaderEvaluation
+        if req.get("task", "detect") == "read":
+            result = evaluate_reader_onnx(Path(req["onnx"]), Path(req["golden_yaml"]), req["fingerprint"],
+                                          shift_root=shift)
+        else:
+            result = evaluate_onnx(Path(req["onnx"]), Path(req["golden_yaml"]), req["fingerprint"], shift_yaml=shift)
         reply: dict = {"result": result.as_dict()}
     except ModelUnusable as exc:
         reply = {"error": "ModelUnusable", "message": str(exc)}

@@ -1,13 +1,15 @@
-"""The public contract of the detectors: registered names, descriptions and classes, from the original ALPR registry
-design (the names, stages and aliases an edge box relies on are ``edge.contract``'s)."""
+"""The public contract of the models: registered names, descriptions and classes of the two detectors, from the
+original ALPR registry design, and the plate reader beside them (the names, stages and aliases an edge box relies on
+are ``edge.contract``'s)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alpr_pipelines.edge.contract import PLATE_MODEL, PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, VEHICLE_MODEL
+from alpr_pipelines.edge.contract import OCR_MODEL, PLATE_MODEL, PREVIOUS_ALIAS, STAGE_ALIASES, STAGES, VEHICLE_MODEL
 
-__all__ = ["GPU_STEP_K8S_CONFIG", "MODEL_SPECS", "PLATE", "PREVIOUS_ALIAS", "STAGES", "STAGE_ALIASES", "VEHICLE", "ModelSpec", "spec_for"]
+__all__ = ["DETECTOR_SPECS", "GPU_STEP_K8S_CONFIG", "MODEL_SPECS", "OCR", "PLATE", "PREVIOUS_ALIAS", "STAGES",
+           "STAGE_ALIASES", "TASKS", "VEHICLE", "ModelSpec", "spec_for"]
 
 # What a GPU step (training, TensorRT build) asks Kubernetes for when runs use dagster-k8s's k8s_job_executor; other
 # executors ignore this tag. Node selectors are cluster-specific: add them per deployment (docker/k8s/values.yaml).
@@ -17,16 +19,27 @@ GPU_STEP_K8S_CONFIG = {
 }
 
 
+TASKS = ("detect", "read")  # a YOLO11 detector (Ultralytics), or the plate reader (lib.reader_model)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One detector the pipeline trains and registers."""
+    """One model the pipeline trains and registers. ``task`` says which code trains, exports and scores it; the
+    registry, the gate's bookkeeping, the sensor, rollback, status and the schedule treat every model alike."""
 
     key: str
     registered_name: str
     description: str
     classes: tuple[str, ...]
-    # What the model sees when it serves (lib.views): whole frames, or the crops of the vehicles found in them.
+    # What the model sees when it serves (lib.views): whole frames, the crops of the vehicles found in them, or (the
+    # reader) the crops of the plates.
     view: str = "frames"
+    task: str = "detect"
+
+    @property
+    def group(self) -> str:
+        """The Dagster asset group of its chain."""
+        return f"{self.key}_{'detector' if self.task == 'detect' else 'reader'}"
 
     @property
     def names(self) -> dict[int, str]:
@@ -46,7 +59,16 @@ PLATE = ModelSpec(
     classes=("license_plate",),
     view="vehicle_crops",
 )
-MODEL_SPECS: dict[str, ModelSpec] = {VEHICLE.key: VEHICLE, PLATE.key: PLATE}
+OCR = ModelSpec(
+    key="ocr",
+    registered_name=OCR_MODEL,
+    description="Plate reader: the text of a licence-plate crop (a compact CNN reading every character at once)",
+    classes=(),
+    view="plate_crops",
+    task="read",
+)
+MODEL_SPECS: dict[str, ModelSpec] = {VEHICLE.key: VEHICLE, PLATE.key: PLATE, OCR.key: OCR}
+DETECTOR_SPECS: dict[str, ModelSpec] = {k: s for k, s in MODEL_SPECS.items() if s.task == "detect"}
 
 
 def spec_for(name: str) -> ModelSpec:

@@ -20,16 +20,13 @@ from mlflow import MlflowClient
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.edge.trust import TrustedKeys, UntrustedVersion, registered_sha256, verify_manifest
-from alpr_pipelines.lib.evaluation import (
-    EVALUATOR_VERSION,
-    EvaluationResult,
-    ModelUnusable,
-)
+from alpr_pipelines.lib.evaluation import EvaluationResult, ModelUnusable
 from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
-from alpr_pipelines.lib.isolation import EvaluationLimits, evaluate_onnx_isolated
-from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec
+from alpr_pipelines.lib.isolation import RESULT_TYPES, EvaluationLimits, evaluate_onnx_isolated
+from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion_lock import PromotionLockError, promotion_lock
+from alpr_pipelines.lib.reader_eval import ReaderEvaluation
 from alpr_pipelines.lib.registry import (
     RegistryError,
     alias_version,
@@ -127,20 +124,26 @@ def _listed_bytes(client: MlflowClient, run_id: str, path: str) -> int:
     return total
 
 
-def cached_evaluation(client: MlflowClient, name: str, version: str, golden: GoldenSplits) -> EvaluationResult | None:
+Evaluation = EvaluationResult | ReaderEvaluation  # a detector's scores, or the plate reader's
+
+
+def cached_evaluation(client: MlflowClient, name: str, version: str, golden: GoldenSplits) -> Evaluation | None:
     raw = client.get_model_version(name, version).tags.get(EVAL_TAG)
     if not raw:
         return None
     data = json.loads(raw)
-    if data.get("golden_fingerprint") != golden.key or data.get("evaluator_version") != EVALUATOR_VERSION:
+    result_type = RESULT_TYPES[spec_for(name).task]
+    current = result_type.__dataclass_fields__["evaluator_version"].default
+    if data.get("golden_fingerprint") != golden.key or data.get("evaluator_version") != current:
         return None
-    return EvaluationResult(**data)
+    return result_type(**data)
 
 
 def evaluate_version(client: MlflowClient, name: str, version: str, golden: GoldenSplits,
-                     work_dir: Path) -> tuple[EvaluationResult, bool]:
-    """Score a registered version's ONNX on the golden set and its shift split, in a child process with a timeout and
-    a memory cap (``lib.isolation``); cached on the version per golden set and evaluator.
+                     work_dir: Path) -> tuple[Evaluation, bool]:
+    """Score a registered version's ONNX on the golden set and its shift split (a reader: on the golden plate
+    crops), in a child process with a timeout and a memory cap (``lib.isolation``); cached on the version per golden
+    set and evaluator.
 
     Returns:
         (result, cached)
@@ -151,7 +154,8 @@ def evaluate_version(client: MlflowClient, name: str, version: str, golden: Gold
         return cached, True
     if "onnx" not in files:
         raise CandidateUnusable(f"{name} version {version} has no ONNX file to evaluate")
-    result = evaluate_onnx_isolated(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml)
+    result = evaluate_onnx_isolated(files["onnx"], golden.data_yaml, golden.key, shift_yaml=golden.shift_yaml,
+                                    task=spec_for(name).task)
     client.set_model_version_tag(name, version, EVAL_TAG, json.dumps(result.as_dict(), sort_keys=True))
     for key, value in result.headline().items():
         client.set_model_version_tag(name, version, f"eval_{key}", f"{value:.5f}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from alpr_pipelines.lib.reader_model import ReaderParams
 from alpr_pipelines.lib.training import TrainingParams, resolve_device
 
 NARROW_YOLO11 = str(Path(__file__).parent / "architectures" / "yolo11-narrow.yaml")
@@ -48,6 +49,19 @@ CPU_RECIPES: dict[str, TrainingParams] = {
     "plate": replace(_COMMON, epochs=6, imgsz=224, cos_lr=True, augmentation={"close_mosaic": 1},
                      loss_gains=_LOCALIZE),
 }
+
+
+@dataclass(frozen=True)
+class ReaderData:
+    """How many synthetic plate crops the reader's recipe trains and validates on."""
+
+    train_plates: int = 8000
+    val_plates: int = 600
+
+
+READER_DATA = ReaderData()
+# The plate reader's recipe (docs/decisions.md, "Plate reader": the head and size were chosen by measurement).
+READER_RECIPE = ReaderParams()
 
 
 def training_defaults(model_key: str, synthetic: bool, device: str) -> TrainingParams:

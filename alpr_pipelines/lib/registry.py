@@ -140,26 +140,34 @@ def _staged_code() -> Path:
     return dest
 
 
-def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path) -> None:
-    """Write the pyfunc model folder: ONNX Runtime inference, with every file of the version as an artifact."""
+def save_pyfunc(path: Path, files: dict[str, Path], manifest_path: Path, task: str = "detect") -> None:
+    """Write the pyfunc model folder: ONNX Runtime inference (a detector's boxes, or the reader's text), with every
+    file of the version as an artifact."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     import alpr_pipelines.lib.pyfunc.model_code as model_code
+    import alpr_pipelines.lib.pyfunc.reader_code as reader_code
     from alpr_pipelines.lib.pyfunc.model import OUTPUT_COLUMNS
 
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("binary", "image")]),
-        outputs=Schema([ColSpec("long" if c in ("image_index", "class_id") else "string" if c == "class_name"
-                                else "double", c) for c in OUTPUT_COLUMNS]),
-        params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("iou", "double", 0.7)]),
-    )
+    if task == "read":
+        entry = reader_code.__file__
+        signature = ModelSignature(inputs=Schema([ColSpec("binary", "image")]), outputs=Schema(
+            [ColSpec("long", "image_index"), ColSpec("string", "text"), ColSpec("double", "confidence")]))
+    else:
+        entry = model_code.__file__
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("binary", "image")]),
+            outputs=Schema([ColSpec("long" if c in ("image_index", "class_id") else "string" if c == "class_name"
+                                    else "double", c) for c in OUTPUT_COLUMNS]),
+            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("iou", "double", 0.7)]),
+        )
     code = _staged_code()
     try:
         mlflow.pyfunc.save_model(
             path=str(path),
-            python_model=str(model_code.__file__),  # models from code: consumers never unpickle our objects
+            python_model=str(entry),  # models from code: consumers never unpickle our objects
             artifacts={**{role: str(p) for role, p in files.items()}, "manifest": str(manifest_path)},
             code_paths=[str(code)],
             signature=signature,
@@ -209,7 +217,7 @@ def register_version(
 
     Args:
         client: MLflow client of the tracking server that holds the registry.
-        spec: which detector.
+        spec: which model.
         run_id: the MLflow run the version comes from; the pyfunc model is logged into it.
         files: role -> local file (``weights``, ``onnx``, optional ``engine``).
         imgsz: the exported input size.
@@ -233,7 +241,7 @@ def register_version(
             manifest_path = Path(tmp) / "manifest.json"
             manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
             model_dir = Path(tmp) / PYFUNC_PATH
-            save_pyfunc(model_dir, files, manifest_path)
+            save_pyfunc(model_dir, files, manifest_path, spec.task)
             # Its own folder per version: a run can hold several versions (other image size, an engine added
             # later), and a version's files must never be overwritten by the next one's.
             artifact_path = f"{PYFUNC_PATH}/{cid[:16]}"
@@ -250,7 +258,7 @@ def register_version(
             }
             mv = client.create_model_version(
                 spec.registered_name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags,
-                description=f"{spec.description}; classes: {', '.join(spec.classes)}",
+                description=spec.description + (f"; classes: {', '.join(spec.classes)}" if spec.classes else ""),
             )
         mv = wait_until_ready(client, spec.registered_name, mv.version)
         created = True

@@ -393,6 +393,41 @@ def clip_scene(seed: int, index: int, width: int = 640, height: int = 384, hold:
     return Scene(image, moved(scene.vehicles), moved(scene.plates), scene.condition)
 
 
+def plate_close_up(seed: int, purpose: str, index: int, min_width: float = 48, max_width: float = 200) -> Scene:
+    """One vehicle's plate as the plate detector hands it to the reader: the lower part of a vehicle drawn, its plate
+    placed, lit and blurred by the same code as :func:`generate_scene` (so with the same turns, dirt, lighting
+    conditions, blur and noise), at a plate width between ``min_width`` and ``max_width`` pixels. Cheaper than a
+    whole scene: only a window around the plate is lit, and the background behind the vehicle is drawn small. ``scene.plates`` holds the plate's box (with its text) in
+    the window; identical arguments give identical pixels (see :func:`generate_scene` for fonts)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}; expected one of {sorted(PURPOSES)}")
+    domain = "shift" if purpose == "golden_shift" else "train"
+    rng = np.random.default_rng(np.random.SeedSequence([seed, PURPOSES[purpose], index, 1]))  # not a scene's stream
+    condition = CONDITIONS[int(rng.choice(4, p=[0.62, 0.13, 0.13, 0.12]))]
+    cls = VEHICLE_CLASSES[int(rng.choice(4, p=[0.46, 0.2, 0.14, 0.2]))]
+    plate_width = rng.uniform(min_width, max_width)
+    scale = plate_width / 0.28 / (1.9 * 0.45 if cls == "motorcycle" else 1.0)  # the vehicle a plate this wide is on
+    canvas_w, canvas_h = int(scale * 1.8) + 8, int(scale * 1.3) + 8
+    # Little of the background shows around a close-up's vehicle: drawn at a quarter of the size, then enlarged.
+    small, _ = _background(rng, canvas_w // 4 + 1, canvas_h // 4 + 1)
+    img = cv2.resize(small, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR)
+    lamps: list[tuple[int, int, int]] = []
+    vehicle = _draw_vehicle(img, rng, cls, canvas_w // 2, int(canvas_h * 0.95), scale, lamps)
+    yaw = float(rng.uniform(-0.6, 0.6)) if rng.random() < 0.4 else 0.0
+    lit: list[np.ndarray] = []
+    plate = _place_plate(img, rng, vehicle, yaw, domain, purpose in TRAINING_PURPOSES, condition == "infrared", lit)
+    if plate is None:  # too small to place: a slightly larger one of the same stream
+        return plate_close_up(seed, purpose, index + 1_000_000, min_width, max_width)
+    pw, ph = plate.x2 - plate.x1, plate.y2 - plate.y1
+    # What a crop can take: the plate, a detector's error and the edge's margin around it (edge.reader, READ_MARGIN).
+    x0, y0 = max(0, int(plate.x1 - 0.3 * pw)), max(0, int(plate.y1 - 0.6 * ph))
+    x1, y1 = min(canvas_w, int(plate.x2 + 0.3 * pw)), min(canvas_h, int(plate.y2 + 0.6 * ph))
+    window = np.ascontiguousarray(img[y0:y1, x0:x1])
+    lamps_in = [(x - x0, y - y0, r) for x, y, r in lamps]
+    image = _lighting(window, rng, condition, lamps_in, [q - [x0, y0] for q in lit])
+    return Scene(image, [], [plate.shifted(-x0, -y0)], condition)
+
+
 def write_sample_clip(path: Path, seed: int = 0, frames: int = 60, fps: int = 10, width: int = 640,
                       height: int = 384, hold: int = 6) -> Path:
     """A short MJPG clip of synthetic traffic (the "clip" stream, see :func:`clip_scene` for its true boxes).

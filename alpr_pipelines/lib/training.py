@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,13 +257,14 @@ def alpr_trainer(all_cores: bool = True):
                 ]
             if all_cores and self.device.type == "cpu":
                 before = torch.get_num_threads()
-                self.add_callback("on_train_start", lambda trainer: torch.set_num_threads(_usable_cores()))
+                self.add_callback("on_train_start", lambda trainer: torch.set_num_threads(usable_cores()))
                 self.add_callback("on_train_end", lambda trainer: torch.set_num_threads(before))
 
     return AlprDetectionTrainer
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity; all of them off Linux)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -318,7 +319,7 @@ def _upload_artifacts(client: MlflowClient, run_id: str, save_dir: Path) -> None
         client.log_artifact(run_id, str(save_dir / "args.yaml"), "config")
 
 
-def _fetch_verified_weights(client: MlflowClient, run: Any, weights_dir: Path, scratch: Path) -> bool:
+def fetch_verified_weights(client: MlflowClient, run: Any, weights_dir: Path, scratch: Path) -> bool:
     """Download a finished run's ``best.pt`` and ``last.pt`` into ``weights_dir`` if each has the sha256 the training
     recorded (a ``.pt`` is a pickle: loading one runs code, so unverified bytes are never loaded). False, with
     nothing written, when a hash is missing or differs."""
@@ -345,9 +346,10 @@ def _fetch_verified_weights(client: MlflowClient, run: Any, weights_dir: Path, s
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _history(client: MlflowClient, run_id: str) -> list[EpochMetrics]:
+def metric_history(client: MlflowClient, run_id: str, names: Iterable[str] = tuple(EPOCH_METRICS)) -> list[EpochMetrics]:
+    """The run's per-epoch metrics ``names``, by epoch (the step they were logged at)."""
     by_epoch: dict[int, dict[str, float]] = {}
-    for name in EPOCH_METRICS:
+    for name in names:
         for m in client.get_metric_history(run_id, name):
             by_epoch.setdefault(m.step, {})[name] = m.value
     return [EpochMetrics(epoch=e, values=v) for e, v in sorted(by_epoch.items())]
@@ -385,7 +387,7 @@ def train(
 
     if existing is not None and existing.info.status == "FINISHED" and existing.data.tags.get(COMPLETE_TAG) == "true":
         run_id = existing.info.run_id
-        if best_pt.is_file() or _fetch_verified_weights(client, existing, save_dir / "weights", run_dir / "download"):
+        if best_pt.is_file() or fetch_verified_weights(client, existing, save_dir / "weights", run_dir / "download"):
             return _result_from_run(client, run_id, experiment_id, key, save_dir, reused=True)
         client.set_tag(run_id, "alpr_superseded", "its weights in the artifact store could not be verified; retrained")
         existing = None
@@ -464,7 +466,7 @@ def train(
                 images_per_second = n_train * (trainer.epochs - trainer.start_epoch) / elapsed
         if not best_pt.is_file():
             raise TrainingError(f"training finished but {best_pt} was not written; see the log above")
-        learning_curve_png(_history(client, run_id), save_dir / LEARNING_CURVE, spec.registered_name)
+        learning_curve_png(metric_history(client, run_id), save_dir / LEARNING_CURVE, spec.registered_name)
         _upload_artifacts(client, run_id, save_dir)
         client.set_tag(run_id, COMPLETE_TAG, "true")
         client.set_terminated(run_id, "FINISHED")
@@ -478,7 +480,7 @@ def train(
 def _result_from_run(client: MlflowClient, run_id: str, experiment_id: str, key: str, save_dir: Path, reused: bool,
                      images_per_second: float | None = None) -> TrainingResult:
     """The metrics of the weights in ``best.pt`` come from the best epoch (by mAP50-95, as Ultralytics picks it)."""
-    epochs = _history(client, run_id)
+    epochs = metric_history(client, run_id)
     best = max(epochs, key=lambda e: e.values.get("mAP50-95", 0.0), default=None)
     weights = save_dir / "weights"
     curve = save_dir / LEARNING_CURVE

@@ -67,3 +67,14 @@ def test_dfl_bench_quick_serves_both_exports():
     assert set(d["ratios"]) == {"fp32", "int8"} and all(r > 0 for r in d["ratios"].values())
     # The same network: only float rounding tells the two files apart.
     assert d["max_box_diff_px"] < 0.05 and d["max_score_diff"] < 1e-3
+
+
+def test_reader_bench_quick_reports_figures_9_to_11_and_says_which_baselines_ran():
+    result = run_quick("reader_bench.py", "--baselines", "tesseract", "rapidocr")
+    figures = {f["id"]: f for f in result["figures"]}
+    assert set(figures) == {"9", "10", "11"}
+    d = result["details"]
+    assert set(d["accuracy"]) == {"ours", *d["baselines_ran"].replace("none", "").replace(" ", "").split(",")} - {""}
+    assert set(d["baselines_not_run"]) | set(d["accuracy"]) >= {"ours", "tesseract", "rapidocr"}
+    assert all(v > 0 for v in d["fps"]["three_stage"] + d["fps"]["two_stage"])
+    assert d["golden_crops"] > 0 and all(0.0 <= a["cer"] for a in d["accuracy"].values())

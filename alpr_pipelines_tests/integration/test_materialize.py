@@ -9,7 +9,7 @@ from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import tiny_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines_tests.conftest import copy_dataset, graph_assets
+from alpr_pipelines_tests.conftest import copy_dataset, graph_assets, graph_checks
 
 
 def _resources(home: Path, uri: str, experiment: str) -> dict:
@@ -28,7 +28,7 @@ def _versions(client, name):
 def graph_run(mlflow_server, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([*graph_assets(), *parity_checks], run_config=tiny_run_config(), instance=instance,
+    result = dg.materialize([*graph_assets(), *graph_checks()], run_config=tiny_run_config(), instance=instance,
                             resources=_resources(home, mlflow_server.uri, "materialize-tests"))
     return result, home, instance
 
@@ -45,7 +45,7 @@ def test_whole_graph_registers_both_detectors(graph_run, mlflow_client):
         weights = result.output_for_node(f"{key}__weights")
         assert mlflow_client.get_run(weights["run_id"]).data.tags["dagster_run_id"] == result.run_id
     checks = {e.asset_check_key.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"vehicle/onnx": True, "plate/onnx": True}
+    assert checks == {"vehicle/onnx": True, "plate/onnx": True, "ocr/onnx": True}
     # The data version of a dataset is its content fingerprint; metadata carries counts and a mosaic.
     mat = instance.get_latest_materialization_event(dg.AssetKey(["plate", "dataset"])).asset_materialization
     assert mat.tags["dagster/data_version"] == result.output_for_node("plate__dataset")["fingerprint"][:32]
@@ -63,13 +63,33 @@ def test_whole_graph_registers_both_detectors(graph_run, mlflow_client):
     assert {"AP50", "AP50-95"} <= set(rows[0].data) and "shift_mAP50" in evaluation.metadata
 
 
+def test_the_plate_reader_is_trained_logged_and_registered_like_the_detectors(graph_run, mlflow_client):
+    result, home, instance = graph_run
+    version = result.output_for_node("ocr__registered_version")
+    assert version["name"] == "alpr-plate-ocr" and version["stage"] == "Staging" and version["aliases"] == ["candidate"]
+    mv = mlflow_client.get_model_version("alpr-plate-ocr", version["version"])
+    assert mv.tags["alpr_parity"] == "passed" and mv.tags["max_length"] == "10" and "0123456789" in mv.tags["alphabet"]
+    weights = result.output_for_node("ocr__weights")
+    run = mlflow_client.get_run(weights["run_id"])
+    assert run.data.tags["dagster_run_id"] == result.run_id and run.data.params["head"] == "ctc"
+    for metric in ("exact_match", "cer", "loss", "val_loss"):
+        assert [m.step for m in mlflow_client.get_metric_history(weights["run_id"], metric)] == [1]
+    logged = {f.path for d in ("model", "plots", "config") for f in mlflow_client.list_artifacts(weights["run_id"], d)}
+    assert {"model/best.pt", "model/last.pt", "plots/learning_curve.png", "config/args.yaml"} <= logged
+    evaluation = result.output_for_node("ocr__evaluation")
+    assert set(evaluation["candidate"]) >= {"exact_match", "cer", "latency_ms_p95", "shift_exact_match"}
+    int8 = instance.get_latest_materialization_event(dg.AssetKey(["ocr", "onnx_int8"])).asset_materialization
+    assert "fp32_exact_match" in int8.metadata  # built or skipped, it says how both scored
+
+
 def test_rerun_reuses_training_and_registers_nothing_new(graph_run, mlflow_server, mlflow_client):
     result, home, instance = graph_run
-    before = {n: len(_versions(mlflow_client, n)) for n in ("alpr-vehicle-detector", "alpr-plate-detector")}
-    again = dg.materialize([*graph_assets(), *parity_checks], run_config=tiny_run_config(), instance=instance,
+    before = {n: len(_versions(mlflow_client, n)) for n in ("alpr-vehicle-detector", "alpr-plate-detector",
+                                                            "alpr-plate-ocr")}
+    again = dg.materialize([*graph_assets(), *graph_checks()], run_config=tiny_run_config(), instance=instance,
                            resources=_resources(home, mlflow_server.uri, "materialize-tests"))
     assert again.success
-    for key in ("vehicle", "plate"):
+    for key in ("vehicle", "plate", "ocr"):
         assert again.output_for_node(f"{key}__weights")["reused"]
         assert again.output_for_node(f"{key}__weights")["run_id"] == result.output_for_node(f"{key}__weights")["run_id"]
         assert not again.output_for_node(f"{key}__registered_version")["created"]
@@ -122,7 +142,7 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
     config = tiny_run_config(models=("plate",), epochs=3, seed=7)
     del config["ops"]["plate__registered_version"]
     keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
-    result = dg.materialize([*graph_assets(), *parity_checks], run_config=config,
+    result = dg.materialize([*graph_assets(), *graph_checks()], run_config=config,
                             selection=[dg.AssetKey(k) for k in keys],
                             resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
     assert result.success and attempts["n"] == 2
@@ -131,3 +151,73 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
     (run,) = mlflow_client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id == result.output_for_node("plate__weights")["run_id"]
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "mAP50-95")] == [1, 2, 3]
+
+
+def test_the_reader_is_gated_promoted_and_read_through_the_edge(graph_run, mlflow_server, mlflow_client, tmp_path,
+                                                                caplog):
+    """The tiny reader of the graph run: the gate rejects it on its own numbers (it reads nothing yet), a forced
+    promotion makes it Production, and the edge's third stage, which started without a reader and said so, swaps
+    it in through its poller and reads plates of a frame with it."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    from alpr_pipelines.definitions import defs
+    from alpr_pipelines.edge.detector import FrameResult, YOLOv11Detector
+    from alpr_pipelines.edge.loader import MLflowModelLoader
+    from alpr_pipelines.edge.reading import attach_reader
+    from alpr_pipelines.edge.swap.poller import RegistryPoller
+    from alpr_pipelines.edge.yolo import Detection
+    from alpr_pipelines.lib.reader_data import validate_reader_dataset
+
+    result, home, instance = graph_run
+    version = result.output_for_node("ocr__registered_version")["version"]
+    resources = _resources(home, mlflow_server.uri, "materialize-tests")
+    golden = {"scenes": 4, "width": 256, "height": 160, "plates": 16, "shift_plates": 16}  # tiny_run_config's
+
+    loader = MLflowModelLoader(tracking_uri=mlflow_server.uri, cache_dir=str(tmp_path / "edge-cache"))
+    detector = YOLOv11Detector(vehicle_model_path=result.output_for_node("vehicle__onnx")["path"],
+                               plate_model_path=result.output_for_node("plate__onnx")["path"], loader=loader)
+    with caplog.at_level(logging.WARNING, logger="alpr_pipelines.edge.reading"):
+        stage = attach_reader(detector)
+    assert stage.slot.model is None and "plates are reported without text" in caplog.text
+    assert [s.name for s in detector.slots()] == ["alpr-vehicle-detector", "alpr-plate-detector", "alpr-plate-ocr"]
+
+    def promote(**extra) -> dict:
+        job = defs().get_job_def("promote_version")
+        config = {"model": "ocr", "version": version, "golden": golden, **extra}
+        run = job.execute_in_process(run_config={"ops": {"gate_and_promote": {"config": config}}},
+                                     instance=instance, resources=resources)
+        return run.output_for_node("gate_and_promote")
+
+    decision = promote()
+    assert decision["verdict"] == "rejected", decision
+    assert any(r.startswith("FAIL exact_match") for r in decision["reasons"]), decision["reasons"]
+    assert not any("mAP" in r for r in decision["reasons"])
+    forced = promote(force=True, reason="integration test of the reader's delivery")
+    assert forced["verdict"] == "forced"
+    mv = mlflow_client.get_model_version("alpr-plate-ocr", version)
+    assert mv.current_stage == "Production" and "production" in mv.aliases
+
+    assert RegistryPoller(loader, stage.slot, detector.policy).poll_once()  # hot swap into the empty slot
+    assert stage.slot.version == version
+    crops = validate_reader_dataset(Path(result.output_for_node("datasets__golden_set")["ocr"]["data_yaml"]),
+                                    ("val",)).splits["val"][:2]
+    frame = np.zeros((160, 400, 3), np.uint8)
+    plates = []
+    for i, sample in enumerate(crops):
+        crop = cv2.resize(cv2.imread(str(sample.image)), (120, 36))
+        frame[20 + 70 * i: 56 + 70 * i, 40:160] = crop
+        plates.append(Detection(45, 23 + 70 * i, 155, 53 + 70 * i, 0.9, 0, "license_plate"))
+    read = detector.stages[0](frame, FrameResult([], plates, "1", "1", 0.0))
+    assert read.reader_version == version and len(read.texts or []) == 2
+    assert all(t.text is not None and 0.0 <= (t.confidence or 0.0) <= 1.0 for t in read.texts or [])
+    # The version is an MLflow pyfunc model too: plate images in, text and confidence out, one row per image.
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    model = mlflow.pyfunc.load_model(f"models:/alpr-plate-ocr/{version}")
+    out = model.predict(pd.DataFrame({"image": [s.image.read_bytes() for s in crops]}))
+    assert list(out.columns) == ["image_index", "text", "confidence"] and list(out["image_index"]) == [0, 1]

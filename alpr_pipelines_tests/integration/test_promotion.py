@@ -8,11 +8,10 @@ import pytest
 import requests
 
 from alpr_pipelines.definitions import defs
-from alpr_pipelines.defs.exports.checks import parity_checks
 from alpr_pipelines.defs.presets import graph_run_config
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines_tests.conftest import graph_assets
+from alpr_pipelines_tests.conftest import graph_assets, graph_checks
 
 NAME = "alpr-vehicle-detector"
 # Small enough for the default test run, big enough that a trained vehicle model beats an untrained one clearly.
@@ -42,7 +41,7 @@ def _train_and_register(env, epochs: int, seed: int) -> str:
                               imgsz=160, batch=16, seed=seed, scene_size=(320, 192), models=("vehicle",))
     selection = [a.key for a in graph_assets() if a.key.path[0] in ("vehicle", "datasets")
                  and a.key.path[-1] != "evaluation"]
-    result = dg.materialize([*graph_assets(), *parity_checks], run_config=config, instance=instance,
+    result = dg.materialize([*graph_assets(), *graph_checks()], run_config=config, instance=instance,
                             resources=resources, selection=selection)
     assert result.success
     return result.output_for_node("vehicle__registered_version")["version"]

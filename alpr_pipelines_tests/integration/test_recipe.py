@@ -20,7 +20,7 @@ from alpr_pipelines.lib.datasets import (
 )
 from alpr_pipelines.lib.evaluation import evaluate_onnx, score_detections
 from alpr_pipelines.lib.exports import export_onnx
-from alpr_pipelines.lib.models import MODEL_SPECS, PLATE
+from alpr_pipelines.lib.models import DETECTOR_SPECS, PLATE
 from alpr_pipelines.lib.recipes import CPU_RECIPES
 from alpr_pipelines.lib.training import train
 
@@ -40,7 +40,7 @@ def location_prior(train_images: list[Path]):
 
 
 def test_plate_recipe_on_a_tiny_budget_beats_the_location_prior(mlflow_client, tmp_path, unique_experiment):
-    views = write_synthetic_views(tmp_path / "data", MODEL_SPECS.values(), seed=5, counts={"train": 120, "val": 16})
+    views = write_synthetic_views(tmp_path / "data", DETECTOR_SPECS.values(), seed=5, counts={"train": 120, "val": 16})
     data = views["plate"]
     splits = load_data_yaml(data)
     # A few hundred crops, 160 optimizer steps (batch 8): about a minute on 2 cores.
@@ -56,18 +56,18 @@ def test_plate_recipe_on_a_tiny_budget_beats_the_location_prior(mlflow_client, t
 
 @pytest.mark.slow
 def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path):
-    """The whole graph with the default synthetic recipe, as `make demo` runs it (about 10 minutes on 2 cores): both
-    detectors work on the golden set and its held-out shift split, and the default gate would promote them."""
+    """The whole graph with the default synthetic recipe, as `make demo` runs it (about 20 minutes on 2 cores): both
+    detectors work on the golden set and its held-out shift split, and the default gate would promote all three
+    models (the reader's issue-18 target is the test below)."""
     import dagster as dg
 
-    from alpr_pipelines.defs.exports.checks import parity_checks
     from alpr_pipelines.defs.presets import recipe_run_config
     from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
     from alpr_pipelines.defs.resources import AlprStateResource
     from alpr_pipelines.lib.gate import DEFAULT_POLICIES, decide
-    from alpr_pipelines_tests.conftest import graph_assets
+    from alpr_pipelines_tests.conftest import graph_assets, graph_checks
 
-    result = dg.materialize([*graph_assets(), *parity_checks], run_config=recipe_run_config(),
+    result = dg.materialize([*graph_assets(), *graph_checks()], run_config=recipe_run_config(),
                             resources={"state": AlprStateResource(home=str(tmp_path / "home")),
                                        "mlflow_registry": MlflowRegistryResource(tracking_uri=mlflow_server.uri,
                                                                                  experiment_name="recipe")})
@@ -83,3 +83,31 @@ def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path)
                     "latency_ms_p95": scores["latency_ms_p95"],
                     **{f"AP50/{c}": ap for c, ap in scores["per_class_ap50"].items()}}
         assert decide(headline, None, True, DEFAULT_POLICIES[key]).promote, (key, scores)
+    reader = result.output_for_node("ocr__evaluation")["candidate"]
+    headline = {k: reader[k] for k in ("exact_match", "cer", "latency_ms_p95")}
+    assert decide(headline, None, True, DEFAULT_POLICIES["ocr"]).promote, reader
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 18's target, 95% of the golden plates read exactly, is not met by the "
+                   "default recipe yet (about half: docs/decisions.md, 'Plate reader'); strict, so meeting it fails "
+                   "this marker and it must go")
+def test_the_reader_reads_95_percent_of_the_golden_plates_exactly(mlflow_server, tmp_path):
+    """The plate reader's recipe alone (lib.recipes: its synthetic crops and training), scored by the gate's
+    evaluator on the golden plate crops, against the issue's target."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.golden import write_golden
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
+    from alpr_pipelines.lib.reader_eval import evaluate_reader_onnx
+    from alpr_pipelines.lib.reader_model import export_reader_onnx, train_reader
+    from alpr_pipelines.lib.recipes import READER_DATA, READER_RECIPE
+
+    data = validate_reader_dataset(write_synthetic_reader_dataset(tmp_path / "data", 0, READER_DATA.train_plates,
+                                                                  READER_DATA.val_plates))
+    result = train_reader(OCR, data, READER_RECIPE, MlflowClient(mlflow_server.uri), "reader-recipe", tmp_path)
+    onnx = export_reader_onnx(result.best_pt, tmp_path / "onnx")
+    golden = write_golden(tmp_path / "golden")[OCR.key]
+    scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, golden.key)
+    assert scores.exact_match >= 0.95 and scores.cer <= 0.02, scores

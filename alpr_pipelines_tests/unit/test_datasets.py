@@ -18,7 +18,7 @@ from alpr_pipelines.lib.datasets import (
     validate_dataset,
     write_synthetic_views,
 )
-from alpr_pipelines.lib.models import MODEL_SPECS, PLATE, VEHICLE
+from alpr_pipelines.lib.models import DETECTOR_SPECS, PLATE, VEHICLE
 from alpr_pipelines_tests.conftest import copy_dataset
 
 
@@ -45,10 +45,10 @@ def test_each_model_gets_its_own_view_of_the_same_scenes(tiny_views):
 
 
 def test_fingerprint_is_deterministic_and_content_based(tmp_path, tiny_views):
-    again = write_synthetic_views(tmp_path / "again", MODEL_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
+    again = write_synthetic_views(tmp_path / "again", DETECTOR_SPECS.values(), seed=3, counts={"train": 8, "val": 4},
                                   width=256, height=160)
     assert validate_dataset(again["plate"]).fingerprint == validate_dataset(tiny_views["plate"]).fingerprint
-    other = write_synthetic_views(tmp_path / "other", MODEL_SPECS.values(), seed=4, counts={"train": 8, "val": 4},
+    other = write_synthetic_views(tmp_path / "other", DETECTOR_SPECS.values(), seed=4, counts={"train": 8, "val": 4},
                                   width=256, height=160)
     assert validate_dataset(other["plate"]).fingerprint != validate_dataset(tiny_views["plate"]).fingerprint
 
@@ -156,7 +156,7 @@ def test_txt_lists_and_relative_paths(tiny_views, tmp_path):
 
 
 def test_golden_set_disjoint_check(tiny_views, tmp_path):
-    golden = write_synthetic_views(tmp_path / "g", MODEL_SPECS.values(), seed=3, counts={"val": 4}, width=256,
+    golden = write_synthetic_views(tmp_path / "g", DETECTOR_SPECS.values(), seed=3, counts={"val": 4}, width=256,
                                    height=160, purpose="golden")
     check_disjoint(tiny_views["plate"], golden["plate"])
     with pytest.raises(DatasetValidationError, match="golden image also in training data"):
@@ -185,5 +185,5 @@ def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ds, "generate_scene", flaky)
     with pytest.raises(KeyboardInterrupt):
-        write_synthetic_views(tmp_path / "out", MODEL_SPECS.values(), 0, {"train": 4, "val": 2}, 128, 96)
+        write_synthetic_views(tmp_path / "out", DETECTOR_SPECS.values(), 0, {"train": 4, "val": 2}, 128, 96)
     assert not (tmp_path / "out").exists()

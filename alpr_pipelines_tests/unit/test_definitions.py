@@ -1,20 +1,25 @@
 import dagster as dg
 
 from alpr_pipelines.definitions import defs
-from alpr_pipelines.lib.models import MODEL_SPECS
+from alpr_pipelines.lib.models import DETECTOR_SPECS, MODEL_SPECS
 
 
 def test_definitions_load_with_the_whole_chain_per_model():
     repo = defs().get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert "datasets/golden_set" in keys
-    for key in MODEL_SPECS:
-        assert {f"{key}/{s}" for s in ("dataset", "weights", "onnx", "tensorrt", "registered_version")} <= keys
+    for key in MODEL_SPECS:  # the plate reader too: same chain, same evaluation
+        assert {f"{key}/{s}" for s in ("dataset", "weights", "onnx", "onnx_int8", "registered_version",
+                                       "evaluation")} <= keys
     graph = repo.asset_graph
-    for key in MODEL_SPECS:
+    for key in DETECTOR_SPECS:
+        assert f"{key}/tensorrt" in keys
         reg = graph.get(dg.AssetKey([key, "registered_version"]))
         assert {p.to_user_string() for p in reg.parent_keys} == {f"{key}/weights", f"{key}/onnx", f"{key}/onnx_int8",
                                                               f"{key}/tensorrt"}
+    reader = graph.get(dg.AssetKey(["ocr", "registered_version"]))
+    assert {p.to_user_string() for p in reader.parent_keys} == {"ocr/weights", "ocr/onnx", "ocr/onnx_int8"}
+    assert "ocr/tensorrt" not in keys  # the reader runs on ONNX Runtime everywhere
 
 
 def test_parity_checks_are_blocking():
@@ -27,7 +32,8 @@ def test_parity_checks_are_blocking():
 
 def test_jobs_exist():
     names = set(defs().get_repository_def().job_names)
-    assert {"train_and_register", "train_and_register_vehicle", "train_and_register_plate"} <= names
+    assert {"train_and_register", "train_and_register_vehicle", "train_and_register_plate",
+            "train_and_register_ocr"} <= names
 
 
 def test_training_uses_the_training_pool_and_retries():

@@ -64,6 +64,7 @@ EDGE_METRICS = {
     "alpr_inference_fps", "alpr_inference_latency_seconds", "alpr_detection_confidence", "alpr_frames_total",
     "alpr_model_version_info", "alpr_model_swaps_total", "alpr_model_swap_failures_total",
     "alpr_registry_poll_errors_total", "alpr_registry_reachable", "alpr_model_versions_refused_total",
+    "alpr_read_latency_seconds", "alpr_read_confidence", "alpr_plates_read_total",
 }
 # Other metric families a dashboard may query, and the scrape job that must exist to provide each.
 METRIC_FAMILIES = {"probe_": "mlflow-health", "container_": "cadvisor", "mlflow_": "mlflow", "process_": None}

@@ -1,6 +1,7 @@
 import pytest
 
 from alpr_pipelines.lib.gate import DEFAULT_POLICIES, GatePolicy, decide
+from alpr_pipelines.lib.models import DETECTOR_SPECS, MODEL_SPECS
 
 POLICY = GatePolicy(min_map50=0.5, min_map50_95=0.10, min_class_ap50=0.4, max_regression=0.01,
                     latency_budget_ms_p95=50.0, require_parity=True)
@@ -54,14 +55,36 @@ def test_missing_metrics_are_an_error_not_a_zero():
         decide({"mAP50": 0.9, "mAP50-95": 0.5, "latency_ms_p95": 10.0}, None, True, POLICY)
 
 
-def test_every_model_has_a_default_policy_that_rejects_a_detector_that_does_not_work():
-    assert set(DEFAULT_POLICIES) == {"vehicle", "plate"}
-    for policy in DEFAULT_POLICIES.values():
+def test_every_model_has_a_default_policy_that_rejects_a_model_that_does_not_work():
+    assert set(DEFAULT_POLICIES) == set(MODEL_SPECS)
+    for key in DETECTOR_SPECS:
+        policy = DEFAULT_POLICIES[key]
         assert policy.min_map50 >= 0.8 and policy.min_map50_95 > 0
         untrained = {"mAP50": 0.02, "mAP50-95": 0.005, "latency_ms_p95": 10.0, "AP50/car": 0.02}
         assert not decide(untrained, None, True, policy).promote
     assert DEFAULT_POLICIES["plate"].min_map50 == 0.80  # plate mAP50 below 0.80 never reaches Production
     assert DEFAULT_POLICIES["vehicle"].min_class_ap50 > 0
+    reader = DEFAULT_POLICIES["ocr"]
+    untrained_reader = {"exact_match": 0.0, "cer": 0.95, "latency_ms_p95": 1.0}
+    decision = decide(untrained_reader, None, True, reader)
+    assert not decision.promote
+    assert [r for r in decision.reasons if r.startswith("FAIL")] == [
+        "FAIL exact_match 0.0000 vs floor 0.3000", "FAIL cer 0.9500 vs ceiling 0.3000"]
+
+
+def test_a_reader_is_compared_with_its_champion_on_exact_match_and_never_on_map():
+    reader = DEFAULT_POLICIES["ocr"]
+    good = {"exact_match": 0.96, "cer": 0.01, "latency_ms_p95": 2.0}
+    worse = {"exact_match": 0.93, "cer": 0.02, "latency_ms_p95": 2.0}
+    decision = decide(worse, good, True, reader)
+    assert not decision.promote
+    assert "FAIL exact_match 0.9300 vs champion 0.9600 (-0.0300, tolerance -0.0050)" in decision.reasons
+    assert not any("mAP" in r for r in decision.reasons)
+    assert decide(good, worse, True, reader).promote
+    with pytest.raises(ValueError, match="lack 'exact_match'"):
+        decide({"cer": 0.01, "latency_ms_p95": 2.0}, None, True, reader)
+    with pytest.raises(ValueError, match="lack 'mAP50'"):  # a floor set for a metric the model does not report
+        decide(good, None, True, reader.with_overrides({"min_map50": 0.5}, "test"))
 
 
 def test_overrides_merge_and_name_their_source():

@@ -32,9 +32,10 @@ def test_content_id_ignores_export_timestamps_but_not_weights(tmp_path):
 def test_contract_names():
     assert spec_for("alpr-vehicle-detector").classes == ("car", "truck", "bus", "motorcycle")
     assert spec_for("plate").registered_name == "alpr-plate-detector"
+    assert spec_for("ocr").registered_name == "alpr-plate-ocr" and spec_for("alpr-plate-ocr").task == "read"
     assert STAGE_ALIASES == {"Staging": "candidate", "Production": "production"}
     with pytest.raises(ValueError, match="unknown model"):
-        spec_for("ocr")
+        spec_for("alpr-plate-reader")
 
 
 def test_version_artifact_path_parses_runs_uris():

@@ -45,6 +45,7 @@ def detector(vehicle_boxes, plates=None):
     det.vehicle = ModelSlot("v", FakeVehicles(vehicle_boxes))
     det.plate = ModelSlot("p", plates or FakePlates())
     det.policy = SwapPolicy()
+    det.stages = []
     return det
 
 

@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 
 USERS = {"alpr-pipeline": "ALPR_PIPELINE_PASSWORD", "alpr-edge": "ALPR_EDGE_PASSWORD"}
-MODEL_NAMES = "alpr-vehicle-detector,alpr-plate-detector"
+MODEL_NAMES = "alpr-vehicle-detector,alpr-plate-detector,alpr-plate-ocr"
 MIN_PASSWORD_LENGTH = 12  # MLflow refuses shorter passwords; say so before it does.
 
 

@@ -20,13 +20,13 @@ from alpr_pipelines.lib.datasets import (
     write_synthetic_views,
 )
 from alpr_pipelines.lib.golden import golden_dir
-from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import DETECTOR_SPECS, MODEL_SPECS, ModelSpec
 
 GOLDEN_KEY = dg.AssetKey(["datasets", "golden_set"])
 @dg.asset(key=GOLDEN_KEY, group_name="datasets", kinds={"python"},
-          description="Frozen golden evaluation set, disjoint from every training scene: each model's view of the "
-          "golden scenes, and a held-out 'shift' split whose plates use formats, colours and a font training never "
-          "sees.")
+          description="Frozen golden evaluation set, disjoint from every training scene: each detector's view of the "
+          "golden scenes and the plate reader's crops of golden plates, and a held-out 'shift' split whose plates "
+          "use formats, colours and a font training never sees.")
 def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state: AlprStateResource) -> dg.Output[dict]:
     try:
         splits = config.splits(state)
@@ -36,6 +36,10 @@ def golden_set(context: dg.AssetExecutionContext, config: GoldenSetConfig, state
     for key, split in splits.items():
         metadata[f"{key}_fingerprint"] = split.fingerprint
         metadata[f"{key}_shift_fingerprint"] = split.shift_fingerprint
+        if MODEL_SPECS[key].task == "read":
+            metadata[f"{key}_plate_crops"] = config.plates
+            metadata[f"{key}_shift_plate_crops"] = config.shift_plates
+            continue
         summary = validate_dataset(split.data_yaml, MODEL_SPECS[key].names, required_splits=("val",))
         metadata[f"{key}_images"] = summary.images.get("val", 0)
         metadata[f"{key}_instances"] = dg.MetadataValue.json(summary.instances.get("val", {}))
@@ -76,7 +80,7 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
             raise DatasetError("synthetic datasets need train_images and val_images of at least 1")
         key = synthetic_key(config.seed, config.train_images, config.val_images, config.width, config.height)
         views = write_synthetic_views(state.path("datasets", "synthetic") / key,
-                                      MODEL_SPECS.values(), config.seed,
+                                      DETECTOR_SPECS.values(), config.seed,
                                       {"train": config.train_images, "val": config.val_images},
                                       config.width, config.height)
         return views[spec.key]
@@ -98,7 +102,7 @@ def resolve_data_yaml(spec: ModelSpec, config: DatasetConfig, state: AlprStateRe
 def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "dataset"],
-        group_name=f"{spec.key}_detector",
+        group_name=spec.group,
         ins={"golden": dg.AssetIn(GOLDEN_KEY)},
         kinds={"yolo"},
         description=f"Validated YOLO dataset for {spec.registered_name} ({', '.join(spec.classes)}). Its content "
@@ -139,5 +143,5 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     return _dataset
 
 
-dataset_assets = [build_dataset_asset(spec) for spec in MODEL_SPECS.values()]
+dataset_assets = [build_dataset_asset(spec) for spec in DETECTOR_SPECS.values()]
 

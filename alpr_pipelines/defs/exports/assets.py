@@ -9,7 +9,7 @@ import dagster as dg
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.datasets import load_data_yaml, split_images
 from alpr_pipelines.lib.exports import ExportError, ExportResult, export_onnx, export_tensorrt
-from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import DETECTOR_SPECS, GPU_STEP_K8S_CONFIG, ModelSpec
 from alpr_pipelines.lib.quantize import MAX_MAP_DROP, QuantizationError, build_int8
 
 
@@ -46,7 +46,7 @@ def _output(result: ExportResult) -> dg.Output[dict]:
 
 
 def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=[spec.key, "onnx"], group_name=f"{spec.key}_detector",
+    @dg.asset(key=[spec.key, "onnx"], group_name=spec.group,
               ins={"weights": dg.AssetIn([spec.key, "weights"])}, kinds={"onnx"},
               description=f"ONNX export of {spec.registered_name} with class names, imgsz and stride in its metadata.")
     def _onnx(context: dg.AssetExecutionContext, config: ExportConfig, state: AlprStateResource,
@@ -59,7 +59,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(exc)) from exc
         return _output(result)
 
-    @dg.asset(key=[spec.key, "onnx_int8"], group_name=f"{spec.key}_detector",
+    @dg.asset(key=[spec.key, "onnx_int8"], group_name=spec.group,
               ins={"onnx": dg.AssetIn([spec.key, "onnx"]), "dataset": dg.AssetIn([spec.key, "dataset"])},
               kinds={"onnx"},
               description="INT8 (static, QDQ) quantization of the ONNX export for CPU edge boxes, calibrated on "
@@ -80,7 +80,7 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             context.log.info(f"{spec.key} INT8 model {result.skipped_reason}")
         return _output(result)
 
-    @dg.asset(key=[spec.key, "tensorrt"], group_name=f"{spec.key}_detector",
+    @dg.asset(key=[spec.key, "tensorrt"], group_name=spec.group,
               ins={"weights": dg.AssetIn([spec.key, "weights"]), "onnx": dg.AssetIn([spec.key, "onnx"])},
               kinds={"tensorrt"}, op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
               description="TensorRT FP16 engine for this machine's GPU, tagged with GPU name, compute capability and "
@@ -100,5 +100,5 @@ def build_export_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     return [_onnx, _onnx_int8, _tensorrt]
 
 
-export_assets = [a for spec in MODEL_SPECS.values() for a in build_export_assets(spec)]
+export_assets = [a for spec in DETECTOR_SPECS.values() for a in build_export_assets(spec)]
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 from alpr_pipelines.lib.datasets import load_data_yaml, split_images
 from alpr_pipelines.lib.exports import onnx_parity
-from alpr_pipelines.lib.models import MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import DETECTOR_SPECS, ModelSpec
 
 PARITY_IMAGES = 8
 
@@ -34,4 +34,4 @@ def build_parity_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     return _parity
 
 
-parity_checks = [build_parity_check(spec) for spec in MODEL_SPECS.values()]
+parity_checks = [build_parity_check(spec) for spec in DETECTOR_SPECS.values()]

@@ -1,4 +1,5 @@
-"""Evaluation assets: each model's newest registered version and the current champion, scored on the golden set."""
+"""Evaluation assets: each model's newest registered version and the current champion, scored on the golden set by
+the same code (a detector's mAP, the plate reader's exact match and CER)."""
 
 from typing import Any
 
@@ -7,7 +8,7 @@ import dagster as dg
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.lib.evaluation import EvaluationError, EvaluationResult
-from alpr_pipelines.lib.gate import CLASS_AP50_PREFIX
+from alpr_pipelines.lib.gate import CLASS_AP50_PREFIX, DEFAULT_POLICIES
 from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec
 from alpr_pipelines.lib.promotion import PromotionError, evaluate_version
@@ -26,13 +27,15 @@ def per_class_table(result: EvaluationResult) -> dg.MetadataValue:
 def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "evaluation"],
-        group_name=f"{spec.key}_detector",
+        group_name=spec.group,
         ins={"registered": dg.AssetIn([spec.key, "registered_version"]),
              "golden": dg.AssetIn(["datasets", "golden_set"])},
         kinds={"onnx", "mlflow"},
         description=f"The registered {spec.registered_name} version's ONNX (what the edge runs) and the current "
-        "Production version, scored by the same code on the frozen golden set: mAP50, mAP50-95, precision, recall, "
-        "per-class AP, CPU latency p50/p95 at the deployment size, file size. Scores are cached on each version.",
+        "Production version, scored by the same code on the frozen golden set: "
+        + ("mAP50, mAP50-95, precision, recall, per-class AP, CPU latency p50/p95 at the deployment size"
+           if spec.task == "detect" else "plate-level exact match, character error rate, p50/p95 latency per plate")
+        + ", file size. Scores are cached on each version.",
     )
     def _evaluation(context: dg.AssetExecutionContext, mlflow_registry: MlflowRegistryResource,
                     state: AlprStateResource, registered: dict, golden: dict) -> dg.Output[dict]:
@@ -54,13 +57,15 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             **{k: round(v, 5) for k, v in candidate.headline().items() if not k.startswith(CLASS_AP50_PREFIX)},
             "latency_ms_p50": round(candidate.latency_ms_p50, 2),
             "file_size_mb": round(candidate.file_size_mb, 3),
-            "per_class_ap": per_class_table(candidate),
             "golden_images": candidate.images,
             "champion_version": champion_version or "-",
         }
+        if isinstance(candidate, EvaluationResult):
+            metadata["per_class_ap"] = per_class_table(candidate)
         if champion is not None:
+            score = DEFAULT_POLICIES[spec.key].score
             metadata["champion"] = dg.MetadataValue.json(champion.headline())
-            metadata["delta_mAP50-95"] = round(candidate.mAP50_95 - champion.mAP50_95, 5)
+            metadata[f"delta_{score}"] = round(candidate.headline()[score] - champion.headline()[score], 5)
         return dg.Output({"name": name, "version": registered["version"], "candidate": candidate.as_dict(),
                           "champion": champion.as_dict() if champion else None, "champion_version": champion_version},
                          metadata=metadata)

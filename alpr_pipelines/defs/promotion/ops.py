@@ -44,6 +44,8 @@ class PromoteConfig(dg.Config):
     min_map50: float | None = None
     min_map50_95: float | None = None
     min_class_ap50: float | None = None
+    min_exact_match: float | None = None
+    max_cer: float | None = None
     max_regression: float | None = None
     latency_budget_ms_p95: float | None = None
     require_parity: bool | None = None

@@ -1,4 +1,4 @@
-"""Scheduled retraining: rematerialize the chain for both models; the sensor takes each new candidate from there.
+"""Scheduled retraining: rematerialize the chain for every model; the sensor takes each new candidate from there.
 
 Training reuses its previous run when the dataset fingerprint and config are unchanged, so a tick with no new data
 registers nothing new, unless ``ALPR_RETRAIN_FORCE=1``. Without ``ALPR_RETRAIN_RUN_CONFIG`` a tick trains the default

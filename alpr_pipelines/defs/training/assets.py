@@ -9,7 +9,7 @@ from alpr_pipelines.defs.metadata import image_markdown
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.config import TrainConfig
-from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, MODEL_SPECS, ModelSpec
+from alpr_pipelines.lib.models import DETECTOR_SPECS, GPU_STEP_K8S_CONFIG, ModelSpec
 from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, train
 
 
@@ -22,7 +22,7 @@ def epochs_table(epochs: list[EpochMetrics]) -> dg.MetadataValue:
 def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "weights"],
-        group_name=f"{spec.key}_detector",
+        group_name=spec.group,
         ins={"dataset": dg.AssetIn([spec.key, "dataset"])},
         kinds={"pytorch", "mlflow"},
         tags={"alpr/training": "true"},
@@ -78,5 +78,5 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     return _weights
 
 
-training_assets = [build_training_asset(spec) for spec in MODEL_SPECS.values()]
+training_assets = [build_training_asset(spec) for spec in DETECTOR_SPECS.values()]
 

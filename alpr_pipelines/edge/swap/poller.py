@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from alpr_pipelines.edge.backends.onnx import OnnxDetector
-from alpr_pipelines.edge.detector import Backend, ModelSlot, load_backend, warm_up
+from alpr_pipelines.edge.detector import Backend, ModelSlot, warm_up
 from alpr_pipelines.edge.loader import MLflowModelLoader, RefusedVersion, RemoteVersion, manifest_sha256
 from alpr_pipelines.edge.swap.policy import SwapPolicy
 from alpr_pipelines.edge.swap.prefetch import fetch_prepared
@@ -37,12 +36,13 @@ def first_run(backend: Backend, frame_shape: tuple[int, ...] | None = None) -> b
     """A new version's first run, in the same loading step as its session's creation (a new session's threads spin
     until a run ends; docs/edge.md, "Swaps"). Returns whether the version is ready to serve after it.
 
-    A CPU, dynamic-shape ONNX model runs once on its smallest input (``OnnxDetector.smoke_run``, a few ms): True.
-    Any other (GPU providers, fixed shapes, TensorRT engines) makes the first of its warm-up runs at the frames'
-    shape: False, one more run is due in a step of its own. Raises whatever the run raises: the caller keeps serving
-    the old version."""
-    if isinstance(backend, OnnxDetector) and not backend.first_run_costly:
-        backend.smoke_run()
+    A model whose first run is cheap (a CPU, dynamic-shape ONNX detector, ``OnnxDetector.smoke_run``, or the plate
+    reader) runs once on its smallest input, a few ms: True. Any other (GPU providers, fixed shapes, TensorRT
+    engines) makes the first of its warm-up runs at the frames' shape: False, one more run is due in a step of its
+    own. Raises whatever the run raises: the caller keeps serving the old version."""
+    smoke_run = getattr(backend, "smoke_run", None)
+    if smoke_run is not None and not getattr(backend, "first_run_costly", True):
+        smoke_run()
         return True
     warm_up(backend, runs=1, frame_shape=frame_shape)
     return False
@@ -123,7 +123,7 @@ class RegistryPoller(threading.Thread):
             fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
             with self.policy.session_creation():
-                model = load_backend(path, remote.version, self.policy.threads, self.imgsz, optimized)
+                model = self.slot.load(path, remote.version, self.policy.threads, self.imgsz, optimized)
                 ready = first_run(model, frame_shape=self.frame_shape())
             loaded = time.perf_counter()
             if not ready:

@@ -1,8 +1,10 @@
-"""The MLflow pyfunc flavour of a registered detector: boxes from images through ONNX Runtime.
+"""The MLflow pyfunc flavour of a registered model: a detector's boxes, or the plate reader's text, through ONNX
+Runtime.
 
 ``mlflow.pyfunc.load_model("models:/alpr-plate-detector/1").predict(df)`` takes a DataFrame with an ``image`` column
 (encoded image bytes, base64 text as ``mlflow models serve`` sends it, or a file path) and returns one row per box:
-``image_index, x1, y1, x2, y2, confidence, class_id, class_name``.
+``image_index, x1, y1, x2, y2, confidence, class_id, class_name``. The plate reader's
+(``models:/alpr-plate-ocr/1``) takes plate crops the same way and returns ``image_index, text, confidence``.
 
 Loading checks the files as the edge does (``edge.trust``): the shipped manifest must be one the registry recorded for
 its model (a version whose ``alpr_manifest_sha256`` tag is its hash, found through the tracking URI), signed by a key
@@ -90,6 +92,17 @@ def verify_against_registry(artifacts: dict[str, str]) -> None:
                                    "manifest")
 
 
+def input_images(model_input: Any) -> list[Any]:
+    """The images of a pyfunc input: a DataFrame's ``image`` column, one HxWx3 array, or a list of images."""
+    if isinstance(model_input, pd.DataFrame):
+        if "image" not in model_input.columns:
+            raise ValueError(f"input needs an 'image' column; got columns {list(model_input.columns)}")
+        return list(model_input["image"])
+    if isinstance(model_input, np.ndarray) and model_input.ndim == 3:
+        return [model_input]
+    return list(model_input)
+
+
 class AlprDetectorModel(PythonModel):
     """Runs the version's ``model.onnx`` artifact; params ``conf`` (0.25) and ``iou`` (0.7) tune decoding."""
 
@@ -100,16 +113,29 @@ class AlprDetectorModel(PythonModel):
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
         conf, iou = float(params.get("conf", 0.25)), float(params.get("iou", 0.7))
-        if isinstance(model_input, pd.DataFrame):
-            if "image" not in model_input.columns:
-                raise ValueError(f"input needs an 'image' column; got columns {list(model_input.columns)}")
-            images = list(model_input["image"])
-        elif isinstance(model_input, np.ndarray) and model_input.ndim == 3:
-            images = [model_input]
-        else:
-            images = list(model_input)
+        images = input_images(model_input)
         rows = []
         for i, value in enumerate(images):
             for d in self.detector.detect(decode_image(value), conf=conf, iou=iou):
                 rows.append([i, d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_id, d.class_name])
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+
+READER_OUTPUT_COLUMNS = ["image_index", "text", "confidence"]
+
+
+class AlprPlateReaderModel(PythonModel):
+    """Reads the version's plate-reader ONNX artifact: one row per input plate crop, ``image_index, text,
+    confidence`` (all crops in one batch)."""
+
+    def load_context(self, context) -> None:
+        from alpr_pipelines.edge.reader import OnnxPlateReader
+
+        verify_against_registry(dict(context.artifacts))
+        self.reader = OnnxPlateReader(context.artifacts["onnx"])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        images = input_images(model_input)
+        readings = self.reader.read([decode_image(v) for v in images])
+        return pd.DataFrame([[i, r.text, r.confidence] for i, r in enumerate(readings)],
+                            columns=READER_OUTPUT_COLUMNS)

@@ -1,0 +1,73 @@
+"""The plate reader's training against a real `mlflow server`: one run per training, resumed after a crash, reused
+when nothing changed; its ONNX export agrees with PyTorch."""
+
+import cv2
+import pytest
+
+from alpr_pipelines.lib.models import OCR
+from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
+from alpr_pipelines.lib.reader_model import (
+    ReaderParams,
+    export_reader_onnx,
+    load_reader_checkpoint,
+    reader_parity,
+    train_reader,
+)
+from alpr_pipelines.lib.training import TrainingError
+
+TINY = ReaderParams(epochs=3, batch=8, channels=(4, 8, 8, 8), seed=1)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    root = write_synthetic_reader_dataset(tmp_path_factory.mktemp("reader-data"), seed=11, train=24, val=8)
+    return validate_reader_dataset(root)
+
+
+def test_a_crashed_training_resumes_in_the_same_run_and_a_finished_one_is_reused(mlflow_server, mlflow_client,
+                                                                                 crops, tmp_path):
+    def crash_at_2(epoch):
+        if epoch.epoch == 2:
+            raise RuntimeError("simulated crash in epoch 2")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path, on_epoch=crash_at_2)
+    (crashed,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("reader-tests").experiment_id])
+    assert crashed.info.status == "FAILED"
+
+    resumed = train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path)
+    assert resumed.run_id == crashed.info.run_id and not resumed.reused
+    assert [m.step for m in mlflow_client.get_metric_history(resumed.run_id, "exact_match")] == [1, 2, 3]
+    run = mlflow_client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "3"
+    _, config = load_reader_checkpoint(resumed.best_pt)  # loads with weights_only=True: no pickled code in a checkpoint
+    assert config["alphabet"] == crops.alphabet and config["max_length"] == crops.max_length
+
+    again = train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path / "elsewhere")
+    assert again.reused and again.run_id == resumed.run_id  # fetched from the artifact store, hashes checked
+    assert again.best_pt.read_bytes() == resumed.best_pt.read_bytes()
+
+
+def test_a_lost_checkpoint_is_not_silently_restarted(mlflow_server, mlflow_client, crops, tmp_path):
+    params = ReaderParams(epochs=2, batch=8, channels=(4, 8, 8, 8), seed=2)
+
+    def crash(epoch):
+        raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        train_reader(OCR, crops, params, mlflow_client, "reader-tests-lost", tmp_path, on_epoch=crash)
+    for f in tmp_path.rglob("last.pt"):
+        f.unlink()
+    with pytest.raises(TrainingError, match="cannot resume"):
+        train_reader(OCR, crops, params, mlflow_client, "reader-tests-lost", tmp_path)
+    restarted = train_reader(OCR, crops, params, mlflow_client, "reader-tests-lost", tmp_path, restart=True)
+    assert [m.step for m in mlflow_client.get_metric_history(restarted.run_id, "loss")] == [1, 2]
+
+
+def test_the_onnx_reader_reads_what_pytorch_reads(mlflow_server, mlflow_client, crops, tmp_path):
+    result = train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path)
+    exported = export_reader_onnx(result.best_pt, tmp_path / "onnx")
+    images = [cv2.imread(str(s.image)) for s in crops.splits["val"]]
+    report = reader_parity(result.best_pt, tmp_path / "onnx" / "plate_reader.onnx", images)
+    assert report.passed and report.same_text == len(images), report
+    assert exported.details and exported.details["alphabet"] == crops.alphabet

@@ -1,0 +1,80 @@
+"""Which head the plate reader trains with: each candidate trained on the same synthetic crops with the same budget,
+then scored on the golden plate crops by the gate's evaluator (docs/decisions.md, "Plate reader").
+
+Heads (``lib.reader_model.build_network``): ``slots`` (a classifier per character position over the flattened
+feature map, as fast-plate-ocr does), ``attn`` (one learned query per position attending over the map, one shared
+classifier) and ``ctc`` (a prediction per column and text line through a bidirectional GRU, CTC loss, with an
+auxiliary per-position loss in training).
+
+    .venv/bin/python bench/reader_heads.py                  # the recipe's data and epochs (~30 min on 2 cores)
+    .venv/bin/python bench/reader_heads.py --heads ctc slots --epochs 6
+    .venv/bin/python bench/reader_heads.py --quick          # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401 - first: the repository on sys.path
+from common import machine, write_json
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    parser.add_argument("--heads", nargs="+", default=["ctc", "slots", "attn"])
+    parser.add_argument("--epochs", type=int)
+    args = parser.parse_args()
+
+    from mlflow import MlflowClient
+    from trained_models import cache_dir
+
+    from alpr_pipelines.lib.golden import GoldenSpec, write_golden
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
+    from alpr_pipelines.lib.reader_eval import evaluate_reader_onnx
+    from alpr_pipelines.lib.reader_model import export_reader_onnx, train_reader
+    from alpr_pipelines.lib.recipes import READER_DATA, READER_RECIPE
+
+    work = Path(tempfile.mkdtemp(prefix="alpr-bench-heads-"))
+    if args.quick:
+        train, val, golden_spec = 48, 8, GoldenSpec(scenes=2, width=256, height=160, plates=24, shift_plates=24)
+        base = dataclasses.replace(READER_RECIPE, epochs=1, channels=(4, 8, 8, 8))
+        root = work
+    else:
+        train, val, golden_spec = READER_DATA.train_plates, READER_DATA.val_plates, GoldenSpec()
+        base = READER_RECIPE
+        root = cache_dir() / "reader"
+    if args.epochs:
+        base = dataclasses.replace(base, epochs=args.epochs)
+    data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val))
+    golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    rows = []
+    for head in args.heads:
+        params = dataclasses.replace(base, head=head)
+        started = time.perf_counter()
+        result = train_reader(OCR, data, params, client, "heads", work / "train")
+        seconds = time.perf_counter() - started
+        onnx = export_reader_onnx(result.best_pt, work / head)
+        scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench", shift_root=golden.shift_yaml)
+        curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
+        rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
+                     "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
+                     "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
+                     "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
+                     "file_mb": scores.file_size_mb})
+        print(rows[-1], flush=True)
+    write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
+                "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
+                "command": ".venv/bin/python bench/reader_heads.py" + (" --quick" if args.quick else "")}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
