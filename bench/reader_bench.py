@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,10 @@ def main() -> int:
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--baselines", nargs="*", help="only these baselines (default: every one that loads)")
+    parser.add_argument("--reader-onnx", help="measure this reader file instead of training the recipe's")
+    parser.add_argument("--vehicle-onnx", help="with --plate-onnx: these detectors (e.g. a `make demo`'s "
+                        "exports) instead of training the recipe's")
+    parser.add_argument("--plate-onnx")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     threads = os.cpu_count() or 2
@@ -52,6 +57,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-reader-"))
     if args.quick:
         reader_paths = quick_reader(work)
+    elif args.reader_onnx:
+        from trained_models import cache_dir
+
+        from alpr_pipelines.lib.golden import write_golden
+        from alpr_pipelines.lib.models import OCR
+
+        golden_splits = write_golden(cache_dir() / "golden")[OCR.key]
+        reader_paths = {"onnx": args.reader_onnx, "onnx_int8": "", "golden": str(golden_splits.data_yaml),
+                        "shift": str(golden_splits.shift_yaml)}
     else:
         from trained_models import prepare_reader
 
@@ -95,6 +109,11 @@ def main() -> int:
         detectors = {"vehicle": Path(export_onnx(untrained_weights(4, work), work / "v", 128).path or ""),
                      "plate": Path(export_onnx(untrained_weights(1, work), work / "p", 64).path or "")}
         sizes = {"vehicle": 128, "plate": 64}
+    elif args.vehicle_onnx and args.plate_onnx:
+        from trained_models import serving_imgsz
+
+        detectors = {"vehicle": Path(args.vehicle_onnx), "plate": Path(args.plate_onnx)}
+        sizes = {k: serving_imgsz(k) for k in ("vehicle", "plate")}
     else:
         from trained_models import prepare, quantized, serving_imgsz
 
@@ -173,7 +192,7 @@ def main() -> int:
          "limits": "the two detectors; the reader adds one batch per frame with plates."},
     ]
     write_json({"figures": figures, "machine": machine(threads),
-                "command": ".venv/bin/python bench/reader_bench.py" + (" --quick" if args.quick else ""),
+                "command": " ".join([".venv/bin/python bench/reader_bench.py", *sys.argv[1:]]),
                 "details": {"runs": runs, "threads": threads, "served": str(served), "precision": precision,
                             "baselines_ran": ran, "baselines_not_run": unavailable, "accuracy": accuracy,
                             "plates_per_second": rates, "fps": stream, "golden_crops": len(crops),

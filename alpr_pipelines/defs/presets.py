@@ -71,16 +71,18 @@ def recipe_run_config(initial_stage: str = "Staging") -> dict[str, Any]:
     retraining when no run config is given."""
     data = SYNTHETIC_DATA
     ops: dict[str, Any] = {"datasets__golden_set": {"config": {}}}
-    for key, params in CPU_RECIPES.items():
-        ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": 0, "train_images": data.train_scenes,
-                                             "val_images": data.val_scenes, "width": data.width,
-                                             "height": data.height}}
-        ops[f"{key}__weights"] = {"config": train_config(params)}
+    for key, spec in MODEL_SPECS.items():
+        if spec.task == "read":
+            ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": 0,
+                                                 "train_plates": READER_DATA.train_plates,
+                                                 "val_plates": READER_DATA.val_plates}}
+            ops[f"{key}__weights"] = {"config": reader_train_config(READER_RECIPE)}
+        else:
+            ops[f"{key}__dataset"] = {"config": {"source": "synthetic", "seed": 0, "train_images": data.train_scenes,
+                                                 "val_images": data.val_scenes, "width": data.width,
+                                                 "height": data.height}}
+            ops[f"{key}__weights"] = {"config": train_config(CPU_RECIPES[key])}
         ops[f"{key}__registered_version"] = {"config": {"initial_stage": initial_stage}}
-    ops["ocr__dataset"] = {"config": {"source": "synthetic", "seed": 0, "train_plates": READER_DATA.train_plates,
-                                      "val_plates": READER_DATA.val_plates}}
-    ops["ocr__weights"] = {"config": reader_train_config(READER_RECIPE)}
-    ops["ocr__registered_version"] = {"config": {"initial_stage": initial_stage}}
     return {"ops": ops}
 
 

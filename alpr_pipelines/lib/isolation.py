@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alpr_pipelines.lib.evaluation import EvaluationError, EvaluationResult, ModelUnusable
-from alpr_pipelines.lib.reader_eval import ReaderEvaluation
+from alpr_pipelines.lib.evaluation import EVALUATOR_VERSION, EvaluationError, EvaluationResult, ModelUnusable
+from alpr_pipelines.lib.reader_eval import READER_EVALUATOR_VERSION, ReaderEvaluation
 
 RESULT_TYPES: dict[str, Any] = {"detect": EvaluationResult, "read": ReaderEvaluation}  # by ModelSpec.task
+EVALUATOR_VERSIONS = {"detect": EVALUATOR_VERSION, "read": READER_EVALUATOR_VERSION}  # a cached score's must match
+# How a failed allocation reads in the child's errors (Python, C++, ONNX Runtime's arena and its thread pool).
+ALLOCATION_FAILURES = ("MemoryError", "bad_alloc", "cannot allocate memory", "Cannot allocate memory",
+                       "Failed to allocate")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def evaluate_onnx_isolated(onnx_path: Path, golden_yaml: Path, golden_fingerprin
     reply = _last_json_line(out)
     if reply is None:
         tail = err.strip().splitlines()[-3:]
-        if any(m in err for m in ("MemoryError", "bad_alloc", "cannot allocate memory", "Failed to allocate")):
+        if any(m in err for m in ALLOCATION_FAILURES):
             raise ModelUnusable(f"evaluating {Path(onnx_path).name} needed more than the {limits.memory_mb} MB "
                                 f"memory cap (ALPR_EVAL_MEMORY_MB; exit {proc.returncode}): {' | '.join(tail)}")
         if proc.returncode < 0:
@@ -140,7 +144,10 @@ def main() -> None:
             result = evaluate_onnx(Path(req["onnx"]), Path(req["golden_yaml"]), req["fingerprint"], shift_yaml=shift)
         reply: dict = {"result": result.as_dict()}
     except ModelUnusable as exc:
-        reply = {"error": "ModelUnusable", "message": str(exc)}
+        message = str(exc)
+        if any(m in message for m in ALLOCATION_FAILURES):  # the cap, met while the model loads or runs
+            message += f" (over the evaluation's memory cap of {req['memory_mb']} MB, ALPR_EVAL_MEMORY_MB)"
+        reply = {"error": "ModelUnusable", "message": message}
     except EvaluationError as exc:
         reply = {"error": "EvaluationError", "message": str(exc)}
     except MemoryError:

@@ -23,7 +23,7 @@ from alpr_pipelines.edge.trust import TrustedKeys, UntrustedVersion, registered_
 from alpr_pipelines.lib.evaluation import EvaluationResult, ModelUnusable
 from alpr_pipelines.lib.gate import GatePolicy, decide
 from alpr_pipelines.lib.golden import GoldenSplits
-from alpr_pipelines.lib.isolation import RESULT_TYPES, EvaluationLimits, evaluate_onnx_isolated
+from alpr_pipelines.lib.isolation import EVALUATOR_VERSIONS, RESULT_TYPES, EvaluationLimits, evaluate_onnx_isolated
 from alpr_pipelines.lib.models import PREVIOUS_ALIAS, STAGE_ALIASES, ModelSpec, spec_for
 from alpr_pipelines.lib.promotion_lock import PromotionLockError, promotion_lock
 from alpr_pipelines.lib.reader_eval import ReaderEvaluation
@@ -132,11 +132,10 @@ def cached_evaluation(client: MlflowClient, name: str, version: str, golden: Gol
     if not raw:
         return None
     data = json.loads(raw)
-    result_type = RESULT_TYPES[spec_for(name).task]
-    current = result_type.__dataclass_fields__["evaluator_version"].default
-    if data.get("golden_fingerprint") != golden.key or data.get("evaluator_version") != current:
+    task = spec_for(name).task
+    if data.get("golden_fingerprint") != golden.key or data.get("evaluator_version") != EVALUATOR_VERSIONS[task]:
         return None
-    return result_type(**data)
+    return RESULT_TYPES[task](**data)
 
 
 def evaluate_version(client: MlflowClient, name: str, version: str, golden: GoldenSplits,

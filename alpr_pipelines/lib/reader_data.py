@@ -41,7 +41,7 @@ from alpr_pipelines.lib.datasets import (
     header_pixels,
 )
 from alpr_pipelines.lib.plates import CYRILLIC, DIGITS, machine_fonts_digest
-from alpr_pipelines.lib.synth import GENERATOR_VERSION, plate_close_up
+from alpr_pipelines.lib.synth import CLOSE_UP_VERSION, GENERATOR_VERSION, plate_close_up
 
 LATIN_ALL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ALPHABET = DIGITS + LATIN_ALL + CYRILLIC  # what the reader can write; the model's metadata carries its own copy
@@ -183,9 +183,10 @@ def synthetic_crops(seed: int, purpose: str, count: int, jitter: bool, workers: 
 
 
 def synthetic_reader_key(seed: int, train: int, val: int, purposes: tuple[str, str] = ("train", "val")) -> str:
-    blob = json.dumps({"generator": GENERATOR_VERSION, "fonts": machine_fonts_digest(), "seed": seed, "train": train,
-                       "val": val, "purposes": purposes, "alphabet": ALPHABET, "max_length": MAX_TEXT_LENGTH},
-                      sort_keys=True)
+    """Identity of a synthetic reader dataset: its settings, the generator's versions and this machine's fonts."""
+    blob = json.dumps({"generator": f"{GENERATOR_VERSION}.{CLOSE_UP_VERSION}", "fonts": machine_fonts_digest(),
+                       "seed": seed, "train": train, "val": val, "purposes": purposes, "alphabet": ALPHABET,
+                       "max_length": MAX_TEXT_LENGTH}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.evaluation import EvaluationError, ModelUnusable
-from alpr_pipelines.lib.reader_data import validate_reader_dataset
+from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
 
 READER_EVALUATOR_VERSION = "1"  # bump when scoring changes, so cached scores are recomputed
 LATENCY_WARMUP = 3
@@ -83,12 +83,10 @@ def golden_crops(root: Path, max_images: int | None = None) -> tuple[list[np.nda
     except Exception as exc:
         raise EvaluationError(f"golden plate crops {root}: {exc}") from exc
     samples = dataset.splits["val"][:max_images]
-    crops = []
-    for s in samples:
-        image = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
-        if image is None:
-            raise EvaluationError(f"golden crop {s.image} cannot be read")
-        crops.append(image)
+    try:
+        crops = load_split_crops(samples)
+    except DatasetError as exc:
+        raise EvaluationError(f"golden plate crops {root}: {exc}") from exc
     if not crops:
         raise EvaluationError(f"golden plate crops {root} are empty")
     return crops, [s.text for s in samples]

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 from mlflow import MlflowClient
@@ -37,9 +36,10 @@ from mlflow.entities import Metric, Param, RunTag
 
 from alpr_pipelines.edge.integrity import sha256_file
 from alpr_pipelines.edge.reader import DECODERS, HEADS, READER_TASK, plate_tensor
+from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.exports import ExportError, ExportResult
 from alpr_pipelines.lib.models import ModelSpec
-from alpr_pipelines.lib.reader_data import ReaderDataset, Sample
+from alpr_pipelines.lib.reader_data import ReaderDataset, Sample, load_split_crops
 from alpr_pipelines.lib.reader_eval import text_scores
 from alpr_pipelines.lib.training import (
     COMPLETE_TAG,
@@ -55,6 +55,7 @@ from alpr_pipelines.lib.training import (
     fetch_verified_weights,
     find_training_run,
     get_or_create_experiment,
+    learning_curve_png,
     metric_history,
     usable_cores,
 )
@@ -215,12 +216,10 @@ def _augment(x: Any, generator: Any) -> Any:
 
 def load_crops(samples: list[Sample], input_size: tuple[int, int]) -> np.ndarray:
     """The samples' crops as the reader sees them, (N, 1, height, width) uint8 (x255), read once into memory."""
-    crops = []
-    for s in samples:
-        image = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
-        if image is None:
-            raise TrainingError(f"{s.image} cannot be read; validate the dataset again")
-        crops.append(image)
+    try:
+        crops = load_split_crops(samples)
+    except DatasetError as exc:
+        raise TrainingError(str(exc)) from exc
     out = np.empty((len(crops), 1, *input_size), np.uint8)
     for i in range(0, len(crops), 256):
         out[i: i + 256] = np.round(plate_tensor(crops[i: i + 256], *input_size) * 255)
@@ -263,26 +262,8 @@ def load_reader_checkpoint(path: Path) -> tuple[Any, dict]:
 
 
 def learning_curve(epochs: list[EpochMetrics], path: Path, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    scores, losses = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    x = [e.epoch for e in epochs]
-    for name in ("exact_match", "cer"):
-        scores.plot(x, [e.values.get(name, float("nan")) for e in epochs], marker="o", ms=3, label=name)
-    for name in ("loss", "val_loss"):
-        losses.plot(x, [e.values.get(name, float("nan")) for e in epochs], marker="o", ms=3, label=name)
-    scores.set(title=f"{title}: validation", xlabel="epoch", ylim=(0, 1))
-    losses.set(title="losses", xlabel="epoch")
-    for ax in (scores, losses):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    """The reader's learning curve: validation exact match and CER, training and validation loss, by epoch."""
+    return learning_curve_png(epochs, path, title, ("exact_match", "cer"), ("loss", "val_loss"))
 
 
 def train_reader(

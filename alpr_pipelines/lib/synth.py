@@ -19,6 +19,7 @@ from alpr_pipelines.lib.plates import render_plate
 
 # Bump when the generator's output changes, so that neither old synthetic sets nor old golden sets are reused.
 GENERATOR_VERSION = "5"
+CLOSE_UP_VERSION = "1"  # plate_close_up's own: bump when its pixels change, so cached plate crops are made again
 VEHICLE_CLASSES = ("car", "truck", "bus", "motorcycle")
 # Stream codes. "golden_shift" draws plates from the held-out domain (plates.PLATE_FORMATS["shift"]).
 PURPOSES = {"train": 0, "val": 1, "golden": 2, "clip": 3, "golden_shift": 4}

@@ -283,8 +283,11 @@ def _checkpoint_state(path: Path) -> str:
     return "complete"
 
 
-def learning_curve_png(epochs: list[EpochMetrics], path: Path, title: str) -> Path:
-    """Plot validation mAP50 and mAP50-95 and the training losses against the epoch, as a PNG at ``path``."""
+def learning_curve_png(epochs: list[EpochMetrics], path: Path, title: str,
+                       scores_shown: tuple[str, ...] = ("mAP50", "mAP50-95", "precision", "recall"),
+                       losses_shown: tuple[str, ...] = ("box_loss", "cls_loss", "dfl_loss")) -> Path:
+    """Plot the validation scores (a detector's mAP50, mAP50-95, precision, recall by default) and the losses
+    against the epoch, as a PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -292,12 +295,12 @@ def learning_curve_png(epochs: list[EpochMetrics], path: Path, title: str) -> Pa
     FigureCanvasAgg(fig)
     scores, losses = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     x = [e.epoch for e in epochs]
-    for name in ("mAP50", "mAP50-95", "precision", "recall"):
+    for name in scores_shown:
         scores.plot(x, [e.values.get(name, float("nan")) for e in epochs], marker="o", ms=3, label=name)
-    for name in ("box_loss", "cls_loss", "dfl_loss"):
+    for name in losses_shown:
         losses.plot(x, [e.values.get(name, float("nan")) for e in epochs], marker="o", ms=3, label=name)
     scores.set(title=f"{title}: validation", xlabel="epoch", ylim=(0, 1))
-    losses.set(title="training losses", xlabel="epoch")
+    losses.set(title="losses", xlabel="epoch")
     for ax in (scores, losses):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

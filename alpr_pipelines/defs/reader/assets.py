@@ -6,12 +6,11 @@ from pathlib import Path
 import dagster as dg
 
 from alpr_pipelines.defs.datasets.assets import GOLDEN_KEY
-from alpr_pipelines.defs.metadata import image_markdown
 from alpr_pipelines.defs.reader.config import ReaderDatasetConfig, ReaderTrainConfig
 from alpr_pipelines.defs.registry.assets import RegisterConfig, register_and_describe
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.defs.training.assets import epochs_table
+from alpr_pipelines.defs.training.assets import training_metadata
 from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.exports import ExportError, ExportResult
 from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, OCR
@@ -106,21 +105,9 @@ def reader_weights(context: dg.AssetExecutionContext, config: ReaderTrainConfig,
                                   + ", ".join(f"{k}={v:.4f}" for k, v in e.values.items())))
     except (TrainingError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    if result.reused:
-        context.log.info(f"dataset and config unchanged: reusing finished MLflow run {result.run_id}")
-    metadata: dict = {
-        "mlflow_run_id": result.run_id,
-        "mlflow_run": dg.MetadataValue.url(mlflow_registry.run_url(result.experiment_id, result.run_id)),
-        "training_key": result.training_key, "reused_previous_training": result.reused,
-        "best_pt": dg.MetadataValue.path(str(result.best_pt)), "epochs": epochs_table(result.epochs),
-        **{k: float(v) for k, v in result.final_metrics.items()},
-    }
-    if result.images_per_second is not None:
-        metadata["train_plates_per_second"] = round(result.images_per_second, 1)
-    if result.learning_curve is not None:
-        metadata["learning_curve"] = image_markdown(result.learning_curve, "learning curve")
     return dg.Output({**result.as_dict(), "dataset_fingerprint": dataset["fingerprint"]},
-                     data_version=dg.DataVersion(result.training_key), metadata=metadata)
+                     data_version=dg.DataVersion(result.training_key),
+                     metadata=training_metadata(context, result, mlflow_registry))
 
 
 def _output(result: ExportResult) -> dg.Output[dict]:

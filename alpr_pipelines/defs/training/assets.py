@@ -10,13 +10,38 @@ from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.config import TrainConfig
 from alpr_pipelines.lib.models import DETECTOR_SPECS, GPU_STEP_K8S_CONFIG, ModelSpec
-from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, train
+from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, TrainingResult, train
 
 
 def epochs_table(epochs: list[EpochMetrics]) -> dg.MetadataValue:
-    columns = [dg.TableColumn("epoch", "int"), *[dg.TableColumn(name, "float") for name in EPOCH_METRICS]]
+    """Each epoch's logged metrics as a table (a detector's EPOCH_METRICS, or whatever the model logs)."""
+    logged = {name for e in epochs for name in e.values}
+    names = [n for n in EPOCH_METRICS if n in logged] + sorted(logged - set(EPOCH_METRICS)) or list(EPOCH_METRICS)
+    columns = [dg.TableColumn("epoch", "int"), *[dg.TableColumn(name, "float") for name in names]]
     rows = [dg.TableRecord({"epoch": e.epoch, **{k: round(v, 5) for k, v in e.values.items()}}) for e in epochs]
     return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=columns))
+
+
+def training_metadata(context: dg.AssetExecutionContext, result: TrainingResult,
+                      mlflow_registry: MlflowRegistryResource) -> dict:
+    """What a weights asset shows of its training (every model's): the MLflow run, reuse, epochs, final metrics,
+    speed and the learning curve; a reused training is said in the log."""
+    if result.reused:
+        context.log.info(f"dataset and config unchanged: reusing finished MLflow run {result.run_id}")
+    metadata: dict = {
+        "mlflow_run_id": result.run_id,
+        "mlflow_run": dg.MetadataValue.url(mlflow_registry.run_url(result.experiment_id, result.run_id)),
+        "training_key": result.training_key,
+        "reused_previous_training": result.reused,
+        "best_pt": dg.MetadataValue.path(str(result.best_pt)),
+        "epochs": epochs_table(result.epochs),
+        **{k: float(v) for k, v in result.final_metrics.items()},
+    }
+    if result.images_per_second is not None:
+        metadata["train_images_per_second"] = round(result.images_per_second, 2)
+    if result.learning_curve is not None:
+        metadata["learning_curve"] = image_markdown(result.learning_curve, "learning curve")
+    return metadata
 
 
 def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -54,21 +79,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             )
         except TrainingError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        if result.reused:
-            context.log.info(f"dataset and config unchanged: reusing finished MLflow run {result.run_id}")
-        metadata: dict = {
-            "mlflow_run_id": result.run_id,
-            "mlflow_run": dg.MetadataValue.url(mlflow_registry.run_url(result.experiment_id, result.run_id)),
-            "training_key": result.training_key,
-            "reused_previous_training": result.reused,
-            "best_pt": dg.MetadataValue.path(str(result.best_pt)),
-            "epochs": epochs_table(result.epochs),
-            **{k: float(v) for k, v in result.final_metrics.items()},
-        }
-        if result.images_per_second is not None:
-            metadata["train_images_per_second"] = round(result.images_per_second, 2)
-        if result.learning_curve is not None:
-            metadata["learning_curve"] = image_markdown(result.learning_curve, "learning curve")
+        metadata = training_metadata(context, result, mlflow_registry)
         return dg.Output(
             {**result.as_dict(), "imgsz": config.imgsz, "dataset_fingerprint": dataset["fingerprint"]},
             data_version=dg.DataVersion(result.training_key),
