@@ -87,13 +87,19 @@ def plate_tensor(crops: list[np.ndarray], height: int, width: int) -> np.ndarray
 def read_region(frame: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray | None:
     """The crop of a plate box the reader reads (the box grown by :data:`READ_MARGIN`), or None when the plate is
     narrower than :data:`MIN_READ_WIDTH` or empty."""
-    w, h = x2 - x1, y2 - y1
-    if w < MIN_READ_WIDTH or h < 4:
+    if x2 - x1 < MIN_READ_WIDTH or y2 - y1 < 4:
         return None
+    crop = margin_crop(frame, x1, y1, x2, y2)
+    return crop if crop.size else None
+
+
+def margin_crop(frame: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
+    """The box grown by :data:`READ_MARGIN` a side and clipped to the frame (what training crops are cut as)."""
+    w, h = x2 - x1, y2 - y1
     fh, fw = frame.shape[:2]
     a, b = max(0, int(x1 - w * READ_MARGIN)), max(0, int(y1 - h * READ_MARGIN))
     c, d = min(fw, int(np.ceil(x2 + w * READ_MARGIN))), min(fh, int(np.ceil(y2 + h * READ_MARGIN)))
-    return frame[b:d, a:c] if c > a and d > b else None
+    return frame[b:max(b, d), a:max(a, c)]
 
 
 class OnnxPlateReader:

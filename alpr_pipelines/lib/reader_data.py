@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from alpr_pipelines.edge.reader import MIN_READ_WIDTH, READ_MARGIN, read_region
+from alpr_pipelines.edge.reader import MIN_READ_WIDTH, margin_crop, read_region
 from alpr_pipelines.lib.datasets import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_PIXELS,
@@ -133,11 +133,7 @@ def jittered_crop(image: np.ndarray, box, rng: np.random.Generator | None) -> np
         w, h = x2 - x1, y2 - y1
         dx1, dy1, dx2, dy2 = rng.uniform(-0.08, 0.08, 4) * [w, h, w, h]
         x1, y1, x2, y2 = x1 + dx1, y1 + dy1, x2 + dx2, y2 + dy2
-    w, h = x2 - x1, y2 - y1
-    fh, fw = image.shape[:2]
-    a, b = max(0, int(x1 - w * READ_MARGIN)), max(0, int(y1 - h * READ_MARGIN))
-    c, d = min(fw, int(np.ceil(x2 + w * READ_MARGIN))), min(fh, int(np.ceil(y2 + h * READ_MARGIN)))
-    return image[b:d, a:c]
+    return margin_crop(image, x1, y1, x2, y2)
 
 
 def _synthetic_chunk(args: tuple[int, str, int, int, bool]) -> list[tuple[bytes, str]]:
