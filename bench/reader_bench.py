@@ -30,6 +30,14 @@ from common import machine, paired, write_json
 BATCH = 8  # plates read together: what a busy frame holds
 
 
+def is_quantized(onnx_path: Path) -> bool:
+    """Whether an ONNX file is a quantized (QDQ) graph, whatever its name."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for node in graph.node)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run")
@@ -71,7 +79,7 @@ def main() -> int:
 
         reader_paths = prepare_reader()
     served = reader_paths["onnx_int8"] or reader_paths["onnx"]
-    precision = "INT8" if reader_paths["onnx_int8"] else "FP32"
+    precision = "INT8" if is_quantized(Path(served)) else "FP32"
     limit = 40 if args.quick else None
     crops, truth = golden_crops(Path(reader_paths["golden"]), limit)
     shift_crops, shift_truth = golden_crops(Path(reader_paths["shift"]), limit)

@@ -6,8 +6,9 @@ feature map, as fast-plate-ocr does), ``attn`` (one learned query per position a
 classifier) and ``ctc`` (a prediction per column and text line through a bidirectional GRU, CTC loss, with an
 auxiliary per-position loss in training).
 
-    .venv/bin/python bench/reader_heads.py                  # the recipe's data and epochs (~30 min on 2 cores)
+    .venv/bin/python bench/reader_heads.py                  # the recipe's data and epochs (~45 min on 2 cores)
     .venv/bin/python bench/reader_heads.py --heads ctc slots --epochs 6
+    .venv/bin/python bench/reader_heads.py --heads ctc --ctc-stride 8   # the recipe with a CTC step per 8 columns
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--heads", nargs="+", default=["ctc", "slots", "attn"])
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--ctc-stride", type=int, choices=(4, 8), help="input columns per CTC step (recipe: 4)")
+    parser.add_argument("--train-plates", type=int, help="synthetic training crops (recipe: lib.recipes)")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -52,6 +56,10 @@ def main() -> int:
         root = cache_dir() / "reader"
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
+    if args.ctc_stride:
+        base = dataclasses.replace(base, ctc_stride=args.ctc_stride)
+    if args.train_plates:
+        train = args.train_plates
     data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val))
     golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
@@ -72,7 +80,7 @@ def main() -> int:
         print(rows[-1], flush=True)
     write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
                 "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
-                "command": ".venv/bin/python bench/reader_heads.py" + (" --quick" if args.quick else "")}, args.json)
+                "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
     return 0
 
 

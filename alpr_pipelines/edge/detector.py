@@ -76,7 +76,9 @@ def warm_up(backend: Backend, runs: int = 2, frame_shape: tuple[int, ...] | None
 @dataclass
 class ModelSlot:
     """The model serving one role; ``swap`` replaces it atomically and keeps the previous one for fallback.
-    ``load``: how a file of this role becomes a model (``load_backend``'s arguments): a detector by default."""
+    ``load``: how a file of this role becomes a model (``load_backend``'s arguments): a detector by default.
+    ``prefetch_optimized_copy``: whether ``load`` uses a copy of a new version optimized for this box, which
+    ``swap.prefetch`` then makes (the plate reader loads its file as it is)."""
 
     name: str
     model: Any = None
@@ -84,6 +86,7 @@ class ModelSlot:
     previous: Any = None
     swaps: int = 0
     load: Callable[..., Any] = load_backend
+    prefetch_optimized_copy: bool = True
 
     @property
     def version(self) -> str | None:

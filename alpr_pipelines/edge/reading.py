@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def open_reader(path: str | Path, version: str | None, threads: int | None = None, imgsz: int | None = None,
                 optimized: Path | None = None) -> OnnxPlateReader:
     """A reader file as a slot loads it (``ModelSlot.load``'s arguments; a reader has no serving size, and loads
-    the file itself: its graph is small enough that a box-optimized copy buys nothing)."""
+    the file itself: its graph is small enough that a box-optimized copy buys nothing, so its slot asks for none)."""
     path = Path(path)
     if path.suffix != ".onnx":
         raise ModelLoadError(f"{path}: the plate reader loads only .onnx files, never {path.suffix or 'this'}")
@@ -72,7 +72,7 @@ def attach_reader(detector: YOLOv11Detector, name: str = OCR_MODEL, fallback: st
     """Add the plate reader to ``detector``: the registry's version of ``name`` (through the detector's loader, so
     with its cache and trust checks), else ``fallback``. Without either it serves nothing until its poller finds
     one, and the log says the edge reports boxes without text."""
-    slot = ModelSlot(name, load=open_reader)
+    slot = ModelSlot(name, load=open_reader, prefetch_optimized_copy=False)
     stage = PlateReadingStage(slot)
     try:
         path, meta = detector.resolve(name, fallback)

@@ -63,6 +63,7 @@ from alpr_pipelines.lib.training import (
 log = logging.getLogger(__name__)
 READER_METRICS = ("exact_match", "cer", "loss", "val_loss")
 AUX_WEIGHT = 0.5  # the CTC reader's auxiliary per-position loss, in training only
+BOTTOM_LINE_BLANK_BIAS = 4.0  # the CTC head's starting bias for the bottom text line's blank (build_network)
 PARITY_MAX_LOGIT_DIFF = 1e-3  # ONNX Runtime vs PyTorch, on any logit of the parity crops
 
 
@@ -71,7 +72,7 @@ class ReaderParams:
     """A reader training's knobs (the defaults are the recipe docs/decisions.md measured). ``channels``: the four
     stages' widths; ``augment``: random shifts, scale, blur, noise and contrast on the fly."""
 
-    epochs: int = 24
+    epochs: int = 10
     batch: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -82,6 +83,7 @@ class ReaderParams:
     augment: bool = True
     threads: int = 0  # 0: every core this process may use
     device: str = ""  # "cpu", a CUDA device id, or "" for CUDA 0 when present, else the CPU
+    ctc_stride: int = 4  # input columns per CTC step (4 or 8): 8 leaves no room for a blank between equal characters
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch < 1 or not self.lr > 0 or self.weight_decay < 0:
@@ -91,6 +93,8 @@ class ReaderParams:
         if len(self.channels) != 4 or any(c < 4 or c > 512 for c in self.channels):
             raise TrainingError(f"channels must be four widths between 4 and 512, got {self.channels}")
         h, w = self.input_size
+        if self.ctc_stride not in (4, 8):
+            raise TrainingError(f"ctc_stride must be 4 or 8 (input columns per CTC step), got {self.ctc_stride}")
         if h % 16 or w % 16 or not 16 <= h <= 256 or not 16 <= w <= 512:
             raise TrainingError(f"input_size must be multiples of 16 (height 16-256, width 16-512), got {h}x{w}")
 
@@ -99,6 +103,8 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
     p = asdict(params)
     p.pop("threads")
     p.pop("device")
+    if params.head != "ctc":
+        p.pop("ctc_stride")  # only the CTC head has one
     blob = json.dumps({"model": spec.key, "data": dataset.fingerprint, "params": p}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -108,15 +114,18 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
 
 def build_network(alphabet: str, max_length: int, head: str = "slots",
                   channels: tuple[int, ...] = ReaderParams.channels,
-                  input_size: tuple[int, int] = ReaderParams.input_size) -> Any:
+                  input_size: tuple[int, int] = ReaderParams.input_size,
+                  ctc_stride: int = ReaderParams.ctc_stride) -> Any:
     """The reader network: (N, 1, height, width) in [0, 1] -> logits (N, positions, len(alphabet) + 1), class 0
-    the padding (slots) or the blank (ctc: a position per 8 columns of the input and text line, top line first)."""
+    the padding (slots) or the blank (ctc: a position per ``ctc_stride`` columns of the input and per text line,
+    top line first)."""
     import torch
     from torch import nn
 
     c1, c2, c3, c4 = channels
     n_out = len(alphabet) + 1
     height, width = input_size
+    stride = ctc_stride if head == "ctc" else 8  # the feature map's columns: width // stride
 
     def block(a: int, b: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
@@ -127,7 +136,7 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
             self.features = nn.Sequential(
                 block(1, c1), nn.MaxPool2d(2),  # /2
                 block(c1, c2), nn.MaxPool2d(2),  # /4
-                block(c2, c3), block(c3, c3), nn.MaxPool2d(2),  # /8
+                block(c2, c3), block(c3, c3), nn.MaxPool2d((2, stride // 4)),  # /8 high, /stride wide
                 block(c3, c4),
             )
             if head == "slots":
@@ -144,11 +153,19 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                 # plate, then the bottom line's (a one-line plate's characters may fall in either, in order).
                 self.project = nn.Conv1d(c4 * (height // 8), 128, 1)
                 self.context = nn.GRU(128, 64, batch_first=True, bidirectional=True)  # the whole plate per column
-                self.head = nn.Sequential(nn.Dropout(0.2), nn.Conv1d(128, 2 * n_out, 1))
+                lines = nn.Conv1d(128, 2 * n_out, 1)
+                self.head = nn.Sequential(nn.Dropout(0.2), lines)
+                # A one-line plate fits either line's predictions. The bottom line's start at blank, so one-line
+                # plates are read in the top line's and the alignments agree from the first steps (without it,
+                # Russian plates' first letter was learnt in the wrong line, where it cannot be seen).
+                with torch.no_grad():
+                    assert lines.bias is not None
+                    lines.bias[n_out] += BOTTOM_LINE_BLANK_BIAS
                 # Training only: a classifier per character position over the whole map, whose plain
                 # cross-entropy teaches the features characters long before CTC finds its alignments.
                 self.aux = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2),
-                                         nn.Linear(c4 * (height // 16) * (width // 16), max_length * n_out))
+                                         nn.Linear(c4 * (height // 16) * (width // (2 * stride)),
+                                                   max_length * n_out))
                 self.aux_logits: torch.Tensor | None = None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +272,7 @@ def load_reader_checkpoint(path: Path) -> tuple[Any, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     config = json.loads(ckpt["config"])
     model = build_network(config["alphabet"], config["max_length"], config["head"], tuple(config["channels"]),
-                          (config["input_height"], config["input_width"]))
+                          (config["input_height"], config["input_width"]), config.get("ctc_stride", 8))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, config
@@ -286,11 +303,11 @@ def train_reader(
     import torch
 
     params.validate()
-    steps = 2 * (params.input_size[1] // 8)
+    steps = 2 * (params.input_size[1] // params.ctc_stride)
     if params.head == "ctc" and steps < 2 * dataset.max_length + 1:
         raise TrainingError(f"a CTC reader {params.input_size[1]} px wide predicts {steps} steps, too few for texts of "
                             f"{dataset.max_length} characters (it needs {2 * dataset.max_length + 1}); widen "
-                            "input_size")
+                            "input_size or use ctc_stride 4")
     key = reader_training_key(spec, dataset, params)
     if force_nonce:
         key = hashlib.sha256(f"{key}:{force_nonce}".encode()).hexdigest()[:20]
@@ -315,7 +332,7 @@ def train_reader(
             "(config restart=True).")
     config = {"alphabet": dataset.alphabet, "max_length": dataset.max_length, "head": params.head,
               "channels": list(params.channels), "input_height": params.input_size[0],
-              "input_width": params.input_size[1]}
+              "input_width": params.input_size[1], "ctc_stride": params.ctc_stride}
     tags = {TRAINING_KEY_TAG: key, DATASET_TAG: dataset.fingerprint, MODEL_TAG: spec.registered_name,
             "mlflow.runName": f"{spec.key}-{key[:8]}", **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {})}
     if existing is None or not resumable:
@@ -368,7 +385,7 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     name = resolve_device(params.device)
     device = torch.device("cpu" if name == "cpu" else f"cuda:{name}" if name.isdigit() else name)
     model = build_network(dataset.alphabet, dataset.max_length, params.head, params.channels,
-                          params.input_size).to(device)
+                          params.input_size, params.ctc_stride).to(device)
     train_x = torch.from_numpy(load_crops(dataset.splits["train"], params.input_size))
     train_y = torch.from_numpy(encode_targets([s.text for s in dataset.splits["train"]], dataset.alphabet,
                                               dataset.max_length))

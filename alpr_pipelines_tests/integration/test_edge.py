@@ -542,6 +542,8 @@ def test_prefetch_child_fetches_verifies_and_optimizes(registry, models, tmp_pat
 
     loader = MLflowModelLoader(tracking_uri=registry.uri, cache_dir=tmp_path / "cache")
     remote = loader.current_version("alpr-plate-detector")
+    path, _, optimized = fetch_prepared(loader, remote, optimize=False)  # a slot that loads the file itself
+    assert optimized is None and not list(path.parent.glob("*.box-*"))
     path, manifest, optimized = fetch_prepared(loader, remote)
     assert path.is_relative_to(loader.store / "alpr-plate-detector" / remote.version)
     assert sha256_file(path) == manifest["files"]["onnx"]["sha256"]

@@ -202,6 +202,8 @@ def test_the_reader_is_gated_promoted_and_read_through_the_edge(graph_run, mlflo
 
     assert RegistryPoller(loader, stage.slot, detector.policy).poll_once()  # hot swap into the empty slot
     assert stage.slot.version == version
+    fetched = list((loader.store / "alpr-plate-ocr").rglob("*.onnx"))
+    assert fetched and not [p for p in fetched if ".box-" in p.name]  # its slot loads the file: no copy made
     crops = validate_reader_dataset(Path(result.output_for_node("datasets__golden_set")["ocr"]["data_yaml"]),
                                     ("val",)).splits["val"][:2]
     frame = np.zeros((160, 400, 3), np.uint8)

@@ -71,3 +71,40 @@ def test_the_onnx_reader_reads_what_pytorch_reads(mlflow_server, mlflow_client, 
     report = reader_parity(result.best_pt, tmp_path / "onnx" / "plate_reader.onnx", images)
     assert report.passed and report.same_text == len(images), report
     assert exported.details and exported.details["alphabet"] == crops.alphabet
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_the_ctc_grid_follows_its_stride_and_checkpoints_name_it(stride, tmp_path):
+    """A CTC step per ``stride`` input columns and per text line; a checkpoint written before the stride was a
+    setting (no ``ctc_stride`` in its config) loads as the 8-column reader it is."""
+    import json
+
+    import torch
+
+    from alpr_pipelines.lib.reader_model import build_network
+
+    net = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), stride).eval()
+    assert net(torch.zeros(2, 1, 32, 128)).shape == (2, 2 * 128 // stride, 11)
+    config = {"alphabet": "0123456789", "max_length": 10, "head": "ctc", "channels": [4, 8, 8, 8],
+              "input_height": 32, "input_width": 128, **({"ctc_stride": stride} if stride != 8 else {})}
+    torch.save({"model": net.state_dict(), "config": json.dumps(config)}, tmp_path / "best.pt")
+    loaded, _ = load_reader_checkpoint(tmp_path / "best.pt")
+    assert loaded(torch.zeros(1, 1, 32, 128)).shape == (1, 2 * 128 // stride, 11)
+
+
+def test_an_unknown_ctc_stride_is_refused_by_name():
+    with pytest.raises(TrainingError, match="ctc_stride must be 4 or 8"):
+        ReaderParams(ctc_stride=6).validate()
+
+
+def test_the_bottom_lines_blank_starts_biased_so_one_line_plates_read_in_the_top_line():
+    import torch
+
+    from alpr_pipelines.lib.reader_model import BOTTOM_LINE_BLANK_BIAS, build_network
+
+    net = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), 4).eval()
+    bias = net.head[1].bias.detach().view(2, 11)  # (line, class), class 0 the blank
+    assert float(bias[1, 0] - bias[0, 0]) == pytest.approx(BOTTOM_LINE_BLANK_BIAS, abs=1.0)
+    probs = net(torch.rand(4, 1, 32, 128)).softmax(-1)
+    top, bottom = float(probs[:, :32, 0].mean()), float(probs[:, 32:, 0].mean())
+    assert bottom > 0.5 > top  # an untrained reader's bottom line is mostly blank, its top line not

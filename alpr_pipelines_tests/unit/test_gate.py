@@ -69,7 +69,9 @@ def test_every_model_has_a_default_policy_that_rejects_a_model_that_does_not_wor
     decision = decide(untrained_reader, None, True, reader)
     assert not decision.promote
     assert [r for r in decision.reasons if r.startswith("FAIL")] == [
-        "FAIL exact_match 0.0000 vs floor 0.3000", "FAIL cer 0.9500 vs ceiling 0.3000"]
+        f"FAIL exact_match 0.0000 vs floor {reader.min_exact_match:.4f}",
+        f"FAIL cer 0.9500 vs ceiling {reader.max_cer:.4f}"]
+    assert reader.min_exact_match >= 0.5 and reader.max_cer <= 0.15  # a reader clearly worse than the recipe's fails
 
 
 def test_a_reader_is_compared_with_its_champion_on_exact_match_and_never_on_map():

@@ -47,6 +47,8 @@ class ReaderTrainConfig(dg.Config):
                                 description="The four convolution stages' widths")
     input_size: list[int] = Field(default_factory=lambda: list(_DEFAULTS.input_size),
                                   description="Crop height and width the reader reads at (multiples of 16)")
+    ctc_stride: int = Field(default=_DEFAULTS.ctc_stride, description="Input columns per CTC step, 4 or 8 (ctc "
+                            "head): 8 trains faster but leaves no room for a blank between two equal characters")
     seed: int = Field(default=_DEFAULTS.seed, description="Training seed")
     augment: bool = Field(default=_DEFAULTS.augment, description="Random shifts, scale, blur, contrast and noise")
     threads: int = Field(default=_DEFAULTS.threads, description="CPU threads; 0: every core this process may use")
@@ -62,4 +64,5 @@ class ReaderTrainConfig(dg.Config):
         return ReaderParams(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=self.weight_decay,
                             head=self.head,
                             channels=(c1, c2, c3, c4), input_size=(height, width), seed=self.seed,
-                            augment=self.augment, threads=self.threads, device=self.device)
+                            augment=self.augment, threads=self.threads, device=self.device,
+                            ctc_stride=self.ctc_stride)

@@ -119,7 +119,8 @@ class RegistryPoller(threading.Thread):
     def _swap_in(self, remote: RemoteVersion, started: float) -> bool:
         try:
             path, manifest, optimized = fetch_prepared(self.loader, remote, turns=self.policy.turns,
-                                                       child=self.policy.spare.take())
+                                                       child=self.policy.spare.take(),
+                                                       optimize=self.slot.prefetch_optimized_copy)
             fetched = time.perf_counter()
             log.debug("%s v%s: fetched, verified, optimized: %s", self.slot.name, remote.version, optimized)
             with self.policy.session_creation():

@@ -73,14 +73,14 @@ def _lowest_priority_command() -> list[str]:
     return [chrt, "--idle", "0", nice, "-n", "19"] if chrt and nice else []
 
 
-def _request(loader: MLflowModelLoader, remote: RemoteVersion) -> dict[str, Any]:
+def _request(loader: MLflowModelLoader, remote: RemoteVersion, optimize: bool) -> dict[str, Any]:
     auth = loader.http.auth if isinstance(loader.http.auth, tuple) else None
     return {"loader": {"tracking_uri": loader.tracking_uri, "preferred_stage": loader.preferred_stage,
                        "cache_dir": str(loader.cache_dir), "models_dir": str(loader.models_dir),
                        "timeout": loader.timeout, "prefer_engine": loader.prefer_engine,
                        "precision": loader.precision, "username": auth[0] if auth else None,
                        "password": auth[1] if auth else None, "trusted_keys": loader.trusted_key_entries},
-            "remote": asdict(remote)}
+            "remote": asdict(remote), "optimize": optimize}
 
 
 def spawn() -> subprocess.Popen[str]:
@@ -150,14 +150,16 @@ def discard(child: subprocess.Popen[str] | None) -> None:
 
 def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: float = 600.0,
                    turns: FrameTurns | None = None,
-                   child: subprocess.Popen[str] | None = None) -> tuple[Path, dict[str, Any], Path | None]:
-    """``loader.fetch(remote)`` and the file's copy optimized for this box, done by a child of the lowest priority;
-    returns (path, manifest, optimized path or None).
+                   child: subprocess.Popen[str] | None = None,
+                   optimize: bool = True) -> tuple[Path, dict[str, Any], Path | None]:
+    """``loader.fetch(remote)`` and (with ``optimize``) the file's copy optimized for this box, done by a child of
+    the lowest priority; returns (path, manifest, optimized path or None).
 
     ``turns``: the frame loop's (``swap.turns.FrameTurns``); while the child is starved of the cores
     (:func:`starved`), this thread takes loading turns of :data:`SLICE_S` and leaves the cores idle for it, so a box
     kept busy by its cameras still swaps.
     ``child``: a spare from :func:`spawn` (used up by this call, whatever happens); a new one is started without.
+    ``optimize``: False when the slot loads the file itself (``ModelSlot.prefetch_optimized_copy``): no copy is made.
 
     Raises:
         ModelLoadError: the child failed (its last words are in the message); nothing half-written is left behind.
@@ -175,7 +177,7 @@ def fetch_prepared(loader: MLflowModelLoader, remote: RemoteVersion, timeout: fl
 
     def talk() -> None:
         try:  # the request travels on stdin, never the command line: it may hold the edge principal's password
-            answered["out"], answered["err"] = proc.communicate(json.dumps(_request(loader, remote)),
+            answered["out"], answered["err"] = proc.communicate(json.dumps(_request(loader, remote, optimize)),
                                                                 timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -228,7 +230,7 @@ def main() -> int:
     try:
         loader = MLflowModelLoader(**request["loader"])
         path, manifest = loader.fetch(RemoteVersion(**request["remote"]))
-        optimized = optimized_for_this_box(path) if path.suffix == ".onnx" else None
+        optimized = optimized_for_this_box(path) if request.get("optimize", True) and path.suffix == ".onnx" else None
     except Exception as exc:  # noqa: BLE001 - reported to the poller, which keeps the serving version
         sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {exc}",
                                      "refused": isinstance(exc, RefusedVersion)}) + "\n")
