@@ -165,7 +165,7 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
     lines = [
         "# Benchmarks",
         "",
-        "Every figure of issue 6, measured beside its baseline in the same run (medians of interleaved runs where a "
+        "Every figure of issue 6 (and figures 9-11 of issue 18, the plate reader), measured beside its baseline in the same run (medians of interleaved runs where a "
         "figure repeats), written by `make bench` (`.venv/bin/python bench/run_all.py`). Timings decide no test; "
         "`make bench-quick` runs every script at smoke size, and CI runs the quick variants.",
         "",
