@@ -6,9 +6,11 @@ feature map, as fast-plate-ocr does), ``attn`` (one learned query per position a
 classifier) and ``ctc`` (a prediction per column and text line through a bidirectional GRU, CTC loss, with an
 auxiliary per-position loss in training).
 
-    .venv/bin/python bench/reader_heads.py                  # the recipe's data and epochs (~45 min on 2 cores)
+    .venv/bin/python bench/reader_heads.py                  # the recipe's data and epochs (~50 min on 2 cores)
     .venv/bin/python bench/reader_heads.py --heads ctc slots --epochs 6
     .venv/bin/python bench/reader_heads.py --heads ctc --ctc-stride 8   # the recipe with a CTC step per 8 columns
+    .venv/bin/python bench/reader_heads.py --heads ctc --precision fp32  # the recipe in float32 throughout
+    .venv/bin/python bench/reader_heads.py --heads ctc --epochs 10 --input-size 48 192   # a larger input
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -33,6 +35,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--ctc-stride", type=int, choices=(4, 8), help="input columns per CTC step (recipe: 4)")
     parser.add_argument("--train-plates", type=int, help="synthetic training crops (recipe: lib.recipes)")
+    parser.add_argument("--precision", choices=("auto", "fp32"), help="auto (the recipe): bfloat16 autocast where "
+                        "the CPU computes it natively; fp32: float32 throughout")
+    parser.add_argument("--batch", type=int, help="crops per step (recipe: lib.reader_model.ReaderParams)")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="e.g. 48 192")
+    parser.add_argument("--channels", type=int, nargs=4, help="the four stages' widths, e.g. 24 48 96 128")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -42,7 +50,7 @@ def main() -> int:
     from alpr_pipelines.lib.models import OCR
     from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
     from alpr_pipelines.lib.reader_eval import evaluate_reader_onnx
-    from alpr_pipelines.lib.reader_model import export_reader_onnx, train_reader
+    from alpr_pipelines.lib.reader_model import PRECISION_TAG, export_reader_onnx, train_reader
     from alpr_pipelines.lib.recipes import READER_DATA, READER_RECIPE
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-heads-"))
@@ -58,6 +66,10 @@ def main() -> int:
         base = dataclasses.replace(base, epochs=args.epochs)
     if args.ctc_stride:
         base = dataclasses.replace(base, ctc_stride=args.ctc_stride)
+    for name in ("precision", "batch", "lr", "input_size", "channels"):
+        if getattr(args, name) is not None:
+            value = getattr(args, name)
+            base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
     if args.train_plates:
         train = args.train_plates
     data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val))
@@ -75,6 +87,7 @@ def main() -> int:
         rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
                      "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
                      "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
+                     "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
                      "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
                      "file_mb": scores.file_size_mb})
         print(rows[-1], flush=True)

@@ -30,6 +30,7 @@ BENCHES = {
     "dfl": "dfl_bench.py",          # no figure: our ONNX export against Ultralytics' stock one, same weights
     "tta": "time_to_accuracy.py",   # figure 8: the default recipe against Ultralytics' defaults, to golden mAP50 0.9
     "reader": "reader_bench.py",    # figures 9, 10, 11: the plate reader against Tesseract, RapidOCR, EasyOCR
+    "reader_precision": "reader_precision.py",  # no figure: the reader's training speed, bfloat16 against float32
 }
 
 
@@ -143,7 +144,8 @@ FIGURES_OF = {"edge": ("1", "2", "3"), "swap": ("4",), "orchestration": ("5",), 
 
 def carried_over(previous: str, rerun: set[str]) -> dict[str, list[str]]:
     """Lines of the previous report for the benchmarks not re-run here (``--only`` runs some): their figure rows,
-    their limits, their Runs rows and, unless turns or dfl ran, the Investigations section, kept as they were."""
+    their limits, their Runs rows and their Investigations subsections (``### ...`bench/<script>```), kept as they
+    were."""
     kept_figures = {f for name, figs in FIGURES_OF.items() if name not in rerun for f in figs}
     lines = previous.splitlines()
     out: dict[str, list[str]] = {"figures": [], "limits": [], "runs": [], "investigations": []}
@@ -155,9 +157,14 @@ def carried_over(previous: str, rerun: set[str]) -> dict[str, list[str]]:
             out["limits"].append(line)
         elif line.startswith("| ") and line.split("|")[1].strip() in set(BENCHES) - rerun:
             out["runs"].append(line)
-    if not rerun & {"turns", "dfl"} and "## Investigations" in previous:
+    if "## Investigations" in previous:
         section = previous.split("## Investigations", 1)[1].split("\n## ", 1)[0]
-        out["investigations"] = ["## Investigations", *section.strip("\n").splitlines()]
+        by_script = {script: name for name, script in BENCHES.items()}
+        for block in section.split("\n### ")[1:]:
+            title = block.splitlines()[0]
+            script = title.rsplit("`bench/", 1)[-1].rstrip("`") if "`bench/" in title else ""
+            if by_script.get(script) not in rerun | {None}:
+                out["investigations"] += ["", f"### {block.strip()}"]
     return out
 
 
@@ -170,13 +177,17 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
         "`make bench-quick` runs every script at smoke size, and CI runs the quick variants.",
         "",
     ]
+    previous = previous or {"figures": [], "limits": [], "runs": [], "investigations": []}
+    machines = list(dict.fromkeys([r.get("machine", "not recorded").split(", ")[0] for r in results.values()]
+                                  + [row.split("|")[3].strip().split(", ")[0] for row in previous["runs"]]))
     first = next(iter(results.values()), {})
-    lines += [f"Machine: {first.get('machine', 'not recorded')} (a shared VM); each benchmark's own description of it "
+    where = (f"Machine: {first.get('machine', 'not recorded')} (a shared VM)" if len(machines) <= 1 else
+             f"Machines: the figures gather runs on {', '.join(machines)} (shared VMs)")
+    lines += [f"{where}; each benchmark's own description of it "
               "is in the Runs table. Other work on the same host during a run shows up as spread between "
               "repetitions (here, rounds of the same measurement differ by up to 1.5x), so ratios pair the two "
               "sides of each round; the JSON results keep every sample.", ""]
     lines += ["| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
-    previous = previous or {"figures": [], "limits": [], "runs": [], "investigations": []}
     figures = sorted((f for r in results.values() for f in r["figures"]), key=lambda f: int(f["id"]))
     rows = {f["id"]: f"| {f['id']}. {f['name']} | {f['ours_text']} | {f['baseline_text']} | {fmt(f.get('ratio'))} "
                      f"| {f['target']} | {'yes' if f['met'] else '**no**'} |" for f in figures}
@@ -189,11 +200,12 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
     lines += ["", "## What limits each figure", ""]
     lines += [limits[k] for k in sorted(limits, key=int)]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
-    if previous["investigations"]:
-        lines += ["", *previous["investigations"]]
+    if previous["investigations"] or results.keys() & {"turns", "dfl", "reader_precision"}:
+        lines += ["", "## Investigations", "", "Measurements of one change each, with no figure of their own."]
+    lines += previous["investigations"]
     if "turns" in results:
         w = results["turns"]["waits"]
-        lines += ["", "## Investigations", "",
+        lines += ["", "### A frame's wait behind a session creation: `bench/turns_bench.py`", "",
                   "How long a frame waits behind a new version's session creation (`bench/turns_bench.py`, "
                   f"{results['turns'].get('precision', 'fp32').upper()} two-stage at "
                   f"{results['turns']['camera_fps']:g} fps, paired), by when the piece goes:", "",
@@ -212,7 +224,8 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
     if "dfl" in results:
         d = results["dfl"]["details"]
         med = d["medians_fps"]
-        lines += ["", "Our ONNX export against Ultralytics' stock export of the same trained vehicle detector "
+        lines += ["", "### Our ONNX export against Ultralytics' stock one: `bench/dfl_bench.py`", "",
+                  "Our ONNX export against Ultralytics' stock export of the same trained vehicle detector "
                   "(`bench/dfl_bench.py`: the box decoding traced as reductions, not a softmax along a middle axis; "
                   f"served by the same edge code at {d['imgsz']}, {d['threads']} threads, {d['runs']} interleaved "
                   "rounds of the sample clip):", "",
@@ -223,6 +236,18 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
         lines += ["", f"On a frame the two FP32 files' raw outputs differ by at most {d['max_box_diff_px']:.1e} px in "
                   f"a box and {d['max_score_diff']:.1e} in a class score; the parity check holds every export to "
                   "0.5 px and 1e-3 against PyTorch."]
+    if "reader_precision" in results:
+        r = results["reader_precision"]
+        lines += ["", "### The reader's training in bfloat16: `bench/reader_precision.py`", ""]
+        if r.get("ratio_bf16_over_fp32") is None:
+            lines.append("This CPU does not compute bfloat16 natively, so the reader trains in float32 "
+                         f"({r['medians']['fp32']:.0f} crops/s); nothing to compare.")
+        else:
+            lines.append(f"The reader's training step (the recipe's network, batch {r['batch']}: augmentation, "
+                         "forward, both losses, backward, AdamW) under bfloat16 autocast against float32, "
+                         f"{r['runs']} interleaved rounds of {r['steps']} steps: {r['medians']['bf16']:.0f} against "
+                         f"{r['medians']['fp32']:.0f} crops/s, **{r['ratio_bf16_over_fp32']:.2f}x** (paired). "
+                         "What it does to accuracy: docs/decisions.md, \"Plate reader\".")
     lines += ["", "## Runs", "", "| benchmark | reproduce | machine | finished (UTC) | commit | wall time |",
               "|---|---|---|---|---|---|"]
     for name, r in results.items():

@@ -14,7 +14,8 @@ class EdgeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.fps = Gauge("alpr_inference_fps", "Frames processed per second", ["camera"], registry=r)
-        self.latency = Histogram("alpr_inference_latency_seconds", "Time per frame, every stage (the two detectors and, when it serves, the reader)",
+        self.latency = Histogram("alpr_inference_latency_seconds",
+                                 "Time per frame, every stage (the two detectors and, when it serves, the reader)",
                                  ["camera"], registry=r,
                                  buckets=(0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0))
         self.confidence = Histogram("alpr_detection_confidence", "Confidence of emitted detections", ["kind"],

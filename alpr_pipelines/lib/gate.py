@@ -148,8 +148,9 @@ DEFAULT_POLICIES: dict[str, GatePolicy] = {
     "vehicle": GatePolicy(min_map50=0.80, min_map50_95=0.40, min_class_ap50=0.60, max_regression=0.005,
                           latency_budget_ms_p95=250.0),
     "plate": GatePolicy(min_map50=0.80, min_map50_95=0.40, max_regression=0.005, latency_budget_ms_p95=250.0),
-    # The reader's floors reject one that reads clearly worse than the default recipe's (0.775 exact, CER 0.060 on
-    # the golden crops: docs/decisions.md, "Plate reader"; untrained: 0 and near 1). p95 is for one plate alone.
-    "ocr": GatePolicy(min_exact_match=0.55, max_cer=0.12, score="exact_match", max_regression=0.005,
+    # The reader's floors reject one that reads clearly worse than the default recipe's (0.80 to 0.83 exact, CER
+    # about 0.05 on the golden crops: docs/decisions.md, "Plate reader"; untrained: 0 and near 1). p95 is for one
+    # plate alone.
+    "ocr": GatePolicy(min_exact_match=0.65, max_cer=0.10, score="exact_match", max_regression=0.005,
                       latency_budget_ms_p95=20.0),
 }

@@ -191,14 +191,16 @@ class DecisionRecord:
 
 
 def record_decision(client: MlflowClient, record: DecisionRecord) -> None:
+    """Tag the version with the decision; the verdict (``DECISION_TAG``) goes last, so whoever sees a verdict also
+    sees its reasons, numbers and who decided (a tag at a time is all the registry offers)."""
     tags = {
-        DECISION_TAG: record.verdict,
         "alpr_decision_reasons": "; ".join(record.reasons),
         "alpr_decision_metrics": json.dumps({"candidate": record.candidate, "champion": record.champion,
                                              "champion_version": record.champion_version}, sort_keys=True),
         "alpr_decision_time": record.time,
         "alpr_decision_run_id": record.dagster_run_id or "",
         "alpr_decided_by": record.decided_by,
+        DECISION_TAG: record.verdict,
     }
     for k, v in tags.items():
         client.set_model_version_tag(record.name, record.version, k, v)

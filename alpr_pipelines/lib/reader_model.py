@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 READER_METRICS = ("exact_match", "cer", "loss", "val_loss")
 AUX_WEIGHT = 0.5  # the CTC reader's auxiliary per-position loss, in training only
 BOTTOM_LINE_BLANK_BIAS = 4.0  # the CTC head's starting bias for the bottom text line's blank (build_network)
+PRECISION_TAG = "alpr_training_precision"  # what the run trained in: "bf16-autocast" or "fp32" (ReaderParams.precision)
 PARITY_MAX_LOGIT_DIFF = 1e-3  # ONNX Runtime vs PyTorch, on any logit of the parity crops
 
 
@@ -72,9 +73,9 @@ class ReaderParams:
     """A reader training's knobs (the defaults are the recipe docs/decisions.md measured). ``channels``: the four
     stages' widths; ``augment``: random shifts, scale, blur, noise and contrast on the fly."""
 
-    epochs: int = 10
-    batch: int = 32
-    lr: float = 2e-3
+    epochs: int = 24
+    batch: int = 64
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     head: str = "ctc"
     channels: tuple[int, int, int, int] = (16, 32, 64, 96)
@@ -84,6 +85,7 @@ class ReaderParams:
     threads: int = 0  # 0: every core this process may use
     device: str = ""  # "cpu", a CUDA device id, or "" for CUDA 0 when present, else the CPU
     ctc_stride: int = 4  # input columns per CTC step (4 or 8): 8 leaves no room for a blank between equal characters
+    precision: Literal["auto", "fp32"] = "auto"  # auto: bfloat16 autocast where the CPU has it (cpu_trains_bf16)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch < 1 or not self.lr > 0 or self.weight_decay < 0:
@@ -92,6 +94,8 @@ class ReaderParams:
             raise TrainingError(f"reader head {self.head!r} unknown; use one of {', '.join(HEADS)}")
         if len(self.channels) != 4 or any(c < 4 or c > 512 for c in self.channels):
             raise TrainingError(f"channels must be four widths between 4 and 512, got {self.channels}")
+        if self.precision not in ("auto", "fp32"):
+            raise TrainingError(f"precision must be 'auto' or 'fp32', got {self.precision!r}")
         h, w = self.input_size
         if self.ctc_stride not in (4, 8):
             raise TrainingError(f"ctc_stride must be 4 or 8 (input columns per CTC step), got {self.ctc_stride}")
@@ -208,7 +212,7 @@ def _loss(logits: Any, targets: Any, head: str) -> Any:
     return F.ctc_loss(log_probs, targets[targets > 0], t, lengths, blank=0, zero_infinity=True)
 
 
-def _augment(x: Any, generator: Any) -> Any:
+def augment_batch(x: Any, generator: Any) -> Any:
     """Random shift (up to 5% of each side), scale (0.92-1.08), blur, contrast and noise of a batch (N, 1, H, W)."""
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -373,6 +377,23 @@ def train_reader(
     return _result(client, run_id, experiment_id, key, run_dir, reused=False, images_per_second=rate)
 
 
+def train_step(model: Any, optimizer: Any, x: Any, target: Any, head: str, bf16: bool) -> float:
+    """One optimizer step on a batch; returns its loss. With ``bf16`` the network runs under the CPU's bfloat16
+    autocast (a model on a CUDA device is not affected: it trains in float32); weights, gradients and losses stay
+    float32."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    loss = _loss(logits.float(), target, head)
+    if head == "ctc":  # the auxiliary per-position loss (see build_network)
+        loss = loss + AUX_WEIGHT * _loss(model.aux_logits.float(), target, "slots")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: ReaderParams, config: dict,
          weights: Path, on_epoch: Callable[[EpochMetrics], None] | None) -> float | None:
     """The epochs still due (from ``last.pt`` when it is there); returns training images per second."""
@@ -385,7 +406,14 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     name = resolve_device(params.device)
     device = torch.device("cpu" if name == "cpu" else f"cuda:{name}" if name.isdigit() else name)
     model = build_network(dataset.alphabet, dataset.max_length, params.head, params.channels,
-                          params.input_size, params.ctc_stride).to(device)
+                          params.input_size, params.ctc_stride).to(device, memory_format=torch.channels_last)
+    bf16 = params.precision == "auto" and device.type == "cpu" and cpu_trains_bf16()
+    used, before = "bf16-autocast" if bf16 else "fp32", client.get_run(run_id).data.tags.get(PRECISION_TAG)
+    if before and not before.endswith(used):  # resumed on another machine: say both
+        used = f"{before}, then {used}"
+    client.set_tag(run_id, PRECISION_TAG, used)
+    if bf16:
+        log.info("training the reader with bfloat16 autocast (this CPU computes bfloat16 natively)")
     train_x = torch.from_numpy(load_crops(dataset.splits["train"], params.input_size))
     train_y = torch.from_numpy(encode_targets([s.text for s in dataset.splits["train"]], dataset.alphabet,
                                               dataset.max_length))
@@ -417,16 +445,10 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
             idx = order[i * params.batch: (i + 1) * params.batch]
             x = train_x[idx].float() / 255
             if params.augment:
-                x = _augment(x, generator)
-            target = train_y[idx].to(device)
-            loss = _loss(model(x.to(device)), target, params.head)
-            if params.head == "ctc":  # the auxiliary per-position loss (see build_network)
-                loss = loss + AUX_WEIGHT * _loss(model.aux_logits, target, "slots")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                x = augment_batch(x, generator)
+            loss = train_step(model, optimizer, x.to(device), train_y[idx].to(device), params.head, bf16)
             scheduler.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss * len(idx)
             trained += len(idx)
         logits = predict_logits(model, val_x)
         with torch.inference_mode():
@@ -446,6 +468,18 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
         raise TrainingError(f"the reader's training ended without writing {weights / 'best.pt'}")
     elapsed = time.perf_counter() - started
     return trained / elapsed if trained and elapsed > 0 else None
+
+
+def cpu_trains_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): the reader then trains under bfloat16
+    autocast, weights and losses in float32 (a third more crops a second: docs/benchmarks.md, "Investigations");
+    elsewhere bfloat16 is emulated and slower, so training stays in float32."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def epoch_score(values: dict[str, float]) -> float:

@@ -78,3 +78,31 @@ def test_reader_bench_quick_reports_figures_9_to_11_and_says_which_baselines_ran
     assert set(d["baselines_not_run"]) | set(d["accuracy"]) >= {"ours", "tesseract", "rapidocr"}
     assert all(v > 0 for v in d["fps"]["three_stage"] + d["fps"]["two_stage"])
     assert d["golden_crops"] > 0 and all(0.0 <= a["cer"] for a in d["accuracy"].values())
+
+
+def test_reader_precision_bench_quick_pairs_the_precisions_this_cpu_has():
+    result = run_quick("reader_precision.py")
+    rates = result["crops_per_second"]
+    assert len(rates["fp32"]) == 2 and all(r > 0 for r in rates["fp32"])
+    if result["bf16_native"]:
+        assert len(rates["bf16"]) == 2 and result["ratio_bf16_over_fp32"] > 0
+    else:
+        assert "bf16" not in rates and result["ratio_bf16_over_fp32"] is None
+
+
+def test_the_report_keeps_the_investigations_it_did_not_rerun(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from run_all import carried_over, report
+
+    previous = report({"turns": {"figures": [], "command": "x", "camera_fps": 15, "waits": {"arrival order": {
+        "n": 4, "median_ms": 2.0, "mean_ms": 2.0, "p90_ms": 3.0, "max_ms": 4.0, "waited": 2}}}})
+    again = report({"reader_precision": {"figures": [], "command": "y", "medians": {"fp32": 300.0, "bf16": 600.0},
+                                         "ratio_bf16_over_fp32": 2.0, "runs": 5, "steps": 60, "batch": 32}},
+                   carried_over(previous, {"reader_precision"}))
+    section = again.split("## Investigations", 1)[1].split("\n## ", 1)[0]
+    assert "`bench/turns_bench.py`" in section and "**2.00x**" in section
+    assert section.count("### ") == 2
+    # The committed report parses: every subsection of it is kept when nothing is re-run.
+    committed = (ROOT / "docs" / "benchmarks.md").read_text()
+    kept = carried_over(committed, set())["investigations"]
+    assert sum(line.startswith("### ") for line in kept) == committed.count("\n### ") > 0

@@ -7,13 +7,16 @@ import pytest
 from alpr_pipelines.lib.models import OCR
 from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
 from alpr_pipelines.lib.reader_model import (
+    PRECISION_TAG,
     ReaderParams,
+    cpu_trains_bf16,
     export_reader_onnx,
     load_reader_checkpoint,
     reader_parity,
+    reader_training_key,
     train_reader,
 )
-from alpr_pipelines.lib.training import TrainingError
+from alpr_pipelines.lib.training import TrainingError, resolve_device
 
 TINY = ReaderParams(epochs=3, batch=8, channels=(4, 8, 8, 8), seed=1)
 
@@ -66,6 +69,9 @@ def test_a_lost_checkpoint_is_not_silently_restarted(mlflow_server, mlflow_clien
 
 def test_the_onnx_reader_reads_what_pytorch_reads(mlflow_server, mlflow_client, crops, tmp_path):
     result = train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path)
+    trained_in = mlflow_client.get_run(result.run_id).data.tags[PRECISION_TAG]
+    on_cpu = resolve_device(TINY.device) == "cpu"
+    assert trained_in == ("bf16-autocast" if on_cpu and cpu_trains_bf16() else "fp32")  # float32 weights either way
     exported = export_reader_onnx(result.best_pt, tmp_path / "onnx")
     images = [cv2.imread(str(s.image)) for s in crops.splits["val"]]
     report = reader_parity(result.best_pt, tmp_path / "onnx" / "plate_reader.onnx", images)
@@ -95,6 +101,24 @@ def test_the_ctc_grid_follows_its_stride_and_checkpoints_name_it(stride, tmp_pat
 def test_an_unknown_ctc_stride_is_refused_by_name():
     with pytest.raises(TrainingError, match="ctc_stride must be 4 or 8"):
         ReaderParams(ctc_stride=6).validate()
+
+
+def test_precision_is_checked_and_an_explicit_fp32_training_is_its_own(crops):
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match="precision must be 'auto' or 'fp32'"):
+        ReaderParams(precision="fp16").validate()
+    assert reader_training_key(OCR, crops, TINY) != reader_training_key(OCR, crops, replace(TINY, precision="fp32"))
+
+
+def test_bfloat16_training_is_chosen_exactly_where_the_cpu_computes_bfloat16():
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(cpuinfo.read_text().split())
+    assert cpu_trains_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_the_bottom_lines_blank_starts_biased_so_one_line_plates_read_in_the_top_line():

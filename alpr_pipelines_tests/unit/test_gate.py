@@ -97,3 +97,4 @@ def test_overrides_merge_and_name_their_source():
         base.with_overrides({"min_recall": 0.5}, "test")
     with pytest.raises(ValueError, match="min_map50 must be a float"):
         base.with_overrides({"min_map50": "high"}, "test")
+

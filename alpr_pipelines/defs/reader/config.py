@@ -49,6 +49,9 @@ class ReaderTrainConfig(dg.Config):
                                   description="Crop height and width the reader reads at (multiples of 16)")
     ctc_stride: int = Field(default=_DEFAULTS.ctc_stride, description="Input columns per CTC step, 4 or 8 (ctc "
                             "head): 8 trains faster but leaves no room for a blank between two equal characters")
+    precision: Literal["auto", "fp32"] = Field(
+        default=_DEFAULTS.precision, description="auto: bfloat16 autocast on a CPU that computes bfloat16 "
+        "natively (AMX, AVX512-BF16), else float32; fp32: float32 everywhere")
     seed: int = Field(default=_DEFAULTS.seed, description="Training seed")
     augment: bool = Field(default=_DEFAULTS.augment, description="Random shifts, scale, blur, contrast and noise")
     threads: int = Field(default=_DEFAULTS.threads, description="CPU threads; 0: every core this process may use")
@@ -65,4 +68,4 @@ class ReaderTrainConfig(dg.Config):
                             head=self.head,
                             channels=(c1, c2, c3, c4), input_size=(height, width), seed=self.seed,
                             augment=self.augment, threads=self.threads, device=self.device,
-                            ctc_stride=self.ctc_stride)
+                            ctc_stride=self.ctc_stride, precision=self.precision)
