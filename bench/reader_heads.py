@@ -64,9 +64,7 @@ def main() -> int:
         root = cache_dir() / "reader"
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
-    if args.ctc_stride:
-        base = dataclasses.replace(base, ctc_stride=args.ctc_stride)
-    for name in ("precision", "batch", "lr", "input_size", "channels"):
+    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels"):
         if getattr(args, name) is not None:
             value = getattr(args, name)
             base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})

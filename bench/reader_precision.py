@@ -1,6 +1,7 @@
 """The plate reader's training speed in bfloat16 autocast against float32, on this CPU: crops a second through the
-recipe's network and training step (``lib.reader_model.train_step``: augmentation, forward, both losses, backward,
-AdamW), the two precisions interleaved round by round and reported as the median of the rounds' paired ratios.
+recipe's network and training step (``lib.reader_model.trainable_network`` and ``train_step``: augmentation,
+forward, both losses, backward, AdamW), the two precisions interleaved round by round and reported as the median of
+the rounds' paired ratios.
 Not a figure of issue 18: it measures why the recipe trains in bfloat16 where the CPU computes it natively
 (docs/decisions.md, "Plate reader"); accuracy at each precision is `bench/reader_heads.py --precision`.
 
@@ -39,17 +40,16 @@ def main() -> int:
     from alpr_pipelines.lib.reader_data import validate_reader_dataset, write_synthetic_reader_dataset
     from alpr_pipelines.lib.reader_model import (
         augment_batch,
-        build_network,
         cpu_trains_bf16,
         encode_targets,
         load_crops,
         train_step,
+        trainable_network,
     )
     from alpr_pipelines.lib.recipes import READER_RECIPE
-
-    recipe = dataclasses.replace(READER_RECIPE, batch=args.batch or READER_RECIPE.batch)
     from alpr_pipelines.lib.training import usable_cores
 
+    recipe = dataclasses.replace(READER_RECIPE, batch=args.batch or READER_RECIPE.batch)
     threads = usable_cores()
     torch.set_num_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-bf16-"))
@@ -65,9 +65,8 @@ def main() -> int:
         for precision in precisions:
             torch.manual_seed(recipe.seed)
             generator = torch.Generator().manual_seed(recipe.seed)
-            model = build_network(data.alphabet, data.max_length, recipe.head, recipe.channels, recipe.input_size,
-                                  recipe.ctc_stride).to(memory_format=torch.channels_last).train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+            model, optimizer = trainable_network(recipe, data.alphabet, data.max_length)
+            model.train()
 
             def step(i: int) -> None:
                 idx = torch.arange(i * recipe.batch, (i + 1) * recipe.batch) % len(crops)

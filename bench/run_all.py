@@ -200,7 +200,7 @@ def report(results: dict[str, dict], previous: dict[str, list[str]] | None = Non
     lines += ["", "## What limits each figure", ""]
     lines += [limits[k] for k in sorted(limits, key=int)]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
-    if previous["investigations"] or results.keys() & {"turns", "dfl", "reader_precision"}:
+    if previous["investigations"] or results.keys() - FIGURES_OF.keys():  # benchmarks with no figure
         lines += ["", "## Investigations", "", "Measurements of one change each, with no figure of their own."]
     lines += previous["investigations"]
     if "turns" in results:

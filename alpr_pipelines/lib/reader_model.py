@@ -377,6 +377,16 @@ def train_reader(
     return _result(client, run_id, experiment_id, key, run_dir, reused=False, images_per_second=rate)
 
 
+def trainable_network(params: ReaderParams, alphabet: str, max_length: int, device: Any = "cpu") -> tuple[Any, Any]:
+    """A fresh network of ``params`` on ``device`` (channels-last, as oneDNN prefers) and its AdamW optimizer: what
+    each training starts from."""
+    import torch
+
+    model = build_network(alphabet, max_length, params.head, params.channels, params.input_size,
+                          params.ctc_stride).to(device, memory_format=torch.channels_last)
+    return model, torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
 def train_step(model: Any, optimizer: Any, x: Any, target: Any, head: str, bf16: bool) -> float:
     """One optimizer step on a batch; returns its loss. With ``bf16`` the network runs under the CPU's bfloat16
     autocast (a model on a CUDA device is not affected: it trains in float32); weights, gradients and losses stay
@@ -405,8 +415,7 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     generator = torch.Generator().manual_seed(params.seed)
     name = resolve_device(params.device)
     device = torch.device("cpu" if name == "cpu" else f"cuda:{name}" if name.isdigit() else name)
-    model = build_network(dataset.alphabet, dataset.max_length, params.head, params.channels,
-                          params.input_size, params.ctc_stride).to(device, memory_format=torch.channels_last)
+    model, optimizer = trainable_network(params, dataset.alphabet, dataset.max_length, device)
     bf16 = params.precision == "auto" and device.type == "cpu" and cpu_trains_bf16()
     used, before = "bf16-autocast" if bf16 else "fp32", client.get_run(run_id).data.tags.get(PRECISION_TAG)
     if before and not before.endswith(used):  # resumed on another machine: say both
@@ -421,7 +430,6 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     val_texts = [s.text for s in dataset.splits["val"]]
     val_y = torch.from_numpy(encode_targets(val_texts, dataset.alphabet, dataset.max_length))
     steps = (len(train_x) + params.batch - 1) // params.batch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=params.epochs * steps,
                                                     pct_start=0.1)
     start, best = 0, -1.0
