@@ -19,7 +19,8 @@ def train_config(params: TrainingParams) -> dict[str, Any]:
 def reader_train_config(params: ReaderParams) -> dict[str, Any]:
     """``params`` as the reader's weights asset's run config (``ReaderTrainConfig``)."""
     config = asdict(params)
-    config["channels"], config["input_size"] = list(params.channels), list(params.input_size)
+    for name in ("channels", "input_size", "residual_blocks"):
+        config[name] = list(config[name])
     return config
 
 

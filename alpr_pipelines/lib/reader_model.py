@@ -1,11 +1,12 @@
 """The plate reader: a small PyTorch recognizer trained from scratch (on the CPU, or a CUDA device when there is one),
 one MLflow run per training, and its ONNX export with a blocking parity check.
 
-The network is a compact CNN over a 32x128 grey crop with one of three heads (``edge.reader`` decodes them all):
-``ctc`` (the default), one prediction per column and text line through a bidirectional GRU, with CTC loss, so a
-two-line plate reads top line first; ``slots``, one classifier per character position over the whole feature map
-(as fast-plate-ocr does); ``attn``, one learned query per position attending over the map. Which one the pipeline
-trains, and why, is measured in docs/decisions.md ("Plate reader").
+The network is a compact CNN over a 32x128 grey crop (four stages, optionally with residual blocks after the last
+two) with one of three heads (``edge.reader`` decodes them all): ``ctc`` (the default), one prediction per column and
+text line through a bidirectional GRU, with CTC loss, so a two-line plate reads top line first; ``slots``, one
+classifier per character position over the whole feature map (as fast-plate-ocr does); ``attn``, one learned query per
+position attending over the map. Which one the pipeline trains, and why, is measured in docs/decisions.md ("Plate
+reader").
 
 A training is known by ``training_key`` (dataset fingerprint, parameters) like a detector's (``lib.training``): a
 finished run with the key is reused (its weights checked against the sha256s it recorded), an unfinished one resumes
@@ -86,6 +87,7 @@ class ReaderParams:
     device: str = ""  # "cpu", a CUDA device id, or "" for CUDA 0 when present, else the CPU
     ctc_stride: int = 4  # input columns per CTC step (4 or 8): 8 leaves no room for a blank between equal characters
     precision: Literal["auto", "fp32"] = "auto"  # auto: bfloat16 autocast where the CPU has it (cpu_trains_bf16)
+    residual_blocks: tuple[int, int] = (0, 0)  # after the third and after the fourth stage (build_network)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch < 1 or not self.lr > 0 or self.weight_decay < 0:
@@ -94,6 +96,9 @@ class ReaderParams:
             raise TrainingError(f"reader head {self.head!r} unknown; use one of {', '.join(HEADS)}")
         if len(self.channels) != 4 or any(c < 4 or c > 512 for c in self.channels):
             raise TrainingError(f"channels must be four widths between 4 and 512, got {self.channels}")
+        if len(self.residual_blocks) != 2 or any(not 0 <= n <= 4 for n in self.residual_blocks):
+            raise TrainingError(f"residual_blocks must be two counts between 0 and 4 (after the third and the fourth "
+                                f"stage), got {self.residual_blocks}")
         if self.precision not in ("auto", "fp32"):
             raise TrainingError(f"precision must be 'auto' or 'fp32', got {self.precision!r}")
         h, w = self.input_size
@@ -109,6 +114,8 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
     p.pop("device")
     if params.head != "ctc":
         p.pop("ctc_stride")  # only the CTC head has one
+    if params.residual_blocks == (0, 0):
+        p.pop("residual_blocks")  # the network before they were a setting: its trainings keep their keys
     blob = json.dumps({"model": spec.key, "data": dataset.fingerprint, "params": p}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -119,10 +126,13 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
 def build_network(alphabet: str, max_length: int, head: str = "slots",
                   channels: tuple[int, ...] = ReaderParams.channels,
                   input_size: tuple[int, int] = ReaderParams.input_size,
-                  ctc_stride: int = ReaderParams.ctc_stride) -> Any:
+                  ctc_stride: int = ReaderParams.ctc_stride,
+                  residual_blocks: tuple[int, int] = ReaderParams.residual_blocks) -> Any:
     """The reader network: (N, 1, height, width) in [0, 1] -> logits (N, positions, len(alphabet) + 1), class 0
     the padding (slots) or the blank (ctc: a position per ``ctc_stride`` columns of the input and per text line,
-    top line first)."""
+    top line first). ``residual_blocks``: two-convolution residual blocks after the third stage and after the
+    fourth, where the map is small (docs/decisions.md, "Depth or pixels": not in the recipe yet, one training of
+    two failed on two-line plates)."""
     import torch
     from torch import nn
 
@@ -134,14 +144,27 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
     def block(a: int, b: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
 
+    class ResidualBlock(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(c))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x + self.body(x))
+
+    after_third, after_fourth = residual_blocks
+
     class PlateReaderNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
                 block(1, c1), nn.MaxPool2d(2),  # /2
                 block(c1, c2), nn.MaxPool2d(2),  # /4
-                block(c2, c3), block(c3, c3), nn.MaxPool2d((2, stride // 4)),  # /8 high, /stride wide
-                block(c3, c4),
+                block(c2, c3), block(c3, c3), *(ResidualBlock(c3) for _ in range(after_third)),
+                nn.MaxPool2d((2, stride // 4)),  # /8 high, /stride wide
+                block(c3, c4), *(ResidualBlock(c4) for _ in range(after_fourth)),
             )
             if head == "slots":
                 self.head = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2),  # /16
@@ -270,13 +293,16 @@ def _checkpoint(model: Any, optimizer: Any, scheduler: Any, epoch: int, best: fl
 
 
 def load_reader_checkpoint(path: Path) -> tuple[Any, dict]:
-    """A reader checkpoint -> (network in eval mode, its config: alphabet, max_length, head, channels)."""
+    """A reader checkpoint -> (network in eval mode, its config: alphabet, max_length, head, channels, ...). A
+    checkpoint from before a setting existed loads as the network of then: an 8-column CTC step, no residual
+    blocks."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     config = json.loads(ckpt["config"])
     model = build_network(config["alphabet"], config["max_length"], config["head"], tuple(config["channels"]),
-                          (config["input_height"], config["input_width"]), config.get("ctc_stride", 8))
+                          (config["input_height"], config["input_width"]), config.get("ctc_stride", 8),
+                          tuple(config.get("residual_blocks", (0, 0))))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, config
@@ -336,7 +362,8 @@ def train_reader(
             "(config restart=True).")
     config = {"alphabet": dataset.alphabet, "max_length": dataset.max_length, "head": params.head,
               "channels": list(params.channels), "input_height": params.input_size[0],
-              "input_width": params.input_size[1], "ctc_stride": params.ctc_stride}
+              "input_width": params.input_size[1], "ctc_stride": params.ctc_stride,
+              "residual_blocks": list(params.residual_blocks)}
     tags = {TRAINING_KEY_TAG: key, DATASET_TAG: dataset.fingerprint, MODEL_TAG: spec.registered_name,
             "mlflow.runName": f"{spec.key}-{key[:8]}", **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {})}
     if existing is None or not resumable:
@@ -383,7 +410,7 @@ def trainable_network(params: ReaderParams, alphabet: str, max_length: int, devi
     import torch
 
     model = build_network(alphabet, max_length, params.head, params.channels, params.input_size,
-                          params.ctc_stride).to(device, memory_format=torch.channels_last)
+                          params.ctc_stride, params.residual_blocks).to(device, memory_format=torch.channels_last)
     return model, torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 

@@ -18,7 +18,7 @@ from alpr_pipelines.lib.reader_model import (
 )
 from alpr_pipelines.lib.training import TrainingError, resolve_device
 
-TINY = ReaderParams(epochs=3, batch=8, channels=(4, 8, 8, 8), seed=1)
+TINY = ReaderParams(epochs=3, batch=8, channels=(4, 8, 8, 8), seed=1, residual_blocks=(1, 1))  # blocks: exported too
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +79,57 @@ def test_the_onnx_reader_reads_what_pytorch_reads(mlflow_server, mlflow_client, 
     assert exported.details and exported.details["alphabet"] == crops.alphabet
 
 
-@pytest.mark.parametrize("stride", [4, 8])
-def test_the_ctc_grid_follows_its_stride_and_checkpoints_name_it(stride, tmp_path):
-    """A CTC step per ``stride`` input columns and per text line; a checkpoint written before the stride was a
-    setting (no ``ctc_stride`` in its config) loads as the 8-column reader it is."""
+@pytest.mark.parametrize(("stride", "residual"), [(4, (1, 2)), (4, None), (8, None)])
+def test_the_ctc_grid_follows_its_stride_and_checkpoints_name_their_network(stride, residual, tmp_path):
+    """A CTC step per ``stride`` input columns and per text line; a checkpoint names its stride and residual blocks,
+    and one written before either was a setting (not in its config) loads as the network of then: an 8-column
+    step, no residual blocks."""
     import json
 
     import torch
 
     from alpr_pipelines.lib.reader_model import build_network
 
-    net = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), stride).eval()
+    net = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), stride, residual or (0, 0)).eval()
     assert net(torch.zeros(2, 1, 32, 128)).shape == (2, 2 * 128 // stride, 11)
     config = {"alphabet": "0123456789", "max_length": 10, "head": "ctc", "channels": [4, 8, 8, 8],
-              "input_height": 32, "input_width": 128, **({"ctc_stride": stride} if stride != 8 else {})}
+              "input_height": 32, "input_width": 128,
+              **({"ctc_stride": stride} if stride != 8 else {}),
+              **({"residual_blocks": list(residual)} if residual else {})}
     torch.save({"model": net.state_dict(), "config": json.dumps(config)}, tmp_path / "best.pt")
-    loaded, _ = load_reader_checkpoint(tmp_path / "best.pt")
+    loaded, _ = load_reader_checkpoint(tmp_path / "best.pt")  # load_state_dict is strict: the same layers
     assert loaded(torch.zeros(1, 1, 32, 128)).shape == (1, 2 * 128 // stride, 11)
+
+
+def test_residual_blocks_go_after_the_stage_they_name_and_out_of_range_ones_are_refused(crops):
+    """(after the third stage, after the fourth): each block two 3x3 convolutions and two norms of its stage's
+    width. A reader without blocks keeps the training key it had before they were a setting."""
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    import torch
+
+    from alpr_pipelines.lib.reader_model import build_network
+
+    def parameters(blocks: tuple[int, int]) -> int:
+        return sum(p.numel() for p in build_network("0123456789", 10, "ctc", (4, 8, 12, 16), (32, 128), 4,
+                                                    blocks).features.parameters())
+
+    def block(width: int) -> int:
+        return 2 * (width * width * 9 + 2 * width)
+
+    assert parameters((1, 0)) - parameters((0, 0)) == block(12)
+    assert parameters((0, 2)) - parameters((0, 0)) == 2 * block(16)
+    net = build_network("0123456789", 10, "ctc", (4, 8, 12, 16), (32, 128), 4, (2, 3)).eval()
+    assert net(torch.zeros(1, 1, 32, 128)).shape == (1, 64, 11)
+    with pytest.raises(TrainingError, match="residual_blocks must be two counts between 0 and 4"):
+        ReaderParams(residual_blocks=(5, 0)).validate()
+    without = replace(TINY, residual_blocks=(0, 0))
+    assert reader_training_key(OCR, crops, TINY) != reader_training_key(OCR, crops, without)
+    before = {k: v for k, v in asdict(without).items() if k not in ("threads", "device", "residual_blocks")}
+    blob = json.dumps({"model": OCR.key, "data": crops.fingerprint, "params": before}, sort_keys=True)
+    assert reader_training_key(OCR, crops, without) == hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def test_an_unknown_ctc_stride_is_refused_by_name():

@@ -49,6 +49,9 @@ class ReaderTrainConfig(dg.Config):
                                   description="Crop height and width the reader reads at (multiples of 16)")
     ctc_stride: int = Field(default=_DEFAULTS.ctc_stride, description="Input columns per CTC step, 4 or 8 (ctc "
                             "head): 8 trains faster but leaves no room for a blank between two equal characters")
+    residual_blocks: list[int] = Field(
+        default_factory=lambda: list(_DEFAULTS.residual_blocks),
+        description="Residual blocks after the third and after the fourth convolution stage (0-4 each)")
     precision: Literal["auto", "fp32"] = Field(
         default=_DEFAULTS.precision, description="auto: bfloat16 autocast on a CPU that computes bfloat16 "
         "natively (AMX, AVX512-BF16), else float32; fp32: float32 everywhere")
@@ -60,12 +63,15 @@ class ReaderTrainConfig(dg.Config):
     force: bool = Field(default=False, description="Retrain even when dataset and config are unchanged")
 
     def to_params(self) -> ReaderParams:
-        if len(self.channels) != 4 or len(self.input_size) != 2:
-            raise ValueError("channels needs four widths and input_size a height and a width")
+        for name, size, what in (("channels", 4, "the four stages' widths"), ("input_size", 2, "a height and a width"),
+                                 ("residual_blocks", 2, "the counts after the third and the fourth stage")):
+            if len(getattr(self, name)) != size:
+                raise ValueError(f"{name} takes {size} values ({what}), got {getattr(self, name)}")
         c1, c2, c3, c4 = self.channels
         height, width = self.input_size
         return ReaderParams(epochs=self.epochs, batch=self.batch, lr=self.lr, weight_decay=self.weight_decay,
                             head=self.head,
                             channels=(c1, c2, c3, c4), input_size=(height, width), seed=self.seed,
                             augment=self.augment, threads=self.threads, device=self.device,
-                            ctc_stride=self.ctc_stride, precision=self.precision)
+                            ctc_stride=self.ctc_stride, precision=self.precision,
+                            residual_blocks=(self.residual_blocks[0], self.residual_blocks[1]))
