@@ -19,9 +19,11 @@ import common  # noqa: F401 - first: the repository on sys.path
 import cv2
 import numpy as np
 
+from alpr_pipelines.lib.plates import CYRILLIC
+
 SAMPLE_SEED = 7
 TILE_W, TILE_H, PER_ROW, PER_SHEET = 330, 150, 5, 25
-LOOK_ALIKES = str.maketrans("ABEKMHOPCTYX", "АВЕКМНОРСТУХ")  # Latin -> the Cyrillic letter it looks like
+LOOK_ALIKES = str.maketrans("ABEKMHOPCTYX", CYRILLIC)  # Latin -> the Cyrillic plate letter it looks like
 
 
 def golden_sample(count: int) -> tuple[list[np.ndarray], list[str], str]:
