@@ -59,7 +59,7 @@ def main() -> int:
     from alpr_pipelines.edge.reader import OnnxPlateReader
     from alpr_pipelines.edge.reading import PlateReadingStage, open_reader
     from alpr_pipelines.edge.swap.policy import SwapPolicy
-    from alpr_pipelines.lib.reader_eval import golden_crops, text_scores
+    from alpr_pipelines.lib.reader_eval import golden_crops, read_in_batches, text_scores
     from alpr_pipelines.lib.synth import write_sample_clip
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-reader-"))
@@ -86,7 +86,7 @@ def main() -> int:
     ours = OnnxPlateReader(served, threads=threads)
 
     def read_ours(images: list[np.ndarray]) -> list[str]:
-        return [r.text for i in range(0, len(images), BATCH) for r in ours.read(images[i: i + BATCH])]
+        return [r.text for r in read_in_batches(ours, images, BATCH)]
 
     readers = {"ours": read_ours}
     baselines, unavailable = load_baselines(args.baselines)

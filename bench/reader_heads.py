@@ -13,6 +13,7 @@ auxiliary per-position loss in training).
     .venv/bin/python bench/reader_heads.py --heads ctc --epochs 10 --input-size 48 192   # a larger input
     .venv/bin/python bench/reader_heads.py --heads ctc --residual-blocks 1 1 --more-crops 3000   # with residual
                                                     # blocks, also scored on 3,000 more crops of the golden purpose
+    .venv/bin/python bench/reader_heads.py --heads ctc --residual-blocks 1 1 --seed 1   # other starting weights
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -47,6 +48,7 @@ def main() -> int:
     parser.add_argument("--channels", type=int, nargs=4, help="the four stages' widths, e.g. 24 48 96 128")
     parser.add_argument("--residual-blocks", type=int, nargs=2, metavar=("THIRD", "FOURTH"),
                         help="residual blocks after the third and the fourth stage (recipe: 0 0)")
+    parser.add_argument("--seed", type=int, help="the network's starting weights and the batches' order (recipe: 0)")
     parser.add_argument("--more-crops", type=int, default=0, help="also score on this many more crops of the golden "
                         "stream (another seed): two trainings of one recipe differ by a few points on the 600 golden "
                         "crops alone")
@@ -75,7 +77,7 @@ def main() -> int:
         root = cache_dir() / "reader"
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
-    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks"):
+    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed"):
         if getattr(args, name) is not None:
             value = getattr(args, name)
             base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
@@ -85,7 +87,8 @@ def main() -> int:
     golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
     more = None
     if args.more_crops:
-        more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops, ("golden", "golden"))
+        more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops, ("golden", "golden"),
+                                              top_lines=False)
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
     rows = []
     for head in args.heads:
@@ -102,8 +105,9 @@ def main() -> int:
                      "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
                      "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
                      "file_mb": scores.file_size_mb})
+        rows[-1].update(kind_scores(Path(str(onnx.path)), golden.data_yaml, "golden"))
         if more is not None:
-            rows[-1].update(more_crops_scores(Path(str(onnx.path)), more))
+            rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
         print(rows[-1], file=sys.stderr, flush=True)  # progress; the JSON report goes to stdout
     write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
                 "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
@@ -111,24 +115,28 @@ def main() -> int:
     return 0
 
 
-def more_crops_scores(onnx: Path, root: Path) -> dict[str, float | int]:
-    """Exact match and CER on the crops under ``root``, overall and on Russian plates (their region number, in a
-    small box, is what the reader misreads most)."""
+TWO_LINE_ASPECT = 2.8  # crops narrower than this (width / height): square two-line plates, US plates with a header
+
+
+def kind_scores(onnx: Path, root: Path, name: str) -> dict[str, float | int]:
+    """Exact match and CER on the crops under ``root``, overall and by kind: Russian plates (their region number, in
+    a small box, is what the reader misreads most), two-line plates (the text lines' alignment) and the rest."""
     from alpr_pipelines.edge.reader import OnnxPlateReader
     from alpr_pipelines.lib.plates import CYRILLIC
-    from alpr_pipelines.lib.reader_eval import golden_crops, text_scores
+    from alpr_pipelines.lib.reader_eval import golden_crops, read_in_batches, text_scores
 
     crops, truth = golden_crops(root)
     reader = OnnxPlateReader(onnx, providers=["CPUExecutionProvider"])
-    read = [r.text for i in range(0, len(crops), 64) for r in reader.read(crops[i: i + 64])]
-    russian = [i for i, text in enumerate(truth) if set(text) & set(CYRILLIC)]
+    read = [r.text for r in read_in_batches(reader, crops, 64)]
+    russian = {i for i, text in enumerate(truth) if set(text) & set(CYRILLIC)}
+    two_line = {i for i, crop in enumerate(crops) if crop.shape[1] < TWO_LINE_ASPECT * crop.shape[0]} - russian
     exact, cer = text_scores(read, truth)
-    out: dict[str, float | int] = {"more_crops": len(truth), "more_exact_match": exact, "more_cer": cer,
-                                   "more_russian_crops": len(russian)}
-    others = sorted(set(range(len(truth))) - set(russian))
-    for name, part in (("more_russian_exact_match", russian), ("more_other_exact_match", others)):
+    out: dict[str, float | int] = {f"{name}_crops": len(truth), f"{name}_exact_match": exact, f"{name}_cer": cer,
+                                   f"{name}_russian_crops": len(russian), f"{name}_two_line_crops": len(two_line)}
+    others = set(range(len(truth))) - russian - two_line
+    for kind, part in (("russian", russian), ("two_line", two_line), ("other", others)):
         if part:
-            out[name] = sum(read[i] == truth[i] for i in part) / len(part)
+            out[f"{name}_{kind}_exact_match"] = sum(read[i] == truth[i] for i in part) / len(part)
     return out
 
 

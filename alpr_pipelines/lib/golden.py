@@ -86,9 +86,9 @@ def write_golden(root: Path, spec: GoldenSpec = GoldenSpec()) -> dict[str, Golde
     for key, model in MODEL_SPECS.items():
         if model.task == "read":
             crops = write_synthetic_reader_dataset(out / "reader_golden", spec.seed, 0, spec.plates,
-                                                   purposes=("golden", "golden"))
+                                                   purposes=("golden", "golden"), top_lines=False)
             shift_crops = write_synthetic_reader_dataset(out / "reader_shift", spec.seed, 0, spec.shift_plates,
-                                                         purposes=("golden_shift", "golden_shift"))
+                                                         purposes=("golden_shift", "golden_shift"), top_lines=False)
             splits[key] = GoldenSplits(crops, validate_reader_dataset(crops, ("val",)).fingerprint, shift_crops,
                                        validate_reader_dataset(shift_crops, ("val",)).fingerprint)
             continue

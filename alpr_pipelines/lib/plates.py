@@ -74,7 +74,7 @@ PLATE_FORMATS: dict[str, tuple[PlateFormat, ...]] = {
 
 @dataclass(frozen=True)
 class RenderedPlate:
-    """A plate face-on as an RGB array, with the text it carries (lines joined by a space)."""
+    """A plate face-on as an RGB array, with the text it carries (a two-line plate's lines joined by a line break)."""
 
     image: np.ndarray
     text: str
@@ -244,4 +244,4 @@ def render_plate(rng: np.random.Generator, height: int = 64, domain: str = "trai
         r = max(1, height // 20)
         for x in (width * 0.25, width * 0.75):
             draw.ellipse([x - r, height * 0.12 - r, x + r, height * 0.12 + r], fill=_jitter(rng, (160, 160, 160)))
-    return RenderedPlate(np.asarray(img), text.replace("\n", " "), fmt.name, font_path.name)
+    return RenderedPlate(np.asarray(img), text, fmt.name, font_path.name)

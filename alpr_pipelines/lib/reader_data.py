@@ -3,7 +3,10 @@
 On disk a reader dataset is a folder per split (``train``, ``val``; the golden set has ``val`` only), each with its
 images and a ``labels.csv`` of ``image,text`` rows (the format plate-OCR tools commonly use), and a
 ``reader.json`` naming the alphabet and maximum text length. Texts are kept normalized (:func:`normalize_text`):
-upper case, separators (spaces, hyphens, dots) dropped, the lines of a two-line plate joined top to bottom.
+upper case, separators (spaces, hyphens, dots) dropped, the lines of a two-line plate joined top to bottom. An
+optional third column, ``top_line``, names the top text line's characters (the whole text on a one-line plate):
+where it is known, training tells the reader which line each character is on (``reader_model``) instead of leaving
+it to find out. Synthetic crops always have it.
 
 Sources:
 - synthetic: crops of plates as the plate detector hands them to the reader (``synth.plate_close_up``: the scenes'
@@ -48,6 +51,8 @@ ALPHABET = DIGITS + LATIN_ALL + CYRILLIC  # what the reader can write; the model
 MAX_TEXT_LENGTH = 10
 SEPARATORS = " -.\u00b7_\n\t"
 LABELS = "labels.csv"
+LABEL_COLUMNS = ("image", "text", "top_line")  # the third optional (Sample.top_line)
+LabelledCrop = tuple[bytes, str] | tuple[bytes, str, str]  # a PNG-encoded crop, its text[, its top line]
 MANIFEST = "reader.json"
 READER_SPLITS = ("train", "val")
 MAX_CROP_PIXELS = 4_000_000  # a plate crop is small; anything larger is not a crop
@@ -78,6 +83,7 @@ def text_problems(text: str, alphabet: str = ALPHABET, max_length: int = MAX_TEX
 class Sample:
     image: Path
     text: str
+    top_line: str = ""  # the top text line's characters (a prefix of text; all of it on one line); "": not known
 
 
 @dataclass
@@ -101,10 +107,10 @@ class ReaderDataset:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _write_labels(split_dir: Path, rows: Iterable[tuple[str, str]]) -> None:
+def _write_labels(split_dir: Path, rows: list[tuple[str, ...]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "text"])
+    writer.writerow(LABEL_COLUMNS[: max((len(r) for r in rows), default=2)])
     writer.writerows(rows)
     tmp = split_dir / f".{LABELS}.tmp"
     tmp.write_text(buf.getvalue(), encoding="utf-8")
@@ -136,7 +142,7 @@ def jittered_crop(image: np.ndarray, box, rng: np.random.Generator | None) -> np
     return margin_crop(image, x1, y1, x2, y2)
 
 
-def _synthetic_chunk(args: tuple[int, str, int, int, bool]) -> list[tuple[bytes, str]]:
+def _synthetic_chunk(args: tuple[int, str, int, int, bool]) -> list[tuple[bytes, str, str]]:
     seed, purpose, start, stop, jitter = args
     out = []
     for index in range(start, stop):
@@ -146,13 +152,14 @@ def _synthetic_chunk(args: tuple[int, str, int, int, bool]) -> list[tuple[bytes,
             continue  # the edge does not read plates this small
         rng = np.random.default_rng([seed, index, 17]) if jitter else None
         crop = jittered_crop(scene.image, plate, rng)
-        out.append((_encode(crop), normalize_text(plate.text)))
+        out.append((_encode(crop), normalize_text(plate.text), normalize_text(plate.text.split("\n")[0])))
     return out
 
 
-def synthetic_crops(seed: int, purpose: str, count: int, jitter: bool, workers: int = 0) -> Iterator[tuple[bytes, str]]:
-    """``count`` PNG-encoded plate crops of the stream ``(seed, purpose)`` and their texts, in index order (on
-    ``workers`` processes; 0: one per usable core)."""
+def synthetic_crops(seed: int, purpose: str, count: int, jitter: bool,
+                    workers: int = 0) -> Iterator[tuple[bytes, str, str]]:
+    """``count`` PNG-encoded plate crops of the stream ``(seed, purpose)``, their texts and top lines, in index
+    order (on ``workers`` processes; 0: one per usable core)."""
     workers = workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     chunk = 100
     # Indices whose plate is too small to read are skipped: a few more are drawn, and the first ``count`` kept.
@@ -160,7 +167,7 @@ def synthetic_crops(seed: int, purpose: str, count: int, jitter: bool, workers: 
     jobs = [(seed, purpose, i, min(i + chunk, planned), jitter) for i in range(0, planned, chunk)]
     made = 0
     if workers == 1 or len(jobs) == 1:
-        parts: Iterator[list[tuple[bytes, str]]] = map(_synthetic_chunk, jobs)
+        parts: Iterator[list[tuple[bytes, str, str]]] = map(_synthetic_chunk, jobs)
     else:
         pool = ProcessPoolExecutor(workers)
         parts = pool.map(_synthetic_chunk, jobs)
@@ -178,25 +185,30 @@ def synthetic_crops(seed: int, purpose: str, count: int, jitter: bool, workers: 
         raise DatasetError(f"the synthetic stream gave {made} readable plates of the {count} asked for")
 
 
-def synthetic_reader_key(seed: int, train: int, val: int, purposes: tuple[str, str] = ("train", "val")) -> str:
+def synthetic_reader_key(seed: int, train: int, val: int, purposes: tuple[str, str] = ("train", "val"),
+                         top_lines: bool = True) -> str:
     """Identity of a synthetic reader dataset: its settings, the generator's versions and this machine's fonts."""
-    blob = json.dumps({"generator": f"{GENERATOR_VERSION}.{CLOSE_UP_VERSION}", "fonts": machine_fonts_digest(),
-                       "seed": seed, "train": train, "val": val, "purposes": purposes, "alphabet": ALPHABET,
-                       "max_length": MAX_TEXT_LENGTH}, sort_keys=True)
+    settings = {"generator": f"{GENERATOR_VERSION}.{CLOSE_UP_VERSION}", "fonts": machine_fonts_digest(),
+                "seed": seed, "train": train, "val": val, "purposes": purposes, "alphabet": ALPHABET,
+                "max_length": MAX_TEXT_LENGTH}
+    if top_lines:  # sets written before the column keep their keys (and the golden crops their fingerprint)
+        settings["labels"] = list(LABEL_COLUMNS)
+    blob = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def write_reader_split(root: Path, split: str, samples: Iterable[tuple[bytes, str]]) -> int:
-    """Write one split (PNG bytes, text) into ``root/split`` atomically: a split is complete or absent."""
+def write_reader_split(root: Path, split: str, samples: Iterable[LabelledCrop]) -> int:
+    """Write one split (PNG bytes, text[, top line]) into ``root/split`` atomically: a split is complete or
+    absent."""
     final = root / split
     tmp = root / f".{split}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rows = []
-    for i, (png, text) in enumerate(samples):
+    for i, (png, *labels) in enumerate(samples):
         name = f"{i:06d}.png"
         (tmp / name).write_bytes(png)
-        rows.append((name, text))
+        rows.append((name, *labels))
     _write_labels(tmp, rows)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -204,16 +216,18 @@ def write_reader_split(root: Path, split: str, samples: Iterable[tuple[bytes, st
 
 
 def write_synthetic_reader_dataset(out_dir: Path, seed: int, train: int, val: int,
-                                   purposes: tuple[str, str] = ("train", "val"), jitter: bool = True) -> Path:
+                                   purposes: tuple[str, str] = ("train", "val"), jitter: bool = True,
+                                   top_lines: bool = True) -> Path:
     """A synthetic reader dataset under ``out_dir/<key>`` (reused when complete): ``train`` and ``val`` crops of the
-    streams ``purposes``. Returns its root."""
-    root = out_dir / synthetic_reader_key(seed, train, val, purposes)
+    streams ``purposes``, with their top lines when ``top_lines`` (scoring does not need them). Returns its root."""
+    root = out_dir / synthetic_reader_key(seed, train, val, purposes, top_lines)
     if (root / MANIFEST).is_file():
         return root
     root.mkdir(parents=True, exist_ok=True)
     for split, purpose, count in (("train", purposes[0], train), ("val", purposes[1], val)):
         if count:
-            write_reader_split(root, split, synthetic_crops(seed, purpose, count, jitter))
+            crops = synthetic_crops(seed, purpose, count, jitter)
+            write_reader_split(root, split, crops if top_lines else (c[:2] for c in crops))
     _write_manifest(root, ALPHABET, MAX_TEXT_LENGTH, {"source": "synthetic", "seed": seed})
     return root
 
@@ -238,11 +252,12 @@ def _inside(root: Path, name: str) -> Path | None:
     return candidate if candidate.is_relative_to(root.resolve()) else None
 
 
-def read_labels_csv(labels: Path) -> list[tuple[int, str, str]]:
-    """(line, image, text) rows of an ``image,text`` CSV (a header row is optional).
+def read_labels_csv(labels: Path) -> list[tuple[int, str, str, str]]:
+    """(line, image, text, top line) rows of an ``image,text[,top_line]`` CSV (a header row is optional; the top
+    line is "" where the row has no third column).
 
     Raises:
-        DatasetError: the file is missing, not UTF-8, or a row does not have two columns.
+        DatasetError: the file is missing, not UTF-8, or a row does not have two or three columns.
     """
     if not labels.is_file():
         raise DatasetError(f"labels file {labels} does not exist; a reader dataset needs a CSV of image,text rows")
@@ -253,39 +268,52 @@ def read_labels_csv(labels: Path) -> list[tuple[int, str, str]]:
     rows = []
     try:
         for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
-            if not row or (n == 1 and [c.strip().lower() for c in row] == ["image", "text"]):
+            if not row or (n == 1 and tuple(c.strip().lower() for c in row) == LABEL_COLUMNS[: len(row)]):
                 continue
-            if len(row) != 2:
-                raise DatasetError(f"{labels}:{n}: expected two columns image,text, got {len(row)}: {row!r}")
-            rows.append((n, row[0].strip(), row[1]))
+            if len(row) not in (2, 3):
+                raise DatasetError(f"{labels}:{n}: expected the columns image,text (and optionally top_line), got "
+                                   f"{len(row)}: {row!r}")
+            rows.append((n, row[0].strip(), row[1], row[2] if len(row) == 3 else ""))
     except csv.Error as exc:
         raise DatasetError(f"labels file {labels} is not a CSV of image,text rows: {exc}") from exc
     return rows
 
 
+def top_line_problem(text: str, top_line: str) -> str | None:
+    """Why ``top_line`` (normalized) cannot be ``text``'s top line: it must be a non-empty start of the text (all of
+    it on a one-line plate). None: it can, or it is "" (not known)."""
+    if not top_line or text.startswith(top_line):
+        return None
+    return f"top_line {top_line!r} is not the start of the text {text!r} (the whole text on a one-line plate)"
+
+
 def import_labelled_crops(source: Path, labels: Path, out_dir: Path, val_share: float = 0.1,
                           alphabet: str = ALPHABET, max_length: int = MAX_TEXT_LENGTH) -> Path:
-    """A reader dataset from a folder of plate crops and an ``image,text`` CSV: validated first (every problem listed
-    by file, nothing written), then split by a hash of each image's bytes (``val_share`` to val). Returns its root.
+    """A reader dataset from a folder of plate crops and an ``image,text[,top_line]`` CSV: validated first (every
+    problem listed by file, nothing written), then split by a hash of each image's bytes (``val_share`` to val).
+    Returns its root.
 
     Raises:
-        DatasetValidationError: unreadable images, empty or over-long texts, characters outside the alphabet.
+        DatasetValidationError: unreadable images, empty or over-long texts, characters outside the alphabet, a top
+            line that does not start the text.
     """
     problems: list[Problem] = []
-    samples: list[tuple[bytes, str]] = []
-    for n, name, raw_text in read_labels_csv(labels):
+    samples: list[LabelledCrop] = []
+    for n, name, raw_text, raw_top in read_labels_csv(labels):
         path = _inside(source, name)
         if path is None:
             problems.append(Problem("bad path", f"{labels}:{n}", f"{name!r} is outside {source}"))
             continue
         image, why = _read_image(path)
-        text = normalize_text(raw_text)
+        text, top = normalize_text(raw_text), normalize_text(raw_top)
         for p in text_problems(text, alphabet, max_length):
             problems.append(Problem("bad text", str(path), f"{raw_text!r}: {p}"))
+        if (bad_top := top_line_problem(text, top)) is not None:
+            problems.append(Problem("bad top line", str(path), bad_top))
         if image is None:
             problems.append(Problem("unreadable image", str(path), why or "unreadable"))
             continue
-        samples.append((_encode(image), text))
+        samples.append((_encode(image), text, top) if top else (_encode(image), text))
     if not samples and not problems:
         problems.append(Problem("empty dataset", str(labels), "no rows"))
     if problems:
@@ -358,7 +386,7 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
     """
     entries = _boxes_from_coco(source) if source.suffix.lower() == ".json" else _boxes_from_yolo(source)
     problems: list[Problem] = []
-    samples: list[tuple[bytes, str]] = []
+    samples: list[LabelledCrop] = []
     for image_path, boxes in entries:
         if not boxes:
             continue
@@ -398,20 +426,20 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
     return _write_user_dataset(out_dir, samples, val_share, alphabet, max_length, {"source": str(source)})
 
 
-def _write_user_dataset(out_dir: Path, samples: list[tuple[bytes, str]], val_share: float, alphabet: str,
-                        max_length: int, extra: dict) -> Path:
+def _write_user_dataset(out_dir: Path, samples: list[LabelledCrop], val_share: float,
+                        alphabet: str, max_length: int, extra: dict) -> Path:
     """Split validated samples into train and val by content and write them; the same crop twice with two texts is
     refused (which is right cannot be known)."""
     texts: dict[bytes, set[str]] = {}
-    for png, text in samples:
+    for png, text, *_ in samples:
         texts.setdefault(hashlib.sha256(png).digest(), set()).add(text)
     conflicts = [Problem("conflicting labels", extra["source"], f"one crop is labelled {sorted(t)}")
                  for t in texts.values() if len(t) > 1]
     if conflicts:
         raise DatasetValidationError(Path(extra["source"]), conflicts)
     digest = hashlib.sha256()
-    for png, text in samples:
-        digest.update(hashlib.sha256(png).digest() + text.encode())
+    for png, text, *top in samples:
+        digest.update(hashlib.sha256(png).digest() + text.encode() + (f"\0{top[0]}".encode() if top else b""))
     digest.update(f"{val_share}".encode())
     root = out_dir / digest.hexdigest()[:16]
     root.mkdir(parents=True, exist_ok=True)
@@ -422,7 +450,7 @@ def _write_user_dataset(out_dir: Path, samples: list[tuple[bytes, str]], val_sha
     if len(samples) < 2:
         raise DatasetError(f"{extra['source']}: {len(samples)} usable crop; a reader needs at least one to train on "
                            "and one to validate with")
-    to_val = [is_val(p) for p, _ in samples]
+    to_val = [is_val(sample[0]) for sample in samples]
     if not any(to_val) or all(to_val):  # a small import still trains on one crop and validates on another
         to_val = [i == len(samples) - 1 for i in range(len(samples))]
     write_reader_split(root, "train", (x for x, v in zip(samples, to_val, strict=True) if not v))
@@ -471,13 +499,15 @@ def validate_reader_dataset(root: Path, required_splits: tuple[str, ...] = READE
             problems.append(Problem("bad labels", str(split_dir / LABELS), str(exc)))
             continue
         samples = []
-        for n, name, text in rows:
+        for n, name, text, top in rows:
             path = _inside(split_dir, name)
             if path is None:
                 problems.append(Problem("bad path", f"{split_dir / LABELS}:{n}", f"{name!r} is outside {split_dir}"))
                 continue
             for p in text_problems(text, alphabet, max_length):
                 problems.append(Problem("bad text", str(path), f"{text!r}: {p}"))
+            if (bad_top := top_line_problem(text, top)) is not None:
+                problems.append(Problem("bad top line", str(path), bad_top))
             if not path.is_file():
                 problems.append(Problem("missing image", str(path), "listed but not found"))
                 continue
@@ -495,7 +525,9 @@ def validate_reader_dataset(root: Path, required_splits: tuple[str, ...] = READE
                 problems.append(Problem("leak", str(path), f"the same crop is in {seen[content]}"))
             seen.setdefault(content, split)
             digest.update(f"{split}\0{name}\0{content}\0{text}\0".encode())
-            samples.append(Sample(path, text))
+            if top:  # datasets without the column keep their fingerprints
+                digest.update(f"top\0{top}\0".encode())
+            samples.append(Sample(path, text, top))
         if split in required_splits and not samples and not any(p.path.startswith(str(split_dir)) for p in problems):
             problems.append(Problem("empty split", str(split_dir), f"the {split} split has no crops"))
         dataset.splits[split] = samples

@@ -92,6 +92,11 @@ def golden_crops(root: Path, max_images: int | None = None) -> tuple[list[np.nda
     return crops, [s.text for s in samples]
 
 
+def read_in_batches(reader: Any, crops: list[np.ndarray], batch: int = 16) -> list[Any]:
+    """``reader.read`` (an edge reader: crops -> readings) over ``crops`` a batch at a time, readings in order."""
+    return [r for i in range(0, len(crops), batch) for r in reader.read(crops[i: i + batch])]
+
+
 def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint: str, threads: int | None = None,
                          max_images: int | None = None, shift_root: Path | None = None) -> ReaderEvaluation:
     """Score ``onnx_path`` on the golden crops (and the shift crops when given).
@@ -110,7 +115,7 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
 
     def read_all(images: list[np.ndarray]) -> list[Any]:
         try:
-            return [r for i in range(0, len(images), 16) for r in reader.read(images[i: i + 16])]
+            return read_in_batches(reader, images)
         except Exception as exc:
             raise ModelUnusable(f"the reader failed on the golden crops: {exc}") from exc
 

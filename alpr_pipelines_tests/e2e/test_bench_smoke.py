@@ -111,8 +111,10 @@ def test_the_report_keeps_the_investigations_it_did_not_rerun(monkeypatch):
 def test_reader_heads_bench_quick_scores_the_more_crops_overall_and_by_kind():
     result = run_quick("reader_heads.py", "--heads", "ctc", "--more-crops", "24")
     (row,) = result["heads"]
-    assert row["more_crops"] == 24 and 0 <= row["more_russian_crops"] <= 24
+    assert row["more_crops"] == 24 and 0 <= row["more_russian_crops"] + row["more_two_line_crops"] <= 24
     assert 0.0 <= row["more_exact_match"] <= 1.0 and row["more_cer"] >= 0.0
     assert ("more_russian_exact_match" in row) == (row["more_russian_crops"] > 0)
-    assert ("more_other_exact_match" in row) == (row["more_russian_crops"] < 24)
-    assert result["recipe"]["residual_blocks"] == [0, 0]
+    assert ("more_two_line_exact_match" in row) == (row["more_two_line_crops"] > 0)
+    assert ("more_other_exact_match" in row) == (row["more_russian_crops"] + row["more_two_line_crops"] < 24)
+    assert row["golden_crops"] == 24 and 0.0 <= row["golden_exact_match"] <= 1.0
+    assert result["recipe"]["residual_blocks"] == [1, 1]  # the recipe's

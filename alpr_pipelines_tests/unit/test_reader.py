@@ -130,6 +130,25 @@ def test_user_crops_with_a_labels_csv_are_validated_by_file(tmp_path):
     assert json.loads((root / "reader.json").read_text())["max_length"] == MAX_TEXT_LENGTH
 
 
+def test_a_labels_csv_may_name_each_plates_top_line(tmp_path):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for shade, name in enumerate(("a.png", "b.png", "c.png")):
+        _write_crop(crops / name, shade * 40)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,text,top_line\na.png,AB 12,AB\nb.png,CD34,EF\nc.png,GH5,\n", encoding="utf-8")
+    with pytest.raises(DatasetValidationError) as info:
+        import_labelled_crops(crops, labels, tmp_path / "out")
+    (problem,) = info.value.problems
+    assert problem.kind == "bad top line" and problem.path.endswith("b.png") and "'EF'" in problem.detail
+
+    labels.write_text("image,text,top_line\na.png,AB 12,AB\nb.png,CD34,CD34\nc.png,GH5\n", encoding="utf-8")
+    root = import_labelled_crops(crops, labels, tmp_path / "out", val_share=0.5)
+    dataset = validate_reader_dataset(root, required_splits=())
+    tops = sorted((s.text, s.top_line) for samples in dataset.splits.values() for s in samples)
+    assert tops == [("AB12", "AB"), ("CD34", "CD34"), ("GH5", "")]  # "": not known
+
+
 def test_coco_and_yolo_boxes_with_text_are_cut_as_the_edge_cuts_them(tmp_path):
     frame = np.full((200, 300, 3), 90, np.uint8)
     cv2.rectangle(frame, (50, 80), (170, 110), (240, 240, 240), -1)
@@ -167,6 +186,12 @@ def test_synthetic_crops_are_deterministic_readable_and_valid(tmp_path):
     for s in da.splits["train"]:
         image = cv2.imread(str(s.image))
         assert image.shape[1] >= MIN_READ_WIDTH and not text_problems(s.text)
+        assert s.top_line and s.text.startswith(s.top_line)  # synthetic crops know their lines
+    assert any(s.top_line != s.text for s in da.splits["train"]) or any(  # a two-line plate among 200 crops
+        s.top_line != s.text for s in validate_reader_dataset(
+            write_synthetic_reader_dataset(tmp_path / "c", seed=3, train=200, val=1)).splits["train"])
+    golden = validate_reader_dataset(write_synthetic_reader_dataset(tmp_path / "g", 3, 0, 4, top_lines=False), ())
+    assert all(s.top_line == "" for s in golden.splits["val"])
 
 
 class FakeReader:
