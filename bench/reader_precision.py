@@ -43,6 +43,7 @@ def main() -> int:
         cpu_trains_bf16,
         encode_targets,
         load_crops,
+        top_line_lengths,
         train_step,
         trainable_network,
     )
@@ -59,6 +60,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     targets = torch.from_numpy(encode_targets([s.text for s in data.splits["train"]], data.alphabet, data.max_length))
+    tops = torch.from_numpy(top_line_lengths(data.splits["train"]))  # the loss line by line, as the recipe trains
     precisions = ["fp32", "bf16"] if cpu_trains_bf16() else ["fp32"]
     rates: dict[str, list[float]] = {p: [] for p in precisions}
     for _ in range(runs):
@@ -71,7 +73,8 @@ def main() -> int:
             def step(i: int) -> None:
                 idx = torch.arange(i * recipe.batch, (i + 1) * recipe.batch) % len(crops)
                 x = augment_batch(crops[idx].float() / 255, generator)  # noqa: B023 - used within the round
-                train_step(model, optimizer, x, targets[idx], recipe.head, precision == "bf16")  # noqa: B023
+                train_step(model, optimizer, x, targets[idx], recipe.head, precision == "bf16",  # noqa: B023
+                           tops[idx])
 
             for i in range(3):  # warm-up: oneDNN picks its kernels on the first calls
                 step(i)

@@ -94,8 +94,8 @@ def _reader_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     elif data.suffix.lower() == ".json" or data.is_dir():
         dataset_cfg = {"source": "boxes", "boxes": str(data)}
     else:
-        raise CliError(f"--data {args.data}: the plate reader takes 'synthetic', a labels CSV (image,text), a COCO "
-                       "JSON of plate boxes with text, or a folder of images with YOLO labels ending in the text")
+        raise CliError(f"--data {args.data}: the plate reader takes 'synthetic', a labels CSV (image,text[,top_line]), "
+                       "a COCO JSON of plate boxes with text, or a folder of images with YOLO labels ending in the text")
     unused = [flag for flag in ("model", "imgsz", "optimizer") if getattr(args, flag) is not None]
     if unused:
         raise CliError(f"--{', --'.join(unused)} are detector flags; the plate reader's size and optimizer are its "

@@ -268,7 +268,8 @@ def read_labels_csv(labels: Path) -> list[tuple[int, str, str, str]]:
     rows = []
     try:
         for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
-            if not row or (n == 1 and tuple(c.strip().lower() for c in row) == LABEL_COLUMNS[: len(row)]):
+            header = n == 1 and len(row) > 1 and tuple(c.strip().lower() for c in row) == LABEL_COLUMNS[: len(row)]
+            if not row or header:
                 continue
             if len(row) not in (2, 3):
                 raise DatasetError(f"{labels}:{n}: expected the columns image,text (and optionally top_line), got "
@@ -428,13 +429,13 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
 
 def _write_user_dataset(out_dir: Path, samples: list[LabelledCrop], val_share: float,
                         alphabet: str, max_length: int, extra: dict) -> Path:
-    """Split validated samples into train and val by content and write them; the same crop twice with two texts is
-    refused (which is right cannot be known)."""
-    texts: dict[bytes, set[str]] = {}
-    for png, text, *_ in samples:
-        texts.setdefault(hashlib.sha256(png).digest(), set()).add(text)
+    """Split validated samples into train and val by content and write them; the same crop twice with two labels
+    (texts, or top lines) is refused (which is right cannot be known)."""
+    labels: dict[bytes, set[tuple[str, ...]]] = {}
+    for png, *label in samples:
+        labels.setdefault(hashlib.sha256(png).digest(), set()).add(tuple(label))
     conflicts = [Problem("conflicting labels", extra["source"], f"one crop is labelled {sorted(t)}")
-                 for t in texts.values() if len(t) > 1]
+                 for t in labels.values() if len(t) > 1]
     if conflicts:
         raise DatasetValidationError(Path(extra["source"]), conflicts)
     digest = hashlib.sha256()

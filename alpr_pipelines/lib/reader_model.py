@@ -116,6 +116,8 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
         p.pop("ctc_stride")  # only the CTC head has one
     if params.residual_blocks == (0, 0):
         p.pop("residual_blocks")  # the network before they were a setting: its trainings keep their keys
+    else:
+        p["blocks_start"] = "identity"  # blocks once started at random: those trainings are not reused
     blob = json.dumps({"model": spec.key, "data": dataset.fingerprint, "params": p}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -250,23 +252,30 @@ def _loss(logits: Any, targets: Any, head: str, top_lengths: Any = None) -> Any:
     n, steps, _ = logits.shape
     lengths = (targets > 0).sum(1)
     log_probs = logits.log_softmax(-1).permute(1, 0, 2)  # (T, N, C)
-    if top_lengths is None or not bool((top_lengths >= 0).any()):
+    if top_lengths is None:
         t = torch.full((n,), steps, dtype=torch.long)
         return F.ctc_loss(log_probs, targets[targets > 0], t, lengths, blank=0, zero_infinity=True)
-    known = top_lengths >= 0
     joint = F.ctc_loss(log_probs, targets, torch.full((n,), steps, dtype=torch.long), lengths, blank=0,
                        reduction="none", zero_infinity=True)
-    top = torch.where(known, top_lengths, lengths).clamp(max=lengths)
+    top = torch.where(top_lengths >= 0, top_lengths, lengths).clamp(max=lengths)
     position = torch.arange(targets.shape[1], device=targets.device).expand_as(targets)
     top_targets = torch.where(position < top[:, None], targets, 0)
     shifted = torch.gather(targets, 1, (position + top[:, None]).clamp(max=targets.shape[1] - 1))
     bottom_targets = torch.where(position < (lengths - top)[:, None], shifted, 0)
     half = torch.full((n,), steps // 2, dtype=torch.long)
+    # A line whose characters (and a blank between each equal pair) outnumber a line's steps cannot be aligned
+    # there: such a crop keeps the whole-sequence loss.
+    known = (top_lengths >= 0) & (_ctc_steps(top_targets) <= steps // 2) & (_ctc_steps(bottom_targets) <= steps // 2)
     by_line = (F.ctc_loss(log_probs[: steps // 2], top_targets, half, top, blank=0, reduction="none",
                           zero_infinity=True)
                + F.ctc_loss(log_probs[steps // 2:], bottom_targets, half, lengths - top, blank=0, reduction="none",
                             zero_infinity=True))
     return (torch.where(known, by_line, joint) / lengths.clamp(min=1)).mean()
+
+
+def _ctc_steps(targets: Any) -> Any:
+    """The fewest CTC steps each 0-padded target needs: its characters and a blank between each equal pair."""
+    return (targets > 0).sum(1) + ((targets[:, 1:] == targets[:, :-1]) & (targets[:, 1:] > 0)).sum(1)
 
 
 def augment_batch(x: Any, generator: Any) -> Any:
@@ -489,9 +498,11 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     train_y = torch.from_numpy(encode_targets([s.text for s in dataset.splits["train"]], dataset.alphabet,
                                               dataset.max_length))
     train_top = torch.from_numpy(top_line_lengths(dataset.splits["train"]))
+    by_line = bool((train_top >= 0).any())  # decided here, not per batch on the device
     val_x = load_crops(dataset.splits["val"], params.input_size)
     val_texts = [s.text for s in dataset.splits["val"]]
     val_y = torch.from_numpy(encode_targets(val_texts, dataset.alphabet, dataset.max_length))
+    val_top = torch.from_numpy(top_line_lengths(dataset.splits["val"]))  # the loss as training computes it
     steps = (len(train_x) + params.batch - 1) // params.batch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=params.epochs * steps,
                                                     pct_start=0.1)
@@ -518,13 +529,14 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
             if params.augment:
                 x = augment_batch(x, generator)
             loss = train_step(model, optimizer, x.to(device), train_y[idx].to(device), params.head, bf16,
-                              train_top[idx].to(device))
+                              train_top[idx].to(device) if by_line else None)
             scheduler.step()
             total += loss * len(idx)
             trained += len(idx)
         logits = predict_logits(model, val_x)
         with torch.inference_mode():
-            val_loss = float(_loss(torch.from_numpy(logits), val_y, params.head))
+            val_loss = float(_loss(torch.from_numpy(logits), val_y, params.head,
+                                   val_top if bool((val_top >= 0).any()) else None))
         exact, cer = text_scores([r.text for r in decode(logits, dataset.alphabet)], val_texts)
         values = {"exact_match": exact, "cer": cer, "loss": total / len(train_x), "val_loss": val_loss}
         now = int(time.time() * 1000)

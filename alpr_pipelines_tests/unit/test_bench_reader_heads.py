@@ -1,23 +1,23 @@
 """bench/reader_heads.py's scores by kind of plate: overall, Russian plates, two-line plates and the rest."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 
 def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monkeypatch, tmp_path):
-    from pathlib import Path
-
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     import reader_heads
 
     from alpr_pipelines.edge import reader as edge_reader
-    from alpr_pipelines.lib import reader_eval
+    from alpr_pipelines.lib import reader_data
+    from alpr_pipelines.lib.reader_data import Sample
 
-    truth = ["Р691АУ98", "AB123", "С209СУ297", "XY9", "PD12TKE", "AB1234", "XYZ9876"]
+    labels = [("Р691АУ98", "Р691АУ98"), ("AB123", "AB123"), ("С209СУ297", "С209СУ297"), ("XY9", "XY9"),
+              ("PD12TKE", ""), ("AB1234", "AB"), ("XYZ9876", "XYZ")]  # "": the top line is not known: not two-line
     read = ["Р691АУ98", "AB128", "С209СУ207", "XY9", "PD12TKE", "AB1234", "XY9876"]
-    wide, square = np.zeros((20, 90), np.uint8), np.zeros((40, 64), np.uint8)
-    crops = [wide, wide, square, wide, wide, square, square]  # a Russian crop counts as Russian whatever its shape
+    samples = [Sample(tmp_path / f"{i}.png", text, top) for i, (text, top) in enumerate(labels)]
 
     class StubReader:
         def __init__(self, *args, **kwargs):
@@ -26,7 +26,9 @@ def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monke
         def read(self, batch):  # one batch: the bench reads 64 at a time
             return [SimpleNamespace(text=text) for text in read[: len(batch)]]
 
-    monkeypatch.setattr(reader_eval, "golden_crops", lambda root: (crops, truth))
+    monkeypatch.setattr(reader_data, "validate_reader_dataset",
+                        lambda root, required: SimpleNamespace(splits={"val": samples}))
+    monkeypatch.setattr(reader_data, "load_split_crops", lambda part: [np.zeros((20, 90), np.uint8)] * len(part))
     monkeypatch.setattr(edge_reader, "OnnxPlateReader", StubReader)
     out = reader_heads.kind_scores(tmp_path / "reader.onnx", tmp_path, "more")
     assert out["more_crops"] == 7 and out["more_russian_crops"] == 2 and out["more_two_line_crops"] == 2

@@ -142,6 +142,11 @@ def test_a_labels_csv_may_name_each_plates_top_line(tmp_path):
     (problem,) = info.value.problems
     assert problem.kind == "bad top line" and problem.path.endswith("b.png") and "'EF'" in problem.detail
 
+    labels.write_text("image,text,top_line\na.png,AB12,AB\na.png,AB12,A\nb.png,CD34\n", encoding="utf-8")
+    with pytest.raises(DatasetValidationError) as info:  # one crop, two top lines: which is right cannot be known
+        import_labelled_crops(crops, labels, tmp_path / "out")
+    assert [p.kind for p in info.value.problems] == ["conflicting labels"]
+
     labels.write_text("image,text,top_line\na.png,AB 12,AB\nb.png,CD34,CD34\nc.png,GH5\n", encoding="utf-8")
     root = import_labelled_crops(crops, labels, tmp_path / "out", val_share=0.5)
     dataset = validate_reader_dataset(root, required_splits=())

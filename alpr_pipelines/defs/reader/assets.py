@@ -44,7 +44,8 @@ def resolve_reader_dataset(config: ReaderDatasetConfig, state: AlprStateResource
         raise DatasetError(f"val_share must be between 0 and 1, got {config.val_share}")
     if config.source == "csv":
         if not (config.labels_csv and config.images_dir):
-            raise DatasetError("source 'csv' needs labels_csv (rows image,text) and images_dir (the crops' folder)")
+            raise DatasetError("source 'csv' needs labels_csv (rows image,text[,top_line]) and images_dir (the crops' "
+                               "folder)")
         return import_labelled_crops(Path(config.images_dir).expanduser(), Path(config.labels_csv).expanduser(),
                                      state.path("datasets", "reader-user"), config.val_share)
     if not config.boxes:
