@@ -240,9 +240,9 @@ def top_line_lengths(samples: list[Sample]) -> np.ndarray:
 def _loss(logits: Any, targets: Any, head: str, top_lengths: Any = None) -> Any:
     """The head's training loss. CTC: with ``top_lengths`` (N,; -1: not known) a crop whose lines are known is
     scored line by line, its top line against the top line's predictions and the rest against the bottom line's,
-    so a two-line plate cannot settle on a character in the wrong line (a run that did read 0.43 of the golden
-    two-line plates, against 0.87 for the same network from other starting weights: docs/decisions.md); the rest
-    against the whole sequence, top line then bottom, as before. Each crop's loss is divided by its text's length
+    so a two-line plate cannot settle on a character in the wrong line (from some starting weights the whole-sequence
+    loss never learnt two-line plates: docs/decisions.md, "Which line a character is on"); the rest against the
+    whole sequence, top line then bottom, as before. Each crop's loss is divided by its text's length
     (``F.ctc_loss``'s mean)."""
     import torch
     import torch.nn.functional as F  # noqa: N812 - PyTorch's convention
