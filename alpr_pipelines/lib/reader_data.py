@@ -1,7 +1,7 @@
 """Plate-reader datasets: plate crops with their text, synthetic or the user's, validated and fingerprinted.
 
 On disk a reader dataset is a folder per split (``train``, ``val``; the golden set has ``val`` only), each with its
-images and a ``labels.csv`` of ``image,text`` rows (the format plate-OCR tools commonly use), and a
+images and a ``labels.csv`` of ``image,text[,top_line]`` rows (the format plate-OCR tools commonly use), and a
 ``reader.json`` naming the alphabet and maximum text length. Texts are kept normalized (:func:`normalize_text`):
 upper case, separators (spaces, hyphens, dots) dropped, the lines of a two-line plate joined top to bottom. An
 optional third column, ``top_line``, names the top text line's characters (the whole text on a one-line plate):
@@ -12,7 +12,7 @@ Sources:
 - synthetic: crops of plates as the plate detector hands them to the reader (``synth.plate_close_up``: the scenes'
   formats, character sets, one- and two-line plates, turns, dirt, lighting, blur and noise), cut with detector-like
   jitter around the plate box;
-- a folder of crops with a labels CSV (``image,text``);
+- a folder of crops with a labels CSV (``image,text[,top_line]``);
 - whole images with plate boxes and their text: COCO JSON (an annotation's ``text`` or ``attributes.text``) or YOLO
   label files whose lines end in the text (``class cx cy w h TEXT``); each box is cut out as the edge cuts it.
 """
@@ -429,13 +429,18 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
 
 def _write_user_dataset(out_dir: Path, samples: list[LabelledCrop], val_share: float,
                         alphabet: str, max_length: int, extra: dict) -> Path:
-    """Split validated samples into train and val by content and write them; the same crop twice with two labels
-    (texts, or top lines) is refused (which is right cannot be known)."""
-    labels: dict[bytes, set[tuple[str, ...]]] = {}
-    for png, *label in samples:
-        labels.setdefault(hashlib.sha256(png).digest(), set()).add(tuple(label))
-    conflicts = [Problem("conflicting labels", extra["source"], f"one crop is labelled {sorted(t)}")
-                 for t in labels.values() if len(t) > 1]
+    """Split validated samples into train and val by content and write them; the same crop twice with two texts, or
+    two top lines, is refused (which is right cannot be known; a top line given once and not the other time is
+    not a contradiction)."""
+    texts: dict[bytes, set[str]] = {}
+    tops: dict[bytes, set[str]] = {}
+    for png, text, *top in samples:
+        digest_of_crop = hashlib.sha256(png).digest()
+        texts.setdefault(digest_of_crop, set()).add(text)
+        tops.setdefault(digest_of_crop, set()).update(top)
+    conflicts = [Problem("conflicting labels", extra["source"], f"one crop is labelled {sorted(texts[crop])}"
+                         + (f" with the top lines {sorted(tops[crop])}" if len(tops[crop]) > 1 else ""))
+                 for crop in texts if len(texts[crop]) > 1 or len(tops[crop]) > 1]
     if conflicts:
         raise DatasetValidationError(Path(extra["source"]), conflicts)
     digest = hashlib.sha256()

@@ -181,7 +181,8 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                 self.head = nn.Sequential(nn.LayerNorm(c4), nn.Dropout(0.1), nn.Linear(c4, n_out))
             else:
                 # Two predictions per column, one per text line: the sequence reads the top line's across the
-                # plate, then the bottom line's (a one-line plate's characters may fall in either, in order).
+                # plate, then the bottom line's (a one-line plate's characters may fall in either, in order, where
+                # the labels do not name the top line; where they do, _loss puts them in the top line's).
                 self.project = nn.Conv1d(c4 * (height // 8), 128, 1)
                 self.context = nn.GRU(128, 64, batch_first=True, bidirectional=True)  # the whole plate per column
                 lines = nn.Conv1d(128, 2 * n_out, 1)
@@ -200,7 +201,7 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                 self.aux_logits: torch.Tensor | None = None
             if after_third or after_fourth:
                 # Drawn last from the random stream and starting as identities: the network starts as the one
-                # without blocks (same seed, same weights, same function), whose two-line alignment forms reliably.
+                # without blocks (same seed, same weights, same function).
                 self.features = nn.Sequential(*stem, *(ResidualBlock(c3) for _ in range(after_third)),
                                               *tail, *(ResidualBlock(c4) for _ in range(after_fourth)))
 

@@ -146,12 +146,14 @@ def test_a_labels_csv_may_name_each_plates_top_line(tmp_path):
     with pytest.raises(DatasetValidationError) as info:  # one crop, two top lines: which is right cannot be known
         import_labelled_crops(crops, labels, tmp_path / "out")
     assert [p.kind for p in info.value.problems] == ["conflicting labels"]
+    assert "top lines ['A', 'AB']" in info.value.problems[0].detail
 
-    labels.write_text("image,text,top_line\na.png,AB 12,AB\nb.png,CD34,CD34\nc.png,GH5\n", encoding="utf-8")
+    labels.write_text("image,text,top_line\na.png,AB 12,AB\na.png,AB12\nb.png,CD34,CD34\nc.png,GH5\n",
+                      encoding="utf-8")  # a top line given once and not the other time: no contradiction
     root = import_labelled_crops(crops, labels, tmp_path / "out", val_share=0.5)
     dataset = validate_reader_dataset(root, required_splits=())
     tops = sorted((s.text, s.top_line) for samples in dataset.splits.values() for s in samples)
-    assert tops == [("AB12", "AB"), ("CD34", "CD34"), ("GH5", "")]  # "": not known
+    assert tops == [("AB12", ""), ("AB12", "AB"), ("CD34", "CD34"), ("GH5", "")]  # "": not known
 
 
 def test_coco_and_yolo_boxes_with_text_are_cut_as_the_edge_cuts_them(tmp_path):

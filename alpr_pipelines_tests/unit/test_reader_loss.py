@@ -33,7 +33,7 @@ def test_a_line_too_long_for_its_steps_keeps_the_whole_sequence_loss():
     torch.manual_seed(1)
     logits = torch.randn(1, 8, 6)  # 4 steps per line
     one_line = torch.tensor([[1, 2, 3, 4, 5]])  # 5 characters: fit the 8 steps, not a line's 4
-    assert torch.isfinite(_loss(logits, one_line, "ctc", torch.tensor([5])))
+    assert _loss(logits, one_line, "ctc", torch.tensor([5])) > 0  # not an impossible alignment zeroed
     assert torch.allclose(_loss(logits, one_line, "ctc", torch.tensor([5])), _loss(logits, one_line, "ctc"))
     doubled = torch.tensor([[1, 1, 2, 3, 0]])  # 4 characters, a blank between the pair: 5 steps
     assert torch.allclose(_loss(logits, doubled, "ctc", torch.tensor([4])), _loss(logits, doubled, "ctc"))
