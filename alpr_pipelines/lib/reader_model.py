@@ -498,12 +498,17 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
     train_x = torch.from_numpy(load_crops(dataset.splits["train"], params.input_size))
     train_y = torch.from_numpy(encode_targets([s.text for s in dataset.splits["train"]], dataset.alphabet,
                                               dataset.max_length))
-    train_top = torch.from_numpy(top_line_lengths(dataset.splits["train"]))
-    by_line = bool((train_top >= 0).any())  # decided here, not per batch on the device
+
+    def known_tops(split: str) -> Any:
+        """The split's top-line lengths, or None where no crop names its top line (the whole-sequence loss): decided
+        once here, not per batch on the device."""
+        tops = torch.from_numpy(top_line_lengths(dataset.splits[split]))
+        return tops if bool((tops >= 0).any()) else None
+
+    train_top, val_top = known_tops("train"), known_tops("val")  # val: the loss as training computes it
     val_x = load_crops(dataset.splits["val"], params.input_size)
     val_texts = [s.text for s in dataset.splits["val"]]
     val_y = torch.from_numpy(encode_targets(val_texts, dataset.alphabet, dataset.max_length))
-    val_top = torch.from_numpy(top_line_lengths(dataset.splits["val"]))  # the loss as training computes it
     steps = (len(train_x) + params.batch - 1) // params.batch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=params.epochs * steps,
                                                     pct_start=0.1)
@@ -530,14 +535,13 @@ def _fit(client: MlflowClient, run_id: str, dataset: ReaderDataset, params: Read
             if params.augment:
                 x = augment_batch(x, generator)
             loss = train_step(model, optimizer, x.to(device), train_y[idx].to(device), params.head, bf16,
-                              train_top[idx].to(device) if by_line else None)
+                              None if train_top is None else train_top[idx].to(device))
             scheduler.step()
             total += loss * len(idx)
             trained += len(idx)
         logits = predict_logits(model, val_x)
         with torch.inference_mode():
-            val_loss = float(_loss(torch.from_numpy(logits), val_y, params.head,
-                                   val_top if bool((val_top >= 0).any()) else None))
+            val_loss = float(_loss(torch.from_numpy(logits), val_y, params.head, val_top))
         exact, cer = text_scores([r.text for r in decode(logits, dataset.alphabet)], val_texts)
         values = {"exact_match": exact, "cer": cer, "loss": total / len(train_x), "val_loss": val_loss}
         now = int(time.time() * 1000)
