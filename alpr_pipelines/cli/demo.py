@@ -107,7 +107,8 @@ def clip_report(results: list[dict]) -> list[str]:
 
 def reading_report(results: list[dict]) -> str:
     """How many of the clip's plates wide enough to read (``edge.reader.MIN_READ_WIDTH``) were detected (IoU >= 0.5)
-    and read exactly, e.g. "plates read exactly: 0.91 (182/200)"."""
+    and read exactly, e.g. "plates read exactly: 0.91 (182/200)", and where the rest were lost: read otherwise
+    (the reader, or a box that cut the plate) or not detected (the plate detector)."""
     import numpy as np
 
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH
@@ -117,7 +118,7 @@ def reading_report(results: list[dict]) -> str:
 
     if not any("reader_version" in r for r in results):
         return "plates read: no plate reader served the clip (alpr-plate-ocr has no Production version)"
-    exact = total = 0
+    exact = detected = total = 0
     for r in results:
         truth = [b for b in clip_scene(0, int(r["frame"]), CLIP_WIDTH, CLIP_HEIGHT).plates
                  if b.x2 - b.x1 >= MIN_READ_WIDTH]
@@ -126,10 +127,12 @@ def reading_report(results: list[dict]) -> str:
             continue
         pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
                             np.array([d["box"] for d in r["plates"]], float))
+        detected += len(pairs)
         exact += sum(r["plates"][d].get("text") == normalize_text(truth[t].text) for t, d in pairs)
     if not total:
         return "plates read exactly: no plate in the clip is wide enough to read"
-    return f"plates read exactly: {exact / total:.2f} ({exact}/{total}; plates at least {MIN_READ_WIDTH} px wide)"
+    return (f"plates read exactly: {exact / total:.2f} ({exact}/{total}; plates at least {MIN_READ_WIDTH} px wide); "
+            f"{detected - exact} detected and read otherwise, {total - detected} not detected")
 
 
 def annotated_strip(clip: Path, results: list[dict], out_dir: Path, every: int = 12) -> Path:

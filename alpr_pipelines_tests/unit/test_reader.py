@@ -262,5 +262,10 @@ def test_the_demo_scores_the_clip_by_plates_detected_and_read_exactly():
                   >= MIN_READ_WIDTH)
     assert readable > 0
     assert reading_report(results) == (f"plates read exactly: {(readable - misread) / readable:.2f} "
-                                       f"({readable - misread}/{readable}; plates at least {MIN_READ_WIDTH} px wide)")
+                                       f"({readable - misread}/{readable}; plates at least {MIN_READ_WIDTH} px wide); "
+                                       f"{misread} detected and read otherwise, 0 not detected")
+    frame = next(r for r in results if any(p["box"][2] - p["box"][0] >= MIN_READ_WIDTH for p in r["plates"]))
+    lost = sum(1 for p in frame["plates"] if p["box"][2] - p["box"][0] >= MIN_READ_WIDTH)
+    frame["plates"] = []  # that frame's plates not detected
+    assert reading_report(results).endswith(f", {lost} not detected")
     assert "no plate reader served" in reading_report([{"frame": 0, "plates": []}])
