@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--heads", nargs="+", default=["ctc", "slots", "attn"])
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--ctc-stride", type=int, choices=(2, 4, 8), help="input columns per CTC step (recipe: 4)")
+    parser.add_argument("--ctc-stride", type=int, choices=(4, 8), help="input columns per CTC step (recipe: 4)")
     parser.add_argument("--train-plates", type=int, help="synthetic training crops (recipe: lib.recipes)")
     parser.add_argument("--precision", choices=("auto", "fp32"), help="auto (the recipe): bfloat16 autocast where "
                         "the CPU computes it natively; fp32: float32 throughout")

@@ -1,7 +1,7 @@
 """Reading plate text: the plate reader (``alpr-plate-ocr``) through ONNX Runtime, and its decoders.
 
 Everything the reader needs travels in the ONNX file's ``metadata_props`` (written by ``lib.reader_model``): the
-alphabet, the maximum text length, the input size and the head (``ctc``: a prediction per 2, 4 or 8 columns and text line,
+alphabet, the maximum text length, the input size and the head (``ctc``: a prediction per 4 or 8 columns and text line,
 top line first, collapsed; ``slots`` and ``attn``: one prediction per character position, padding included). All
 plate crops of a frame are read in one batch. Framework-free: numpy, OpenCV and ONNX Runtime only.
 """

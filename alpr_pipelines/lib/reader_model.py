@@ -85,7 +85,7 @@ class ReaderParams:
     augment: bool = True
     threads: int = 0  # 0: every core this process may use
     device: str = ""  # "cpu", a CUDA device id, or "" for CUDA 0 when present, else the CPU
-    ctc_stride: int = 4  # input columns per CTC step (2, 4 or 8): 8 leaves no room for a blank between equal characters
+    ctc_stride: int = 4  # input columns per CTC step (4 or 8): 8 leaves no room for a blank between equal characters
     precision: Literal["auto", "fp32"] = "auto"  # auto: bfloat16 autocast where the CPU has it (cpu_trains_bf16)
     residual_blocks: tuple[int, int] = (1, 1)  # after the third and after the fourth stage (build_network)
 
@@ -102,8 +102,8 @@ class ReaderParams:
         if self.precision not in ("auto", "fp32"):
             raise TrainingError(f"precision must be 'auto' or 'fp32', got {self.precision!r}")
         h, w = self.input_size
-        if self.ctc_stride not in (2, 4, 8):
-            raise TrainingError(f"ctc_stride must be 2, 4 or 8 (input columns per CTC step), got {self.ctc_stride}")
+        if self.ctc_stride not in (4, 8):
+            raise TrainingError(f"ctc_stride must be 4 or 8 (input columns per CTC step), got {self.ctc_stride}")
         if h % 16 or w % 16 or not 16 <= h <= 256 or not 16 <= w <= 512:
             raise TrainingError(f"input_size must be multiples of 16 (height 16-256, width 16-512), got {h}x{w}")
 
@@ -140,11 +140,7 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
     c1, c2, c3, c4 = channels
     n_out = len(alphabet) + 1
     height, width = input_size
-    stride = ctc_stride if head == "ctc" else 8
-    # The feature map has a column per 4 input columns at the finest; a step per 2 columns reads two sub-steps
-    # from each column (docs/decisions.md, "A step per 2 columns").
-    column = max(stride, 4)  # the feature map's columns: width // column
-    substeps = column // stride
+    stride = ctc_stride if head == "ctc" else 8  # the feature map's columns: width // stride
 
     def block(a: int, b: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
@@ -171,7 +167,7 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
             stem = [block(1, c1), nn.MaxPool2d(2),  # /2
                     block(c1, c2), nn.MaxPool2d(2),  # /4
                     block(c2, c3), block(c3, c3)]
-            tail = [nn.MaxPool2d((2, column // 4)),  # /8 high, /column wide
+            tail = [nn.MaxPool2d((2, stride // 4)),  # /8 high, /stride wide
                     block(c3, c4)]
             self.features = nn.Sequential(*stem, *tail)
             if head == "slots":
@@ -189,19 +185,18 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                 # the labels do not name the top line; where they do, _loss puts them in the top line's).
                 self.project = nn.Conv1d(c4 * (height // 8), 128, 1)
                 self.context = nn.GRU(128, 64, batch_first=True, bidirectional=True)  # the whole plate per column
-                lines = nn.Conv1d(128, 2 * substeps * n_out, 1)
+                lines = nn.Conv1d(128, 2 * n_out, 1)
                 self.head = nn.Sequential(nn.Dropout(0.2), lines)
                 # A one-line plate fits either line's predictions. The bottom line's start at blank, so one-line
                 # plates are read in the top line's and the alignments agree from the first steps (without it,
                 # Russian plates' first letter was learnt in the wrong line, where it cannot be seen).
                 with torch.no_grad():
                     assert lines.bias is not None
-                    for sub in range(substeps):
-                        lines.bias[(substeps + sub) * n_out] += BOTTOM_LINE_BLANK_BIAS
+                    lines.bias[n_out] += BOTTOM_LINE_BLANK_BIAS
                 # Training only: a classifier per character position over the whole map, whose plain
                 # cross-entropy teaches the features characters long before CTC finds its alignments.
                 self.aux = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2),
-                                         nn.Linear(c4 * (height // 16) * (width // (2 * column)),
+                                         nn.Linear(c4 * (height // 16) * (width // (2 * stride)),
                                                    max_length * n_out))
                 self.aux_logits: torch.Tensor | None = None
             if after_third or after_fourth:
@@ -223,8 +218,8 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
             n, c, h, w = f.shape
             seq = torch.relu(self.project(f.reshape(n, c * h, w))).permute(0, 2, 1)  # (N, W, 128)
             seq = self.context(seq)[0].permute(0, 2, 1)
-            lines = self.head(seq).reshape(n, 2, substeps, n_out, w)
-            return lines.permute(0, 1, 4, 2, 3).reshape(n, 2 * w * substeps, n_out)
+            lines = self.head(seq).reshape(n, 2, n_out, w)
+            return lines.permute(0, 1, 3, 2).reshape(n, 2 * w, n_out)
 
     return PlateReaderNet()
 
@@ -386,7 +381,7 @@ def train_reader(
     if params.head == "ctc" and steps < 2 * dataset.max_length + 1:
         raise TrainingError(f"a CTC reader {params.input_size[1]} px wide predicts {steps} steps, too few for texts of "
                             f"{dataset.max_length} characters (it needs {2 * dataset.max_length + 1}); widen "
-                            "input_size or use a smaller ctc_stride")
+                            "input_size or use ctc_stride 4")
     key = reader_training_key(spec, dataset, params)
     if force_nonce:
         key = hashlib.sha256(f"{key}:{force_nonce}".encode()).hexdigest()[:20]

@@ -47,9 +47,8 @@ class ReaderTrainConfig(dg.Config):
                                 description="The four convolution stages' widths")
     input_size: list[int] = Field(default_factory=lambda: list(_DEFAULTS.input_size),
                                   description="Crop height and width the reader reads at (multiples of 16)")
-    ctc_stride: int = Field(default=_DEFAULTS.ctc_stride, description="Input columns per CTC step, 2, 4 or 8 "
-                            "(ctc head): 8 leaves no room for a blank between two equal characters; 2 gives small "
-                            "characters (a Russian region number) two steps each, at about the same cost as 4")
+    ctc_stride: int = Field(default=_DEFAULTS.ctc_stride, description="Input columns per CTC step, 4 or 8 (ctc "
+                            "head): 8 trains faster but leaves no room for a blank between two equal characters")
     residual_blocks: list[int] = Field(
         default_factory=lambda: list(_DEFAULTS.residual_blocks),
         description="Residual blocks after the third and after the fourth convolution stage (0-4 each)")
