@@ -4,7 +4,7 @@ elsewhere; and residual blocks that start as identities."""
 import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's convention
 
-from alpr_pipelines.lib.reader_model import _loss, build_network
+from alpr_pipelines.lib.reader_model import ReaderParams, _loss, build_network
 
 
 def _ctc_sum(log_probs, target):
@@ -40,7 +40,7 @@ def test_a_line_too_long_for_its_steps_keeps_the_whole_sequence_loss():
 
 
 def test_residual_blocks_start_as_the_network_without_them():
-    x = torch.rand(2, 1, 32, 128)
+    x = torch.rand(2, 1, *ReaderParams.input_size)
     outputs = []
     for blocks in ((0, 0), (1, 1)):
         torch.manual_seed(0)
