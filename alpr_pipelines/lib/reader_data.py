@@ -380,7 +380,8 @@ def _boxes_from_yolo(images_dir: Path) -> Iterator[tuple[Path | str, Boxes]]:
 def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, alphabet: str = ALPHABET,
                            max_length: int = MAX_TEXT_LENGTH) -> Path:
     """A reader dataset from whole images with plate boxes and text: a COCO JSON file, or a folder of images with
-    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate. Returns its root.
+    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate; a COCO text with a line
+    break (``"AB12\n3456"``) gives the crop its top line. Returns its root.
 
     Raises:
         DatasetValidationError: unreadable images, boxes without text, bad boxes, texts the reader cannot write.
@@ -419,7 +420,9 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
                 problems.append(Problem("plate too small", f"{image_path} ({where})",
                                         "narrower than the reader reads (edge.reader.MIN_READ_WIDTH)"))
                 continue
-            samples.append((_encode(crop), text))
+            # A COCO text with a line break names its top line (a YOLO label line cannot hold one).
+            top = normalize_text(raw_text.split("\n", 1)[0]) if "\n" in raw_text.strip() else ""
+            samples.append((_encode(crop), text, top) if top else (_encode(crop), text))
     if not samples and not problems:
         problems.append(Problem("empty dataset", str(source), "no plate boxes with text found"))
     if problems:

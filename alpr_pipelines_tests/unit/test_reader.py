@@ -162,11 +162,12 @@ def test_coco_and_yolo_boxes_with_text_are_cut_as_the_edge_cuts_them(tmp_path):
     cv2.imwrite(str(tmp_path / "f.jpg"), frame)
     coco = {"images": [{"id": 1, "file_name": "f.jpg", "width": 300, "height": 200}],
             "annotations": [{"id": 7, "image_id": 1, "bbox": [50, 80, 120, 30], "text": "AB 123"},
-                            {"id": 8, "image_id": 1, "bbox": [10, 10, 60, 20], "attributes": {"text": "XY9"}}]}
+                            {"id": 8, "image_id": 1, "bbox": [10, 10, 60, 20], "attributes": {"text": "XY9"}},
+                            {"id": 9, "image_id": 1, "bbox": [200, 120, 60, 40], "text": "CD-1\n234\n"}]}
     (tmp_path / "plates.json").write_text(json.dumps(coco))
     root = import_boxes_with_text(tmp_path / "plates.json", tmp_path / "out", val_share=0.01)
-    texts = sorted(s.text for samples in validate_reader_dataset(root, ()).splits.values() for s in samples)
-    assert texts == ["AB123", "XY9"]
+    samples = sorted((s.text, s.top_line) for split in validate_reader_dataset(root, ()).splits.values() for s in split)
+    assert samples == [("AB123", ""), ("CD1234", "CD1"), ("XY9", "")]  # a line break names the top line
 
     yolo = tmp_path / "yolo"
     (yolo / "images").mkdir(parents=True)
