@@ -107,8 +107,9 @@ def clip_report(results: list[dict]) -> list[str]:
 
 def reading_report(results: list[dict]) -> str:
     """How many of the clip's plates wide enough to read (``edge.reader.MIN_READ_WIDTH``) were detected (IoU >= 0.5)
-    and read exactly, e.g. "plates read exactly: 0.91 (182/200)", and where the rest were lost: read otherwise
-    (the reader, or a box that cut the plate) or not detected (the plate detector)."""
+    and read exactly, and where the rest were lost: read otherwise (the reader, or a box that cut the plate) or not
+    detected (the plate detector), e.g. "plates read exactly: 0.91 (182/200; ...); 12 detected and read otherwise,
+    6 not detected"."""
     import numpy as np
 
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH

@@ -13,8 +13,9 @@ Sources:
   formats, character sets, one- and two-line plates, turns, dirt, lighting, blur and noise), cut with detector-like
   jitter around the plate box;
 - a folder of crops with a labels CSV (``image,text[,top_line]``);
-- whole images with plate boxes and their text: COCO JSON (an annotation's ``text`` or ``attributes.text``) or YOLO
-  label files whose lines end in the text (``class cx cy w h TEXT``); each box is cut out as the edge cuts it.
+- whole images with plate boxes and their text: COCO JSON (an annotation's ``text`` or ``attributes.text``; a text
+  of two lines names its top line) or YOLO label files whose lines end in the text (``class cx cy w h TEXT``); each
+  box is cut out as the edge cuts it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from alpr_pipelines.lib.synth import CLOSE_UP_VERSION, GENERATOR_VERSION, plate_
 LATIN_ALL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ALPHABET = DIGITS + LATIN_ALL + CYRILLIC  # what the reader can write; the model's metadata carries its own copy
 MAX_TEXT_LENGTH = 10
-SEPARATORS = " -.\u00b7_\n\t"
+SEPARATORS = " -.\u00b7_\r\n\t"
 LABELS = "labels.csv"
 LABEL_COLUMNS = ("image", "text", "top_line")  # the third optional (Sample.top_line)
 LabelledCrop = tuple[bytes, str] | tuple[bytes, str, str]  # a PNG-encoded crop, its text[, its top line]
@@ -380,8 +381,8 @@ def _boxes_from_yolo(images_dir: Path) -> Iterator[tuple[Path | str, Boxes]]:
 def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, alphabet: str = ALPHABET,
                            max_length: int = MAX_TEXT_LENGTH) -> Path:
     """A reader dataset from whole images with plate boxes and text: a COCO JSON file, or a folder of images with
-    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate; a COCO text with a line
-    break (``"AB12\n3456"``) gives the crop its top line. Returns its root.
+    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate; a COCO text of two lines
+    (``"AB12\\n3456"``) gives the crop its top line. Returns its root.
 
     Raises:
         DatasetValidationError: unreadable images, boxes without text, bad boxes, texts the reader cannot write.
@@ -420,9 +421,10 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
                 problems.append(Problem("plate too small", f"{image_path} ({where})",
                                         "narrower than the reader reads (edge.reader.MIN_READ_WIDTH)"))
                 continue
-            # A COCO text with a line break names its top line (a YOLO label line cannot hold one).
-            top = normalize_text(raw_text.split("\n", 1)[0]) if "\n" in raw_text.strip() else ""
-            samples.append((_encode(crop), text, top) if top else (_encode(crop), text))
+            # A COCO text with a line break names its top line: its first line with characters (a YOLO label line
+            # cannot hold one).
+            lines = [line for line in map(normalize_text, raw_text.splitlines()) if line]
+            samples.append((_encode(crop), text, lines[0]) if len(lines) > 1 else (_encode(crop), text))
     if not samples and not problems:
         problems.append(Problem("empty dataset", str(source), "no plate boxes with text found"))
     if problems:

@@ -55,8 +55,9 @@ def test_plate_recipe_on_a_tiny_budget_beats_the_location_prior(mlflow_client, t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(5400)  # the suite's 10 minutes would cut the training short
 def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path):
-    """The whole graph with the default synthetic recipe, as `make demo` runs it (about 30 minutes on 2 cores): both
+    """The whole graph with the default synthetic recipe, as `make demo` runs it (about 45 minutes on 2 cores): both
     detectors work on the golden set and its held-out shift split, and the default gate would promote all three
     models (the reader's issue-18 target is the test below)."""
     import dagster as dg
@@ -89,8 +90,9 @@ def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 10 minutes would cut the training short (and count as the expected failure)
 @pytest.mark.xfail(strict=True, reason="issue 18's target, 95% of the golden plates read exactly, is not met by the "
-                   "default recipe yet (about 0.85: docs/decisions.md, 'Plate reader'); strict, so meeting it fails "
+                   "default recipe yet (about 0.89: docs/decisions.md, 'Plate reader'); strict, so meeting it fails "
                    "this marker and it must go")
 def test_the_reader_reads_95_percent_of_the_golden_plates_exactly(mlflow_server, tmp_path):
     """The plate reader's recipe alone (lib.recipes: its synthetic crops and training), scored by the gate's

@@ -159,15 +159,20 @@ def test_a_labels_csv_may_name_each_plates_top_line(tmp_path):
 def test_coco_and_yolo_boxes_with_text_are_cut_as_the_edge_cuts_them(tmp_path):
     frame = np.full((200, 300, 3), 90, np.uint8)
     cv2.rectangle(frame, (50, 80), (170, 110), (240, 240, 240), -1)
+    for x, y, grey in ((210, 125, 20), (210, 25, 160), (110, 155, 200)):  # three more plates, each its own crop
+        cv2.rectangle(frame, (x, y), (x + 40, y + 30), (grey, grey, grey), -1)
     cv2.imwrite(str(tmp_path / "f.jpg"), frame)
     coco = {"images": [{"id": 1, "file_name": "f.jpg", "width": 300, "height": 200}],
             "annotations": [{"id": 7, "image_id": 1, "bbox": [50, 80, 120, 30], "text": "AB 123"},
                             {"id": 8, "image_id": 1, "bbox": [10, 10, 60, 20], "attributes": {"text": "XY9"}},
-                            {"id": 9, "image_id": 1, "bbox": [200, 120, 60, 40], "text": "CD-1\n234\n"}]}
+                            {"id": 9, "image_id": 1, "bbox": [200, 120, 60, 40], "text": "CD-1\r\n234\n"},
+                            {"id": 10, "image_id": 1, "bbox": [200, 20, 60, 40], "text": "\n - \nEF5\n6"},
+                            {"id": 11, "image_id": 1, "bbox": [100, 150, 60, 40], "text": "GH7\n-"}]}
     (tmp_path / "plates.json").write_text(json.dumps(coco))
     root = import_boxes_with_text(tmp_path / "plates.json", tmp_path / "out", val_share=0.01)
     samples = sorted((s.text, s.top_line) for split in validate_reader_dataset(root, ()).splits.values() for s in split)
-    assert samples == [("AB123", ""), ("CD1234", "CD1"), ("XY9", "")]  # a line break names the top line
+    # two lines with characters name the top line; lines without any do not count
+    assert samples == [("AB123", ""), ("CD1234", "CD1"), ("EF56", "EF5"), ("GH7", ""), ("XY9", "")]
 
     yolo = tmp_path / "yolo"
     (yolo / "images").mkdir(parents=True)
@@ -268,5 +273,10 @@ def test_the_demo_scores_the_clip_by_plates_detected_and_read_exactly():
     frame = next(r for r in results if any(p["box"][2] - p["box"][0] >= MIN_READ_WIDTH for p in r["plates"]))
     lost = sum(1 for p in frame["plates"] if p["box"][2] - p["box"][0] >= MIN_READ_WIDTH)
     frame["plates"] = []  # that frame's plates not detected
-    assert reading_report(results).endswith(f", {lost} not detected")
+    misread = sum(1 for r in results if r["plates"] and r["plates"][0]["box"][2] - r["plates"][0]["box"][0]
+                  >= MIN_READ_WIDTH)
+    exact = readable - lost - misread
+    assert reading_report(results) == (
+        f"plates read exactly: {exact / readable:.2f} ({exact}/{readable}; plates at least {MIN_READ_WIDTH} px wide); "
+        f"{misread} detected and read otherwise, {lost} not detected")
     assert "no plate reader served" in reading_report([{"frame": 0, "plates": []}])

@@ -17,8 +17,8 @@ class ReaderDatasetConfig(dg.Config):
     - ``synthetic`` (default): ``train_plates`` and ``val_plates`` crops of generated plates as the plate detector
       hands them over (``synth.plate_close_up``), from scene streams the golden set never draws;
     - ``csv``: a folder of crops (``images_dir``) and a labels file (``labels_csv``, rows ``image,text[,top_line]``);
-    - ``boxes``: whole images with plate boxes and their text: a COCO JSON file, or a folder of images with YOLO
-      labels whose lines end in the text (``boxes``).
+    - ``boxes``: whole images with plate boxes and their text: a COCO JSON file (a text of two lines names its top
+      line), or a folder of images with YOLO labels whose lines end in the text (``boxes``).
 
     User data is split into train and val by a hash of each crop (``val_share`` to val).
     """

@@ -1,0 +1,88 @@
+"""Where the demo's clip loses plates: each plate read from its true box beside the edge's reading of the detected box.
+
+`make demo` prints "plates read exactly: X (n/m; ...)" for the sample clip. This script reads the same plates again,
+cut from the clip's true boxes instead of the plate detector's, with the reader the edge served, and lists every
+plate read otherwise with its width, so the detector's share of the misses and the reader's can be told apart
+(docs/decisions.md, "Plate reader"). It writes a contact sheet of each distinct plate as the reader sees it.
+
+    .venv/bin/python bench/clip_reading.py --reader-onnx .alpr/exports/ocr/<key>/plate_reader.int8.onnx \\
+        [--home .alpr] [--sheet /tmp/clip-plates.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import common  # noqa: F401 - first: the repository on sys.path
+import cv2
+import numpy as np
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader-onnx", required=True, type=Path, help="the reader the edge served")
+    parser.add_argument("--home", type=Path, default=Path(".alpr"), help="the demo's state folder")
+    parser.add_argument("--sheet", type=Path, help="write the distinct plates' crops here (PNG)")
+    args = parser.parse_args()
+
+    from alpr_pipelines.cli.demo import CLIP_HEIGHT, CLIP_WIDTH
+    from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader, read_region
+    from alpr_pipelines.lib.evaluation import match_boxes
+    from alpr_pipelines.lib.reader_data import normalize_text
+    from alpr_pipelines.lib.synth import clip_scene
+
+    clip, detections = args.home / "clips" / "sample.avi", args.home / "edge" / "detections.jsonl"
+    for path in (clip, detections, args.reader_onnx):
+        if not path.is_file():
+            parser.error(f"{path} not found: run `make demo` first (it writes the clip and the edge's detections)")
+    capture = cv2.VideoCapture(str(clip))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    results = [json.loads(line) for line in detections.read_text().splitlines()[-len(frames):]]
+    reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
+    total = from_truth = from_detector = 0
+    misses, distinct = [], {}
+    for r in results:
+        index = int(r["frame"])
+        truth = [b for b in clip_scene(0, index, CLIP_WIDTH, CLIP_HEIGHT).plates if b.x2 - b.x1 >= MIN_READ_WIDTH]
+        detected: dict[int, str | None] = {}
+        if truth and r["plates"]:
+            pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
+                                np.array([d["box"] for d in r["plates"]], float))
+            detected = {t: r["plates"][d].get("text") for t, d in pairs}
+        for t, box in enumerate(truth):
+            text = normalize_text(box.text)
+            crop = read_region(frames[index], box.x1, box.y1, box.x2, box.y2)
+            read = reader.read([crop])[0].text if crop is not None else None
+            total += 1
+            from_truth += read == text
+            from_detector += detected.get(t) == text
+            distinct.setdefault(text, crop)
+            if read != text:
+                misses.append((round(box.x2 - box.x1), text, read))
+    print(f"{total} plates at least {MIN_READ_WIDTH} px wide ({len(distinct)} distinct): read exactly from the true "
+          f"boxes {from_truth}, from the detected boxes {from_detector} (the edge's readings)")
+    for width, text, read in sorted(misses):
+        print(f"  {width:4d} px  {text:10s} read {read}")
+    if args.sheet:
+        tiles = []
+        for text, crop in distinct.items():
+            if crop is None:
+                continue
+            scaled = cv2.resize(crop, (min(400, int(crop.shape[1] * 96 / crop.shape[0])), 96),
+                                interpolation=cv2.INTER_NEAREST)
+            tile = np.full((120, 400, 3), 255, np.uint8)
+            tile[:96, : scaled.shape[1]] = scaled
+            cv2.putText(tile, text.encode("ascii", "replace").decode(), (2, 115), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (0, 0, 255), 1)
+            tiles.append(tile)
+        cv2.imwrite(str(args.sheet), np.vstack(tiles))
+        print(f"the distinct plates as the reader sees them: {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
