@@ -30,21 +30,35 @@ def main() -> int:
     from alpr_pipelines.cli.demo import CLIP_HEIGHT, CLIP_WIDTH
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader, read_region
     from alpr_pipelines.lib.evaluation import match_boxes
+    from alpr_pipelines.lib.plates import CYRILLIC
     from alpr_pipelines.lib.reader_data import normalize_text
-    from alpr_pipelines.lib.synth import clip_scene
+    from alpr_pipelines.lib.synth import GENERATOR_VERSION, clip_scene
 
     clip, detections = args.home / "clips" / "sample.avi", args.home / "edge" / "detections.jsonl"
     for path in (clip, detections, args.reader_onnx):
         if not path.is_file():
             parser.error(f"{path} not found: run `make demo` first (it writes the clip and the edge's detections)")
+    stamp = clip.with_suffix(".generator")
+    if not stamp.is_file() or stamp.read_text() != GENERATOR_VERSION:
+        parser.error(f"{clip} was not made by this scene generator, so its true boxes are not known: run `make demo`")
     capture = cv2.VideoCapture(str(clip))
     frames = []
-    while (frame := capture.read())[0]:
-        frames.append(frame[1])
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    if not frames:
+        parser.error(f"{clip} gave no frames")
+    # The edge appends to its detections: the last run's are the last len(frames) lines, one per frame in order.
     results = [json.loads(line) for line in detections.read_text().splitlines()[-len(frames):]]
+    if [int(r["frame"]) for r in results] != list(range(len(frames))):
+        parser.error(f"the last {len(frames)} lines of {detections} are not one edge run over the whole clip: run "
+                     "`make demo` again")
     reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
     total = from_truth = from_detector = 0
-    misses, distinct = [], {}
+    misses, distinct, texts = [], {}, set()
     for r in results:
         index = int(r["frame"])
         truth = [b for b in clip_scene(0, index, CLIP_WIDTH, CLIP_HEIGHT).plates if b.x2 - b.x1 >= MIN_READ_WIDTH]
@@ -58,25 +72,28 @@ def main() -> int:
             crop = read_region(frames[index], box.x1, box.y1, box.x2, box.y2)
             read = reader.read([crop])[0].text if crop is not None else None
             total += 1
+            texts.add(text)
             from_truth += read == text
             from_detector += detected.get(t) == text
-            distinct.setdefault(text, crop)
+            if crop is not None:
+                distinct.setdefault(text, crop)
             if read != text:
                 misses.append((round(box.x2 - box.x1), text, read))
-    print(f"{total} plates at least {MIN_READ_WIDTH} px wide ({len(distinct)} distinct): read exactly from the true "
+    print(f"{total} plates at least {MIN_READ_WIDTH} px wide ({len(texts)} distinct): read exactly from the true "
           f"boxes {from_truth}, from the detected boxes {from_detector} (the edge's readings)")
-    for width, text, read in sorted(misses):
+    for width, text, read in sorted(misses, key=lambda m: (m[0], m[1], m[2] or "")):
         print(f"  {width:4d} px  {text:10s} read {read}")
-    if args.sheet:
+    if args.sheet and not distinct:
+        print("no plate crops to draw")
+    elif args.sheet:
+        latin = str.maketrans(CYRILLIC, "ABEKMHOPCTYX")  # OpenCV draws ASCII: each Cyrillic letter as its look-alike
         tiles = []
         for text, crop in distinct.items():
-            if crop is None:
-                continue
             scaled = cv2.resize(crop, (min(400, int(crop.shape[1] * 96 / crop.shape[0])), 96),
                                 interpolation=cv2.INTER_NEAREST)
             tile = np.full((120, 400, 3), 255, np.uint8)
             tile[:96, : scaled.shape[1]] = scaled
-            cv2.putText(tile, text.encode("ascii", "replace").decode(), (2, 115), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+            cv2.putText(tile, text.translate(latin), (2, 115), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                         (0, 0, 255), 1)
             tiles.append(tile)
         cv2.imwrite(str(args.sheet), np.vstack(tiles))

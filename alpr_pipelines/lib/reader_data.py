@@ -381,8 +381,8 @@ def _boxes_from_yolo(images_dir: Path) -> Iterator[tuple[Path | str, Boxes]]:
 def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, alphabet: str = ALPHABET,
                            max_length: int = MAX_TEXT_LENGTH) -> Path:
     """A reader dataset from whole images with plate boxes and text: a COCO JSON file, or a folder of images with
-    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate; a COCO text of two lines
-    (``"AB12\\n3456"``) gives the crop its top line. Returns its root.
+    YOLO labels ending in the text. Each box is cut out as the edge cuts a detected plate; a COCO text with a line break
+    (``"AB12\\n3456"``) gives the crop its top line (its first line with characters). Returns its root.
 
     Raises:
         DatasetValidationError: unreadable images, boxes without text, bad boxes, texts the reader cannot write.
@@ -421,8 +421,8 @@ def import_boxes_with_text(source: Path, out_dir: Path, val_share: float = 0.1, 
                 problems.append(Problem("plate too small", f"{image_path} ({where})",
                                         "narrower than the reader reads (edge.reader.MIN_READ_WIDTH)"))
                 continue
-            # A COCO text with a line break names its top line: its first line with characters (a YOLO label line
-            # cannot hold one).
+            # A COCO text with a line break names its top line: its first line with characters; the rest is the
+            # bottom line (a YOLO label line cannot hold a break).
             lines = [line for line in map(normalize_text, raw_text.splitlines()) if line]
             samples.append((_encode(crop), text, lines[0]) if len(lines) > 1 else (_encode(crop), text))
     if not samples and not problems:
