@@ -27,12 +27,11 @@ def main() -> int:
     parser.add_argument("--sheet", type=Path, help="write the distinct plates' crops here (PNG)")
     args = parser.parse_args()
 
-    from alpr_pipelines.cli.demo import CLIP_HEIGHT, CLIP_WIDTH
+    from alpr_pipelines.cli.demo import clip_readings
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader, read_region
-    from alpr_pipelines.lib.evaluation import match_boxes
     from alpr_pipelines.lib.plates import CYRILLIC
     from alpr_pipelines.lib.reader_data import normalize_text
-    from alpr_pipelines.lib.synth import GENERATOR_VERSION, clip_scene
+    from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
     clip, detections = args.home / "clips" / "sample.avi", args.home / "edge" / "detections.jsonl"
     for path in (clip, detections, args.reader_onnx):
@@ -59,18 +58,13 @@ def main() -> int:
     reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
     total = from_truth = from_detector = 0
     misses, distinct, texts = [], {}, set()
-    for r in results:
-        index = int(r["frame"])
-        truth = [b for b in clip_scene(0, index, CLIP_WIDTH, CLIP_HEIGHT).plates if b.x2 - b.x1 >= MIN_READ_WIDTH]
-        detected: dict[int, str | None] = {}
-        if truth and r["plates"]:
-            pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
-                                np.array([d["box"] for d in r["plates"]], float))
-            detected = {t: r["plates"][d].get("text") for t, d in pairs}
-        for t, box in enumerate(truth):
+    for index, truth, detected in clip_readings(results):
+        crops = [read_region(frames[index], b.x1, b.y1, b.x2, b.y2) for b in truth]
+        readable = [c for c in crops if c is not None]
+        texts_read = iter(r.text for r in reader.read(readable)) if readable else iter(())  # one batch a frame
+        for t, (box, crop) in enumerate(zip(truth, crops, strict=True)):
             text = normalize_text(box.text)
-            crop = read_region(frames[index], box.x1, box.y1, box.x2, box.y2)
-            read = reader.read([crop])[0].text if crop is not None else None
+            read = next(texts_read) if crop is not None else None
             total += 1
             texts.add(text)
             from_truth += read == text

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from alpr_pipelines.cli.common import print_table, run_job, versions_table
@@ -105,31 +106,41 @@ def clip_report(results: list[dict]) -> list[str]:
             f"{a.detected} reported)" for kind, a in totals.items()]
 
 
+def clip_readings(results: list[dict]) -> Iterator[tuple[int, list, dict[int, str | None]]]:
+    """Per frame of the edge's results on the clip: its index, the clip's plates wide enough to read
+    (``edge.reader.MIN_READ_WIDTH``), and the edge's text for each of them it detected (IoU >= 0.5), by plate."""
+    import numpy as np
+
+    from alpr_pipelines.edge.reader import MIN_READ_WIDTH
+    from alpr_pipelines.lib.evaluation import match_boxes
+    from alpr_pipelines.lib.synth import clip_scene
+
+    for r in results:
+        index = int(r["frame"])
+        truth = [b for b in clip_scene(0, index, CLIP_WIDTH, CLIP_HEIGHT).plates if b.x2 - b.x1 >= MIN_READ_WIDTH]
+        read: dict[int, str | None] = {}
+        if truth and r["plates"]:
+            pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
+                                np.array([d["box"] for d in r["plates"]], float))
+            read = {t: r["plates"][d].get("text") for t, d in pairs}
+        yield index, truth, read
+
+
 def reading_report(results: list[dict]) -> str:
     """How many of the clip's plates wide enough to read (``edge.reader.MIN_READ_WIDTH``) were detected (IoU >= 0.5)
     and read exactly, and where the rest were lost: read otherwise (the reader, or a box that cut the plate) or not
     detected (the plate detector), e.g. "plates read exactly: 0.91 (182/200; ...); 12 detected and read otherwise,
     6 not detected"."""
-    import numpy as np
-
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH
-    from alpr_pipelines.lib.evaluation import match_boxes
     from alpr_pipelines.lib.reader_data import normalize_text
-    from alpr_pipelines.lib.synth import clip_scene
 
     if not any("reader_version" in r for r in results):
         return "plates read: no plate reader served the clip (alpr-plate-ocr has no Production version)"
     exact = detected = total = 0
-    for r in results:
-        truth = [b for b in clip_scene(0, int(r["frame"]), CLIP_WIDTH, CLIP_HEIGHT).plates
-                 if b.x2 - b.x1 >= MIN_READ_WIDTH]
+    for _, truth, read in clip_readings(results):
         total += len(truth)
-        if not truth or not r["plates"]:
-            continue
-        pairs = match_boxes(np.array([[b.x1, b.y1, b.x2, b.y2] for b in truth]),
-                            np.array([d["box"] for d in r["plates"]], float))
-        detected += len(pairs)
-        exact += sum(r["plates"][d].get("text") == normalize_text(truth[t].text) for t, d in pairs)
+        detected += len(read)
+        exact += sum(text == normalize_text(truth[t].text) for t, text in read.items())
     if not total:
         return "plates read exactly: no plate in the clip is wide enough to read"
     return (f"plates read exactly: {exact / total:.2f} ({exact}/{total}; plates at least {MIN_READ_WIDTH} px wide); "

@@ -437,10 +437,10 @@ def _write_user_dataset(out_dir: Path, samples: list[LabelledCrop], val_share: f
     """Split validated samples into train and val by content and write them; the same crop twice with two texts, or
     two top lines, is refused (which is right cannot be known; a top line given once and not the other time is
     not a contradiction)."""
+    crop_digests = [hashlib.sha256(png).digest() for png, *_ in samples]  # each crop's bytes hashed once
     texts: dict[bytes, set[str]] = {}
     tops: dict[bytes, set[str]] = {}
-    for png, text, *top in samples:
-        digest_of_crop = hashlib.sha256(png).digest()
+    for digest_of_crop, (_, text, *top) in zip(crop_digests, samples, strict=True):
         texts.setdefault(digest_of_crop, set()).add(text)
         tops.setdefault(digest_of_crop, set()).update(top)
     conflicts = [Problem("conflicting labels", extra["source"], f"one crop is labelled {sorted(texts[crop])}"
@@ -449,19 +449,15 @@ def _write_user_dataset(out_dir: Path, samples: list[LabelledCrop], val_share: f
     if conflicts:
         raise DatasetValidationError(Path(extra["source"]), conflicts)
     digest = hashlib.sha256()
-    for png, text, *top in samples:
-        digest.update(hashlib.sha256(png).digest() + text.encode() + (f"\0{top[0]}".encode() if top else b""))
+    for digest_of_crop, (_, text, *top) in zip(crop_digests, samples, strict=True):
+        digest.update(digest_of_crop + text.encode() + (f"\0{top[0]}".encode() if top else b""))
     digest.update(f"{val_share}".encode())
-    root = out_dir / digest.hexdigest()[:16]
-    root.mkdir(parents=True, exist_ok=True)
-
-    def is_val(png: bytes) -> bool:
-        return int.from_bytes(hashlib.sha256(png).digest()[:4], "big") / 2**32 < val_share
-
-    if len(samples) < 2:
+    if len(samples) < 2:  # refused before its folder exists: nothing left half-written
         raise DatasetError(f"{extra['source']}: {len(samples)} usable crop; a reader needs at least one to train on "
                            "and one to validate with")
-    to_val = [is_val(sample[0]) for sample in samples]
+    root = out_dir / digest.hexdigest()[:16]
+    root.mkdir(parents=True, exist_ok=True)
+    to_val = [int.from_bytes(d[:4], "big") / 2**32 < val_share for d in crop_digests]
     if not any(to_val) or all(to_val):  # a small import still trains on one crop and validates on another
         to_val = [i == len(samples) - 1 for i in range(len(samples))]
     write_reader_split(root, "train", (x for x, v in zip(samples, to_val, strict=True) if not v))
