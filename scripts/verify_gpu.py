@@ -1,5 +1,5 @@
-"""Verify the GPU path on a machine with an NVIDIA GPU: CUDA training, ONNX export and inference on the GPU, and a
-TensorRT FP16 engine where TensorRT is installed. Writes a JSON report (``--report``, default ``gpu-report.json``).
+"""Verify the GPU path on a machine with an NVIDIA GPU: CUDA training of a detector and of the plate reader, ONNX
+export and inference on the GPU, and a TensorRT FP16 engine where TensorRT is installed. Writes a JSON report (``--report``, default ``gpu-report.json``).
 
 Exit status: 0 all checks passed; 1 a check failed; 3 no CUDA device (nothing could be verified).
 No network and no MLflow server needed: runs log to a temporary SQLite tracking store.
@@ -28,6 +28,36 @@ if (_ROOT / "alpr_pipelines").is_dir() and str(_ROOT) not in sys.path:
         import alpr_pipelines  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(_ROOT))
+
+
+def reader_training(work: Path, device: str, epochs: int) -> dict:
+    """Train a small plate reader on ``device`` (a CUDA id, or "cpu" where a test runs it), export it to ONNX and
+    check the export against the trained network: the reader's own recipe, at a size a minute trains."""
+    from mlflow import MlflowClient
+
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset, write_synthetic_reader_dataset
+    from alpr_pipelines.lib.reader_model import (
+        PRECISION_TAG,
+        ReaderParams,
+        export_reader_onnx,
+        reader_parity,
+        train_reader,
+    )
+
+    data = validate_reader_dataset(write_synthetic_reader_dataset(work / "reader-data", 0, 128, 32))
+    client = MlflowClient(f"sqlite:///{work / 'reader-mlflow.db'}")
+    params = ReaderParams(epochs=epochs, batch=32, device=device)
+    result = train_reader(OCR, data, params, client, "gpu-check", work / "reader-train")
+    precision = client.get_run(result.run_id).data.tags.get(PRECISION_TAG)
+    if device != "cpu" and precision != "fp32":
+        raise AssertionError(f"a reader trained on CUDA should say fp32 in {PRECISION_TAG}, got {precision!r}")
+    onnx = export_reader_onnx(result.best_pt, work / "reader-export")
+    parity = reader_parity(result.best_pt, Path(str(onnx.path)), load_split_crops(data.splits["val"]))
+    if not parity.passed:
+        raise AssertionError(f"reader ONNX parity failed: {parity.as_dict()}")
+    return {"run_id": result.run_id, "images_per_second": result.images_per_second, "precision": precision,
+            "final_metrics": result.final_metrics, "parity": parity.as_dict()}
 
 
 def main() -> int:
@@ -139,6 +169,7 @@ def main() -> int:
                 "edge_backend_max_score_diff_vs_onnx": max(diffs)}
 
     check("cuda_training", cuda_training)
+    check("reader_cuda_training", lambda: reader_training(work, "0", args.epochs))
     if checks["cuda_training"]["passed"]:
         check("onnx_export_and_parity", onnx_on_gpu)
         check("tensorrt_engine", tensorrt_engine)

@@ -38,3 +38,16 @@ def test_verify_gpu_script_passes_on_a_gpu(tmp_path):
     out = subprocess.run([sys.executable, str(root / "scripts" / "verify_gpu.py"), "--report", str(report)],
                          capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_the_gpu_checks_reader_training_runs_its_whole_path_on_the_cpu(tmp_path):
+    """The reader check of `make gpu-check` trains, exports and compares as it does on CUDA ("0"): run here on the
+    CPU so a GPU session finds it working; on CUDA it also asserts the run trained in float32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        from verify_gpu import reader_training
+    finally:
+        sys.path.pop(0)
+    out = reader_training(tmp_path, "cpu", 1)
+    assert out["parity"]["passed"] and out["parity"]["crops"] == 32 and out["parity"]["same_text"] == 32
+    assert out["precision"] in ("fp32", "bf16-autocast") and set(out["final_metrics"]) >= {"exact_match", "cer"}
