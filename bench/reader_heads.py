@@ -50,7 +50,6 @@ def main() -> int:
     parser.add_argument("--channels", type=int, nargs=4, help="the four stages' widths, e.g. 24 48 96 128")
     parser.add_argument("--residual-blocks", type=int, nargs=2, metavar=("THIRD", "FOURTH"),
                         help="residual blocks after the third and the fourth stage (recipe: 1 1)")
-    parser.add_argument("--context", type=int, help="the CTC head's width per column (recipe: 128)")
     parser.add_argument("--seed", type=int, help="the network's starting weights and the batches' order (recipe: 0)")
     parser.add_argument("--no-top-lines", action="store_true", help="train on crops whose labels do not name their "
                         "top line (the CTC loss over the whole sequence, as a user's image,text CSV trains)")
@@ -82,7 +81,7 @@ def main() -> int:
         root = cache_dir() / "reader"
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
-    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "context", "seed"):
+    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed"):
         if getattr(args, name) is not None:
             value = getattr(args, name)
             base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})

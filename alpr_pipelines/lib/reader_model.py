@@ -88,7 +88,6 @@ class ReaderParams:
     ctc_stride: int = 4  # input columns per CTC step (4 or 8): 8 leaves no room for a blank between equal characters
     precision: Literal["auto", "fp32"] = "auto"  # auto: bfloat16 autocast where the CPU has it (cpu_trains_bf16)
     residual_blocks: tuple[int, int] = (1, 1)  # after the third and after the fourth stage (build_network)
-    context: int = 128  # the CTC head's width per column: its projection and its bidirectional GRU (both directions)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch < 1 or not self.lr > 0 or self.weight_decay < 0:
@@ -100,8 +99,6 @@ class ReaderParams:
         if len(self.residual_blocks) != 2 or any(not 0 <= n <= 4 for n in self.residual_blocks):
             raise TrainingError(f"residual_blocks must be two counts between 0 and 4 (after the third and the fourth "
                                 f"stage), got {self.residual_blocks}")
-        if self.context % 2 or not 16 <= self.context <= 1024:
-            raise TrainingError(f"context must be an even width between 16 and 1024, got {self.context}")
         if self.precision not in ("auto", "fp32"):
             raise TrainingError(f"precision must be 'auto' or 'fp32', got {self.precision!r}")
         h, w = self.input_size
@@ -121,8 +118,6 @@ def reader_training_key(spec: ModelSpec, dataset: ReaderDataset, params: ReaderP
         p.pop("residual_blocks")  # the network before they were a setting: its trainings keep their keys
     else:
         p["blocks_start"] = "identity"  # blocks once started at random: those trainings are not reused
-    if params.head != "ctc" or params.context == 128:
-        p.pop("context")  # the width before it was a setting: its trainings keep their keys
     blob = json.dumps({"model": spec.key, "data": dataset.fingerprint, "params": p}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -134,8 +129,7 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                   channels: tuple[int, ...] = ReaderParams.channels,
                   input_size: tuple[int, int] = ReaderParams.input_size,
                   ctc_stride: int = ReaderParams.ctc_stride,
-                  residual_blocks: tuple[int, int] = ReaderParams.residual_blocks,
-                  context: int = ReaderParams.context) -> Any:
+                  residual_blocks: tuple[int, int] = ReaderParams.residual_blocks) -> Any:
     """The reader network: (N, 1, height, width) in [0, 1] -> logits (N, positions, len(alphabet) + 1), class 0
     the padding (slots) or the blank (ctc: a position per ``ctc_stride`` columns of the input and per text line,
     top line first). ``residual_blocks``: two-convolution residual blocks after the third stage and after the
@@ -189,9 +183,9 @@ def build_network(alphabet: str, max_length: int, head: str = "slots",
                 # Two predictions per column, one per text line: the sequence reads the top line's across the
                 # plate, then the bottom line's (a one-line plate's characters may fall in either, in order, where
                 # the labels do not name the top line; where they do, _loss puts them in the top line's).
-                self.project = nn.Conv1d(c4 * (height // 8), context, 1)
-                self.context = nn.GRU(context, context // 2, batch_first=True, bidirectional=True)  # the whole plate
-                lines = nn.Conv1d(context, 2 * n_out, 1)
+                self.project = nn.Conv1d(c4 * (height // 8), 128, 1)
+                self.context = nn.GRU(128, 64, batch_first=True, bidirectional=True)  # the whole plate per column
+                lines = nn.Conv1d(128, 2 * n_out, 1)
                 self.head = nn.Sequential(nn.Dropout(0.2), lines)
                 # A one-line plate fits either line's predictions. The bottom line's start at blank, so one-line
                 # plates are read in the top line's and the alignments agree from the first steps (without it,
@@ -352,7 +346,7 @@ def load_reader_checkpoint(path: Path) -> tuple[Any, dict]:
     config = json.loads(ckpt["config"])
     model = build_network(config["alphabet"], config["max_length"], config["head"], tuple(config["channels"]),
                           (config["input_height"], config["input_width"]), config.get("ctc_stride", 8),
-                          tuple(config.get("residual_blocks", (0, 0))), config.get("context", 128))
+                          tuple(config.get("residual_blocks", (0, 0))))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, config
@@ -413,7 +407,7 @@ def train_reader(
     config = {"alphabet": dataset.alphabet, "max_length": dataset.max_length, "head": params.head,
               "channels": list(params.channels), "input_height": params.input_size[0],
               "input_width": params.input_size[1], "ctc_stride": params.ctc_stride,
-              "residual_blocks": list(params.residual_blocks), "context": params.context}
+              "residual_blocks": list(params.residual_blocks)}
     tags = {TRAINING_KEY_TAG: key, DATASET_TAG: dataset.fingerprint, MODEL_TAG: spec.registered_name,
             "mlflow.runName": f"{spec.key}-{key[:8]}", **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {})}
     if existing is None or not resumable:
@@ -460,7 +454,7 @@ def trainable_network(params: ReaderParams, alphabet: str, max_length: int, devi
     import torch
 
     model = build_network(alphabet, max_length, params.head, params.channels, params.input_size,
-                          params.ctc_stride, params.residual_blocks, params.context).to(device, memory_format=torch.channels_last)
+                          params.ctc_stride, params.residual_blocks).to(device, memory_format=torch.channels_last)
     return model, torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 

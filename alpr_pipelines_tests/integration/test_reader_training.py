@@ -166,36 +166,3 @@ def test_the_bottom_lines_blank_starts_biased_so_one_line_plates_read_in_the_top
     probs = net(torch.rand(4, 1, 32, 128)).softmax(-1)
     top, bottom = float(probs[:, :32, 0].mean()), float(probs[:, 32:, 0].mean())
     assert bottom > 0.5 > top  # an untrained reader's bottom line is mostly blank, its top line not
-
-
-def test_the_ctc_heads_width_sizes_its_projection_and_gru_and_checkpoints_name_it(crops, tmp_path):
-    """``context``: the CTC head's features per column (the projection's output, both GRU directions together).
-    Checkpoints name it, one without it loads at the width of then (128), and a reader at 128 keeps the training
-    key it had before the width was a setting."""
-    import hashlib
-    import json
-    from dataclasses import asdict, replace
-
-    import torch
-
-    from alpr_pipelines.lib.reader_model import build_network
-
-    net = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), 4, (0, 0), 64).eval()
-    assert net.project.out_channels == 64 and net.context.hidden_size == 32 and net.context.bidirectional
-    assert net(torch.zeros(2, 1, 32, 128)).shape == (2, 64, 11)
-    config = {"alphabet": "0123456789", "max_length": 10, "head": "ctc", "channels": [4, 8, 8, 8],
-              "input_height": 32, "input_width": 128, "ctc_stride": 4, "residual_blocks": [0, 0]}
-    torch.save({"model": net.state_dict(), "config": json.dumps({**config, "context": 64})}, tmp_path / "a.pt")
-    assert load_reader_checkpoint(tmp_path / "a.pt")[0].project.out_channels == 64
-    before = build_network("0123456789", 10, "ctc", (4, 8, 8, 8), (32, 128), 4, (0, 0)).eval()
-    torch.save({"model": before.state_dict(), "config": json.dumps(config)}, tmp_path / "b.pt")
-    assert load_reader_checkpoint(tmp_path / "b.pt")[0].project.out_channels == 128
-    for bad in (63, 8, 2048):
-        with pytest.raises(TrainingError, match="context must be an even width between 16 and 1024"):
-            ReaderParams(context=bad).validate()
-    at_128 = replace(TINY, context=128)
-    assert reader_training_key(OCR, crops, at_128) != reader_training_key(OCR, crops, replace(TINY, context=256))
-    then = {k: v for k, v in asdict(at_128).items() if k not in ("threads", "device", "context")}
-    blob = json.dumps({"model": OCR.key, "data": crops.fingerprint, "params": {**then, "blocks_start": "identity"}},
-                      sort_keys=True)
-    assert reader_training_key(OCR, crops, at_128) == hashlib.sha256(blob.encode()).hexdigest()[:20]

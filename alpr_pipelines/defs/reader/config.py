@@ -52,8 +52,6 @@ class ReaderTrainConfig(dg.Config):
     residual_blocks: list[int] = Field(
         default_factory=lambda: list(_DEFAULTS.residual_blocks),
         description="Residual blocks after the third and after the fourth convolution stage (0-4 each)")
-    context: int = Field(default=_DEFAULTS.context, description="The CTC head's features per column: its projection "
-                         "and its bidirectional GRU, both directions together (even, 16-1024)")
     precision: Literal["auto", "fp32"] = Field(
         default=_DEFAULTS.precision, description="auto: bfloat16 autocast on a CPU that computes bfloat16 "
         "natively (AMX, AVX512-BF16), else float32; fp32: float32 everywhere")
@@ -76,5 +74,4 @@ class ReaderTrainConfig(dg.Config):
                             channels=(c1, c2, c3, c4), input_size=(height, width), seed=self.seed,
                             augment=self.augment, threads=self.threads, device=self.device,
                             ctc_stride=self.ctc_stride, precision=self.precision,
-                            residual_blocks=(self.residual_blocks[0], self.residual_blocks[1]),
-                            context=self.context)
+                            residual_blocks=(self.residual_blocks[0], self.residual_blocks[1]))
