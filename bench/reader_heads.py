@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -71,56 +72,60 @@ def main() -> int:
     from alpr_pipelines.lib.recipes import READER_DATA, READER_RECIPE
 
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-heads-"))
-    if args.quick:
-        train, val, golden_spec = 48, 8, GoldenSpec(scenes=2, width=256, height=160, plates=24, shift_plates=24)
-        base = dataclasses.replace(READER_RECIPE, epochs=1, channels=(4, 8, 8, 8))
-        root = work
-    else:
-        train, val, golden_spec = READER_DATA.train_plates, READER_DATA.val_plates, GoldenSpec()
-        base = READER_RECIPE
-        root = cache_dir() / "reader"
-    if args.epochs:
-        base = dataclasses.replace(base, epochs=args.epochs)
-    for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed"):
-        if getattr(args, name) is not None:
-            value = getattr(args, name)
-            base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
-    if args.train_plates:
-        train = args.train_plates
-    data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val,
-                                                                  top_lines=not args.no_top_lines))
-    golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
-    # The golden crops again with their top lines (the same stream and bytes; the golden set itself is written
-    # without them), so the scores by kind know which plates have two lines.
-    golden_lines = write_synthetic_reader_dataset(root / "golden-lines", golden_spec.seed, 0, golden_spec.plates,
+    try:
+        if args.quick:
+            train, val, golden_spec = 48, 8, GoldenSpec(scenes=2, width=256, height=160, plates=24, shift_plates=24)
+            base = dataclasses.replace(READER_RECIPE, epochs=1, channels=(4, 8, 8, 8))
+            root = work
+        else:
+            train, val, golden_spec = READER_DATA.train_plates, READER_DATA.val_plates, GoldenSpec()
+            base = READER_RECIPE
+            root = cache_dir() / "reader"
+        if args.epochs:
+            base = dataclasses.replace(base, epochs=args.epochs)
+        for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed"):
+            if getattr(args, name) is not None:
+                value = getattr(args, name)
+                base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
+        if args.train_plates:
+            train = args.train_plates
+        data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val,
+                                                                      top_lines=not args.no_top_lines))
+        golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
+        # The golden crops again with their top lines (the same stream and bytes; the golden set itself is written
+        # without them), so the scores by kind know which plates have two lines.
+        golden_lines = write_synthetic_reader_dataset(root / "golden-lines", golden_spec.seed, 0, golden_spec.plates,
+                                                      ("golden", "golden"))
+        more = None
+        if args.more_crops:
+            more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops,
                                                   ("golden", "golden"))
-    more = None
-    if args.more_crops:
-        more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops, ("golden", "golden"))
-    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
-    rows = []
-    for head in args.heads:
-        params = dataclasses.replace(base, head=head)
-        started = time.perf_counter()
-        result = train_reader(OCR, data, params, client, "heads", work / "train")
-        seconds = time.perf_counter() - started
-        onnx = export_reader_onnx(result.best_pt, work / head)
-        scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench", shift_root=golden.shift_yaml)
-        curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
-        rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
-                     "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
-                     "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
-                     "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
-                     "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
-                     "file_mb": scores.file_size_mb})
-        rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden"))
-        if more is not None:
-            rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
-        print(rows[-1], file=sys.stderr, flush=True)  # progress; the JSON report goes to stdout
-    write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
-                "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
-                "top_lines": not args.no_top_lines,
-                "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
+        client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+        rows = []
+        for head in args.heads:
+            params = dataclasses.replace(base, head=head)
+            started = time.perf_counter()
+            result = train_reader(OCR, data, params, client, "heads", work / "train")
+            seconds = time.perf_counter() - started
+            onnx = export_reader_onnx(result.best_pt, work / head)
+            scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench", shift_root=golden.shift_yaml)
+            curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
+            rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
+                         "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
+                         "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
+                         "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
+                         "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
+                         "file_mb": scores.file_size_mb})
+            rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden"))
+            if more is not None:
+                rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
+            print(rows[-1], file=sys.stderr, flush=True)  # progress; the JSON report goes to stdout
+        write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
+                    "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
+                    "top_lines": not args.no_top_lines,
+                    "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the crops, runs and exports of this run
     return 0
 
 
