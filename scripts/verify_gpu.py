@@ -51,6 +51,8 @@ def reader_training(work: Path, device: str, epochs: int) -> dict:
     data = validate_reader_dataset(write_synthetic_reader_dataset(work / "reader-data", 0, 128, 32))
     client = MlflowClient(f"sqlite:///{work / 'reader-mlflow.db'}")
     params = ReaderParams(epochs=epochs, batch=32, device=device)
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()  # the detector's check ran first: count the reader's training alone
     result = train_reader(OCR, data, params, client, "gpu-check", work / "reader-train")
     precision = client.get_run(result.run_id).data.tags.get(PRECISION_TAG)
     if device != "cpu":  # CUDA trains without the CPU's bfloat16 autocast, and must have used the device

@@ -42,7 +42,7 @@ def test_verify_gpu_script_passes_on_a_gpu(tmp_path):
 
 def test_the_gpu_checks_reader_training_runs_its_whole_path_on_the_cpu(tmp_path):
     """The reader check of `make gpu-check` trains, exports and compares as it does on CUDA ("0"): run here on the
-    CPU so a GPU session finds it working; on CUDA it also asserts the run trained in float32."""
+    CPU so a GPU session finds it working; on CUDA it also asserts the run trained in float32 on the device."""
     import importlib.util
 
     from alpr_pipelines.lib.reader_model import cpu_trains_bf16
