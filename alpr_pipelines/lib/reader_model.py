@@ -1,7 +1,7 @@
 """The plate reader: a small PyTorch recognizer trained from scratch (on the CPU, or a CUDA device when there is one),
 one MLflow run per training, and its ONNX export with a blocking parity check.
 
-The network is a compact CNN over a 48x128 grey crop (four stages, with a residual block after each of the last
+The network is a compact CNN over a 48x192 grey crop (four stages, with a residual block after each of the last
 two) with one of three heads (``edge.reader`` decodes them all): ``ctc`` (the default), one prediction per column and
 text line through a bidirectional GRU, with CTC loss, so a two-line plate reads top line first; ``slots``, one
 classifier per character position over the whole feature map (as fast-plate-ocr does); ``attn``, one learned query per
@@ -80,7 +80,7 @@ class ReaderParams:
     weight_decay: float = 1e-4
     head: str = "ctc"
     channels: tuple[int, int, int, int] = (16, 32, 64, 96)
-    input_size: tuple[int, int] = (48, 128)  # height, width; both multiples of 16 (48 high since 2026-12-06)
+    input_size: tuple[int, int] = (48, 192)  # height, width; multiples of 16 (48x192 since 2026-12-06, docs/decisions.md)
     seed: int = 0
     augment: bool = True
     threads: int = 0  # 0: every core this process may use
