@@ -37,7 +37,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
-## bench: every figure of docs/benchmarks.md beside its baseline (medians, ratios; ~40 min); bench-quick: smoke run
+## bench: every figure of docs/benchmarks.md beside its baseline (medians, ratios; about 2 hours on 2 cores, the reader's training included); bench-quick: smoke run
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 bench-quick: $(STAMP)

@@ -6,11 +6,11 @@ feature map, as fast-plate-ocr does), ``attn`` (one learned query per position a
 classifier) and ``ctc`` (a prediction per column and text line through a bidirectional GRU, CTC loss, with an
 auxiliary per-position loss in training).
 
-    .venv/bin/python bench/reader_heads.py                  # recipe's data and epochs (15-30 min a head, 2 cores)
+    .venv/bin/python bench/reader_heads.py                  # recipe's data and epochs (25-45 min a head, 2 cores)
     .venv/bin/python bench/reader_heads.py --heads ctc slots --epochs 6
     .venv/bin/python bench/reader_heads.py --heads ctc --ctc-stride 8   # the recipe with a CTC step per 8 columns
     .venv/bin/python bench/reader_heads.py --heads ctc --precision fp32  # the recipe in float32 throughout
-    .venv/bin/python bench/reader_heads.py --heads ctc --epochs 10 --input-size 48 192   # a larger input
+    .venv/bin/python bench/reader_heads.py --heads ctc --epochs 10 --input-size 48 128   # the previous recipe's input
     .venv/bin/python bench/reader_heads.py --heads ctc --more-crops 3000   # also scored on 3,000 more crops of the
                                                                           # golden purpose (another seed)
     .venv/bin/python bench/reader_heads.py --heads ctc --seed 1          # other starting weights

@@ -57,7 +57,7 @@ def test_plate_recipe_on_a_tiny_budget_beats_the_location_prior(mlflow_client, t
 @pytest.mark.slow
 @pytest.mark.timeout(5400)  # the suite's 10 minutes would cut the training short
 def test_the_default_recipe_meets_the_golden_thresholds(mlflow_server, tmp_path):
-    """The whole graph with the default synthetic recipe, as `make demo` runs it (about 45 minutes on 2 cores): both
+    """The whole graph with the default synthetic recipe, as `make demo` runs it (40 to 60 minutes on 2 cores): both
     detectors work on the golden set and its held-out shift split, and the default gate would promote all three
     models (the reader's issue-18 target is the test below)."""
     import dagster as dg
