@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 import tempfile
 import time
@@ -71,8 +70,8 @@ def main() -> int:
     from alpr_pipelines.lib.reader_model import PRECISION_TAG, export_reader_onnx, train_reader
     from alpr_pipelines.lib.recipes import READER_DATA, READER_RECIPE
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-heads-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="alpr-bench-heads-") as tmp:  # its crops, runs and exports; removed on failure too
+        work = Path(tmp)
         if args.quick:
             train, val, golden_spec = 48, 8, GoldenSpec(scenes=2, width=256, height=160, plates=24, shift_plates=24)
             base = dataclasses.replace(READER_RECIPE, epochs=1, channels=(4, 8, 8, 8))
@@ -124,8 +123,6 @@ def main() -> int:
                     "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
                     "top_lines": not args.no_top_lines,
                     "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # the crops, runs and exports of this run
     return 0
 
 
