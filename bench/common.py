@@ -7,11 +7,13 @@ Importing it also sets up what every script needs before Ultralytics is imported
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 for _name, _value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "false"), ("YOLO_VERBOSE", "false")):
     os.environ.setdefault(_name, _value)
+
+
+def work_folder(prefix: str) -> Path:
+    """A new temporary folder for this run's files (crops, exports, clips, servers' stores), removed when the script
+    exits, on a failure too (not when it is killed)."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)
+    atexit.register(folder.cleanup)
+    return Path(folder.name)
 
 
 def free_port() -> int:

@@ -26,7 +26,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 # common first: offline Ultralytics and the repository on sys.path, before Ultralytics loads
-from common import int_matmul_isa, machine, paired, write_json
+from common import int_matmul_isa, machine, paired, work_folder, write_json
 from trained_models import serving_imgsz
 
 
@@ -133,7 +132,7 @@ def main() -> int:
     from alpr_pipelines.lib.synth import write_sample_clip
 
     torch.set_num_threads(threads)  # Ultralytics' pre/postprocessing runs in torch
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-edge-"))
+    work = work_folder("alpr-bench-edge-")  # removed at exit
     if args.quick:
         weights = {"vehicle": untrained_weights(4, work), "plate": untrained_weights(1, work)}
         golden: dict[str, Path] = {}

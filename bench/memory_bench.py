@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, machine, write_json  # sets offline Ultralytics, puts the repo on sys.path
+from common import ROOT, machine, work_folder, write_json  # sets offline Ultralytics, puts the repo on sys.path
 from trained_models import serving_imgsz
 
 EDGE_LIMIT_MB = 600
@@ -137,7 +137,7 @@ def main() -> int:
     from alpr_pipelines.lib.models import DETECTOR_SPECS
     from alpr_pipelines.lib.synth import write_sample_clip
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-memory-"))
+    work = work_folder("alpr-bench-memory-")  # removed at exit
     sizes = {"vehicle": 320, "plate": 128} if args.quick else {k: serving_imgsz(k) for k in ("vehicle", "plate")}
     if args.quick:
         from edge_bench import untrained_weights

@@ -19,13 +19,12 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import common  # noqa: F401 - first: offline Ultralytics, the repository on sys.path
 import numpy as np
-from common import machine, paired, write_json
+from common import machine, paired, work_folder, write_json
 
 BATCH = 8  # plates read together: what a busy frame holds
 
@@ -62,7 +61,7 @@ def main() -> int:
     from alpr_pipelines.lib.reader_eval import golden_crops, read_in_batches, text_scores
     from alpr_pipelines.lib.synth import write_sample_clip
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-reader-"))
+    work = work_folder("alpr-bench-reader-")  # removed at exit
     if args.quick:
         reader_paths = quick_reader(work)
     elif args.reader_onnx:

@@ -16,6 +16,10 @@ auxiliary per-position loss in training).
     .venv/bin/python bench/reader_heads.py --heads ctc --seed 1          # other starting weights
     .venv/bin/python bench/reader_heads.py --heads ctc --no-top-lines    # the loss over the whole sequence
     .venv/bin/python bench/reader_heads.py --heads ctc --residual-blocks 0 0   # without the residual blocks
+    .venv/bin/python bench/reader_heads.py --heads ctc --train-plates 72000 --time-budget 300   # a GPU's budget:
+                                        # as many epochs as 300 s of training allow, timed here first
+    .venv/bin/python bench/reader_heads.py --train-plates 72000 --data-only   # write the crops, then stop (several
+                                        # trainings can then share them)
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -31,6 +36,7 @@ from pathlib import Path
 import common  # noqa: F401 - first: the repository on sys.path
 from common import machine, write_json
 
+CALIBRATION_CROPS = 8192  # crops of the two epochs --time-budget starts with (the second is timed)
 MORE_CROPS_SEED = 777  # the golden purpose under another seed than the golden set's (lib.golden.GoldenSpec)
 
 
@@ -56,9 +62,22 @@ def main() -> int:
     parser.add_argument("--more-crops", type=int, default=0, help="also score on this many more crops of the golden "
                         "stream (another seed): two trainings of one recipe differ by a few points on the 600 golden "
                         "crops alone")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="instead of --epochs: as many epochs "
+                        "as SECONDS of training allow, from the crops a second of a short timed training here "
+                        "(CALIBRATION_CROPS crops, the second of two epochs)")
+    parser.add_argument("--threads", type=int, help="CPU threads a training uses (recipe: every core); for trainings "
+                        "run side by side")
+    parser.add_argument("--data-only", action="store_true", help="write the training crops, the golden sets and the "
+                        "more crops, then stop: trainings started side by side afterwards share them")
+    parser.add_argument("--keep-onnx", type=Path, metavar="DIR", help="copy each head's ONNX file here "
+                        "(<head>.onnx); the work folder is removed")
     args = parser.parse_args()
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
+    if args.time_budget is not None and (args.epochs or not args.time_budget > 0):
+        parser.error("--time-budget takes a positive number of seconds, and replaces --epochs")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be 1 or more, got {args.threads}")
 
     from mlflow import MlflowClient
     from trained_models import cache_dir
@@ -82,14 +101,14 @@ def main() -> int:
             root = cache_dir() / "reader"
         if args.epochs:
             base = dataclasses.replace(base, epochs=args.epochs)
-        for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed"):
+        for name in ("ctc_stride", "precision", "batch", "lr", "input_size", "channels", "residual_blocks", "seed",
+                     "threads"):
             if getattr(args, name) is not None:
                 value = getattr(args, name)
                 base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
         if args.train_plates:
             train = args.train_plates
-        data = validate_reader_dataset(write_synthetic_reader_dataset(root / "data", 0, train, val,
-                                                                      top_lines=not args.no_top_lines))
+        data_root = write_synthetic_reader_dataset(root / "data", 0, train, val, top_lines=not args.no_top_lines)
         golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
         # The golden crops again with their top lines (the same stream and bytes; the golden set itself is written
         # without them), so the scores by kind know which plates have two lines.
@@ -99,10 +118,17 @@ def main() -> int:
         if args.more_crops:
             more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops,
                                                   ("golden", "golden"))
+        if args.data_only:
+            print(f"crops written under {root}; golden sets under {cache_dir() / 'golden'}", file=sys.stderr)
+            return 0
+        data = validate_reader_dataset(data_root)
         client = MlflowClient(f"sqlite:///{work}/mlflow.db")
         rows = []
         for head in args.heads:
             params = dataclasses.replace(base, head=head)
+            if args.time_budget is not None:
+                params = dataclasses.replace(params, epochs=epochs_within(args.time_budget, data, params, client,
+                                                                          work / f"calibrate-{head}"))
             started = time.perf_counter()
             result = train_reader(OCR, data, params, client, "heads", work / "train")
             seconds = time.perf_counter() - started
@@ -115,6 +141,11 @@ def main() -> int:
                          "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
                          "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
                          "file_mb": scores.file_size_mb})
+            if args.time_budget is not None:
+                rows[-1]["time_budget_seconds"] = args.time_budget
+            if args.keep_onnx:
+                args.keep_onnx.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(str(onnx.path), args.keep_onnx / f"{head}.onnx")
             rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden"))
             if more is not None:
                 rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
@@ -124,6 +155,26 @@ def main() -> int:
                     "top_lines": not args.no_top_lines,
                     "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
     return 0
+
+
+def epochs_within(seconds: float, data, params, client, work: Path) -> int:
+    """How many epochs of ``data`` ``params`` trains in ``seconds`` here, at least one. Two epochs on
+    CALIBRATION_CROPS of its crops are trained and the second is timed (between the two epochs' logged metrics), so
+    the device's warm-up is left out; its validation and checkpoints count, so the estimate errs short."""
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_model import train_reader
+
+    train = data.splits["train"]
+    part = dataclasses.replace(data, splits={**data.splits, "train": train[:CALIBRATION_CROPS]},
+                               fingerprint=f"{data.fingerprint}-calibration")
+    result = train_reader(OCR, part, dataclasses.replace(params, epochs=2), client, "calibration", work)
+    stamps = sorted(m.timestamp for m in client.get_metric_history(result.run_id, "loss"))
+    epoch_seconds = max((stamps[-1] - stamps[0]) / 1000, 1e-3)  # milliseconds between the two epochs' ends
+    rate = len(part.splits["train"]) / epoch_seconds
+    epochs = max(1, int(seconds * rate / len(train)))
+    print(f"{rate:.0f} crops/s here: {epochs} epochs of {len(train)} crops in {seconds:.0f} s", file=sys.stderr,
+          flush=True)
+    return epochs
 
 
 def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, float | int]:

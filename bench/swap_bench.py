@@ -33,13 +33,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import cpu_stalls, free_port, machine, write_json  # first: offline Ultralytics, the repository on sys.path
+from common import cpu_stalls, free_port, machine, work_folder, write_json  # first: offline YOLO, the repo on sys.path
 
 SWAP_WINDOW_AFTER_S = 2.0
 # The edge's frames at SCHED_FIFO (edge.swap.priority), as a box that must not stall a camera runs them (docs/deploy.md).
@@ -220,7 +219,7 @@ def main() -> int:
     from alpr_pipelines.settings import load_settings
     from alpr_pipelines.stack import registry_cache
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-swap-"))
+    work = work_folder("alpr-bench-swap-")  # removed at exit
     env = {**os.environ, "ALPR_HOME": str(work / "home"), "ALPR_MLFLOW_PORT": str(free_port())}
     env.pop("MLFLOW_TRACKING_URI", None)
     settings = load_settings(env)

@@ -14,13 +14,12 @@ piece a frame waits longest for.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_json  # first: offline Ultralytics and the repository on sys.path
+from common import machine, work_folder, write_json  # first: offline Ultralytics and the repository on sys.path
 from trained_models import serving_imgsz
 
 
@@ -39,7 +38,7 @@ def main() -> int:
     from alpr_pipelines.lib.exports import export_onnx
     from alpr_pipelines.lib.synth import write_sample_clip
 
-    work = Path(tempfile.mkdtemp(prefix="alpr-bench-turns-"))
+    work = work_folder("alpr-bench-turns-")  # removed at exit
     # The sizes the recipe trains and the edge serves at (vehicles, plates).
     sizes = {"vehicle": 320, "plate": 128} if args.quick else {k: serving_imgsz(k) for k in ("vehicle", "plate")}
     imgsz = sizes["vehicle"]

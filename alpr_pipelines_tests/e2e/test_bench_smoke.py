@@ -1,17 +1,24 @@
 """The quick benchmark variants run in CI to keep the benchmarks working; they assert nothing about time."""
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_quick(script: str, *extra: str, timeout: int = 600) -> dict:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *extra], capture_output=True,
-                         text=True, timeout=timeout, cwd=ROOT)
+    """The script's --quick run, its JSON result; its temporary files go to a folder of their own, which must hold
+    none of the script's work folders (``alpr-*``) afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *extra], capture_output=True,
+                             text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "TMPDIR": tmp})
+        left = sorted(p.name for p in Path(tmp).glob("alpr-*"))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not left, f"{script} left its work folders behind: {left}"
     result = json.loads(out.stdout[out.stdout.index("\n{") + 1:] if not out.stdout.startswith("{") else out.stdout)
     for figure in result["figures"]:
         assert {"id", "name", "ours", "ours_text", "baseline_text", "target", "met", "limits"} <= set(figure)
@@ -118,3 +125,14 @@ def test_reader_heads_bench_quick_scores_the_more_crops_overall_and_by_kind():
     assert ("more_other_exact_match" in row) == (row["more_russian_crops"] + row["more_two_line_crops"] < 24)
     assert row["golden_crops"] == 24 and 0.0 <= row["golden_exact_match"] <= 1.0
     assert result["recipe"]["residual_blocks"] == [1, 1]  # the recipe's
+
+
+def test_reader_heads_bench_quick_trains_for_a_time_budget_and_keeps_the_onnx(tmp_path):
+    result = run_quick("reader_heads.py", "--heads", "ctc", "--time-budget", "3", "--threads", "1",
+                       "--keep-onnx", str(tmp_path / "kept"))
+    (row,) = result["heads"]
+    assert row["time_budget_seconds"] == 3 and row["epochs"] >= 1 and result["recipe"]["threads"] == 1
+    assert (tmp_path / "kept" / "ctc.onnx").stat().st_size > 0
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "reader_heads.py"), "--quick", "--time-budget", "3",
+                          "--epochs", "2"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "replaces --epochs" in out.stderr

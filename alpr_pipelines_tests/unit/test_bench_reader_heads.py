@@ -36,3 +36,32 @@ def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monke
     assert out["more_two_line_exact_match"] == 0.5
     assert out["more_other_exact_match"] == 2 / 3
     assert out["more_exact_match"] == 4 / 7
+
+
+def test_a_time_budget_buys_the_epochs_the_timed_second_epoch_says_fit(monkeypatch, tmp_path):
+    """--time-budget: two epochs on CALIBRATION_CROPS crops, the second timed between the epochs' logged metrics (the
+    first carries the device's warm-up), then as many epochs of all the crops as the budget holds, at least one."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import reader_heads
+
+    from alpr_pipelines.lib import reader_model
+    from alpr_pipelines.lib.reader_data import ReaderDataset, Sample
+    from alpr_pipelines.lib.reader_model import ReaderParams
+
+    crops = [Sample(tmp_path / f"{i}.png", "AB1", "") for i in range(3 * reader_heads.CALIBRATION_CROPS)]
+    data = ReaderDataset(tmp_path, "AB1", 8, {"train": crops, "val": crops[:4]}, "fp")
+    trained = []
+
+    def train_reader(spec, dataset, params, client, experiment, work):
+        trained.append((len(dataset.splits["train"]), params.epochs, dataset.fingerprint))
+        return SimpleNamespace(run_id="run")
+
+    # The first epoch ended 30 s after the start (warm-up), the second 2 s after the first.
+    client = SimpleNamespace(get_metric_history=lambda run_id, key: [SimpleNamespace(timestamp=32_000),
+                                                                     SimpleNamespace(timestamp=30_000)])
+    monkeypatch.setattr(reader_model, "train_reader", train_reader)
+    rate = reader_heads.CALIBRATION_CROPS / 2  # crops a second in the timed epoch
+    epochs = reader_heads.epochs_within(600, data, ReaderParams(), client, tmp_path)
+    assert trained == [(reader_heads.CALIBRATION_CROPS, 2, "fp-calibration")]  # not the training's own fingerprint
+    assert epochs == int(600 * rate / len(crops))
+    assert reader_heads.epochs_within(1, data, ReaderParams(), client, tmp_path) == 1  # at least one
