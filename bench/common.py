@@ -11,6 +11,7 @@ import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,11 +26,27 @@ for _name, _value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "false"), ("YO
 
 
 def work_folder(prefix: str) -> Path:
-    """A new temporary folder for this run's files (crops, exports, clips, servers' stores), removed when the script
-    exits, on a failure too (not when it is killed)."""
-    folder = tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)
-    atexit.register(folder.cleanup)
-    return Path(folder.name)
+    """A new temporary folder for this run's files (crops, exports, clips, servers' stores and logs). Removed when the
+    script exits, unless it ends on an uncaught exception: then it is kept, and its path printed, because the error
+    may point to a log in it. A file that cannot be removed is named, not fatal."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    failed: list[bool] = []
+    report = sys.excepthook
+
+    def note_failure(*exc_info: Any) -> None:
+        failed.append(True)
+        report(*exc_info)
+
+    def remove_or_keep() -> None:
+        if failed:
+            print(f"kept {folder}: the run failed, and its logs are there", file=sys.stderr)
+            return
+        shutil.rmtree(folder, onerror=lambda _fn, path, exc: print(f"could not remove {path}: {exc[1]}",
+                                                                      file=sys.stderr))
+
+    sys.excepthook = note_failure
+    atexit.register(remove_or_keep)
+    return folder
 
 
 def free_port() -> int:

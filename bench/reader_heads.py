@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import common  # noqa: F401 - first: the repository on sys.path
 from common import machine, write_json
@@ -63,8 +65,9 @@ def main() -> int:
                         "stream (another seed): two trainings of one recipe differ by a few points on the 600 golden "
                         "crops alone")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="instead of --epochs: as many epochs "
-                        "as SECONDS of training allow, from the crops a second of a short timed training here "
-                        "(CALIBRATION_CROPS crops, the second of two epochs)")
+                        "as SECONDS of training allow, from the crops a second of a short timed training here (the "
+                        f"second of two epochs on {CALIBRATION_CROPS} crops); loading, the calibration, export and "
+                        "scoring come on top")
     parser.add_argument("--threads", type=int, help="CPU threads a training uses (recipe: every core); for trainings "
                         "run side by side")
     parser.add_argument("--data-only", action="store_true", help="write the training crops, the golden sets and the "
@@ -74,10 +77,17 @@ def main() -> int:
     args = parser.parse_args()
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
-    if args.time_budget is not None and (args.epochs or not args.time_budget > 0):
-        parser.error("--time-budget takes a positive number of seconds, and replaces --epochs")
+    if args.time_budget is not None and args.epochs is not None:
+        parser.error("--time-budget chooses the epochs: give it or --epochs, not both")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        parser.error(f"--time-budget must be a positive number of seconds, got {args.time_budget}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be 1 or more, got {args.epochs}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be 1 or more, got {args.threads}")
+    if args.data_only and args.quick:
+        parser.error("--data-only keeps the crops for later runs, and --quick writes them to a folder removed at "
+                     "its end: give one of them")
 
     from mlflow import MlflowClient
     from trained_models import cache_dir
@@ -119,16 +129,18 @@ def main() -> int:
             more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops,
                                                   ("golden", "golden"))
         if args.data_only:
-            print(f"crops written under {root}; golden sets under {cache_dir() / 'golden'}", file=sys.stderr)
+            written = [data_root, golden.data_yaml, golden.shift_yaml, golden_lines, *([more] if more else [])]
+            print("written:\n" + "\n".join(f"  {path}" for path in written), file=sys.stderr)
             return 0
         data = validate_reader_dataset(data_root)
         client = MlflowClient(f"sqlite:///{work}/mlflow.db")
         rows = []
         for head in args.heads:
             params = dataclasses.replace(base, head=head)
+            rate = None
             if args.time_budget is not None:
-                params = dataclasses.replace(params, epochs=epochs_within(args.time_budget, data, params, client,
-                                                                          work / f"calibrate-{head}"))
+                epochs, rate = epochs_within(args.time_budget, data, params, client, work / f"calibrate-{head}")
+                params = dataclasses.replace(params, epochs=epochs)
             started = time.perf_counter()
             result = train_reader(OCR, data, params, client, "heads", work / "train")
             seconds = time.perf_counter() - started
@@ -141,8 +153,8 @@ def main() -> int:
                          "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
                          "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
                          "file_mb": scores.file_size_mb})
-            if args.time_budget is not None:
-                rows[-1]["time_budget_seconds"] = args.time_budget
+            if rate is not None:
+                rows[-1].update(time_budget_seconds=args.time_budget, calibration_crops_per_second=round(rate, 1))
             if args.keep_onnx:
                 args.keep_onnx.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(str(onnx.path), args.keep_onnx / f"{head}.onnx")
@@ -157,24 +169,27 @@ def main() -> int:
     return 0
 
 
-def epochs_within(seconds: float, data, params, client, work: Path) -> int:
-    """How many epochs of ``data`` ``params`` trains in ``seconds`` here, at least one. Two epochs on
-    CALIBRATION_CROPS of its crops are trained and the second is timed (between the two epochs' logged metrics), so
-    the device's warm-up is left out; its validation and checkpoints count, so the estimate errs short."""
+def epochs_within(seconds: float, data: Any, params: Any, client: Any, work: Path) -> tuple[int, float]:
+    """How many epochs of ``data`` ``params`` trains in ``seconds`` here (at least one), and the crops a second that
+    says so. Two epochs on CALIBRATION_CROPS of its crops are trained and the second is timed, so the device's
+    warm-up is left out; an epoch's validation and checkpoints count, so per epoch the estimate errs short. Loading
+    the crops, this calibration, export and scoring come on top of ``seconds``."""
     from alpr_pipelines.lib.models import OCR
     from alpr_pipelines.lib.reader_model import train_reader
 
     train = data.splits["train"]
     part = dataclasses.replace(data, splits={**data.splits, "train": train[:CALIBRATION_CROPS]},
                                fingerprint=f"{data.fingerprint}-calibration")
-    result = train_reader(OCR, part, dataclasses.replace(params, epochs=2), client, "calibration", work)
-    stamps = sorted(m.timestamp for m in client.get_metric_history(result.run_id, "loss"))
-    epoch_seconds = max((stamps[-1] - stamps[0]) / 1000, 1e-3)  # milliseconds between the two epochs' ends
-    rate = len(part.splits["train"]) / epoch_seconds
+    ended: list[float] = []
+    train_reader(OCR, part, dataclasses.replace(params, epochs=2), client, "calibration", work,
+                 on_epoch=lambda _metrics: ended.append(time.perf_counter()))
+    if len(ended) != 2 or not ended[1] > ended[0]:
+        raise RuntimeError(f"the calibration's two epochs were not timed (epoch ends at {ended}); train with --epochs")
+    rate = len(part.splits["train"]) / (ended[1] - ended[0])
     epochs = max(1, int(seconds * rate / len(train)))
     print(f"{rate:.0f} crops/s here: {epochs} epochs of {len(train)} crops in {seconds:.0f} s", file=sys.stderr,
           flush=True)
-    return epochs
+    return epochs, rate
 
 
 def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, float | int]:

@@ -246,11 +246,11 @@ def main() -> int:
     # for slow swaps (they are what is measured), plus start-up.
     seconds = 30 + swaps * (interval * 2 + 10)
     clip = write_sample_clip(work / "clip.avi", frames=int(seconds * args.camera_fps), width=640, height=384)
-    stack.up(settings, only=["mlflow"])
     proc: subprocess.Popen | None = None
     cache = None
     cleanup = contextlib.ExitStack()
     try:
+        stack.up(settings, only=["mlflow"])  # inside: a server that starts and then fails its checks is stopped too
         edge_priority = cleanup.enter_context(box_priority())
         # The edge polls through the registry cache in front of MLflow, as a fleet's boxes do (production profile,
         # compose stack); without nginx, or with --direct, it polls MLflow itself.

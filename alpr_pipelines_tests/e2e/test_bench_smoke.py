@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_quick(script: str, *extra: str, timeout: int = 600) -> dict:
     """The script's --quick run, its JSON result; its temporary files go to a folder of their own, which must hold
     none of the script's work folders (``alpr-*``) afterwards."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # a timed-out run's children may hold it
         out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *extra], capture_output=True,
                              text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "TMPDIR": tmp})
         left = sorted(p.name for p in Path(tmp).glob("alpr-*"))
@@ -131,8 +131,10 @@ def test_reader_heads_bench_quick_trains_for_a_time_budget_and_keeps_the_onnx(tm
     result = run_quick("reader_heads.py", "--heads", "ctc", "--time-budget", "3", "--threads", "1",
                        "--keep-onnx", str(tmp_path / "kept"))
     (row,) = result["heads"]
-    assert row["time_budget_seconds"] == 3 and row["epochs"] >= 1 and result["recipe"]["threads"] == 1
+    rate, crops = row["calibration_crops_per_second"], result["train_plates"]
+    assert rate > 0 and result["recipe"]["threads"] == 1
+    assert row["epochs"] == 1 or abs(row["epochs"] - 3 * rate / crops) <= 1  # the budget's epochs at the timed rate
     assert (tmp_path / "kept" / "ctc.onnx").stat().st_size > 0
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "reader_heads.py"), "--quick", "--time-budget", "3",
                           "--epochs", "2"], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert out.returncode == 2 and "replaces --epochs" in out.stderr
+    assert out.returncode == 2 and "give it or --epochs, not both" in out.stderr

@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 
 def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monkeypatch, tmp_path):
@@ -39,8 +40,9 @@ def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monke
 
 
 def test_a_time_budget_buys_the_epochs_the_timed_second_epoch_says_fit(monkeypatch, tmp_path):
-    """--time-budget: two epochs on CALIBRATION_CROPS crops, the second timed between the epochs' logged metrics (the
-    first carries the device's warm-up), then as many epochs of all the crops as the budget holds, at least one."""
+    """--time-budget: two epochs on CALIBRATION_CROPS crops (all of them where there are fewer), the second timed
+    (the first carries the device's warm-up), then as many epochs of all the crops as the budget holds, at least
+    one; an epoch that was not timed is an error, not a guess."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     import reader_heads
 
@@ -48,20 +50,35 @@ def test_a_time_budget_buys_the_epochs_the_timed_second_epoch_says_fit(monkeypat
     from alpr_pipelines.lib.reader_data import ReaderDataset, Sample
     from alpr_pipelines.lib.reader_model import ReaderParams
 
-    crops = [Sample(tmp_path / f"{i}.png", "AB1", "") for i in range(3 * reader_heads.CALIBRATION_CROPS)]
-    data = ReaderDataset(tmp_path, "AB1", 8, {"train": crops, "val": crops[:4]}, "fp")
-    trained = []
+    def dataset(n: int) -> ReaderDataset:
+        crops = [Sample(tmp_path / f"{i}.png", "AB1", "") for i in range(n)]
+        return ReaderDataset(tmp_path, "AB1", 8, {"train": crops, "val": crops[:4]}, "fp")
 
-    def train_reader(spec, dataset, params, client, experiment, work):
-        trained.append((len(dataset.splits["train"]), params.epochs, dataset.fingerprint))
-        return SimpleNamespace(run_id="run")
+    trained, ends = [], []
 
-    # The first epoch ended 30 s after the start (warm-up), the second 2 s after the first.
-    client = SimpleNamespace(get_metric_history=lambda run_id, key: [SimpleNamespace(timestamp=32_000),
-                                                                     SimpleNamespace(timestamp=30_000)])
+    def train_reader(spec, data, params, client, experiment, work, on_epoch=None):
+        trained.append((len(data.splits["train"]), params.epochs, data.fingerprint))
+        for _ in range(params.epochs):
+            on_epoch(SimpleNamespace(epoch=len(ends)))
+
+    def clock_at(*seconds):  # the first epoch ends 30 s in (warm-up), the second at the times given
+        ends[:] = list(seconds)
+        return lambda: ends.pop(0)
+
     monkeypatch.setattr(reader_model, "train_reader", train_reader)
-    rate = reader_heads.CALIBRATION_CROPS / 2  # crops a second in the timed epoch
-    epochs = reader_heads.epochs_within(600, data, ReaderParams(), client, tmp_path)
-    assert trained == [(reader_heads.CALIBRATION_CROPS, 2, "fp-calibration")]  # not the training's own fingerprint
-    assert epochs == int(600 * rate / len(crops))
-    assert reader_heads.epochs_within(1, data, ReaderParams(), client, tmp_path) == 1  # at least one
+    calibration = reader_heads.CALIBRATION_CROPS
+    monkeypatch.setattr(reader_heads.time, "perf_counter", clock_at(30.0, 32.0))
+    epochs, rate = reader_heads.epochs_within(600, dataset(3 * calibration), ReaderParams(), None, tmp_path)
+    assert trained == [(calibration, 2, "fp-calibration")]  # not the training's own fingerprint: not reused
+    assert rate == calibration / 2 and epochs == int(600 * rate / (3 * calibration))
+
+    monkeypatch.setattr(reader_heads.time, "perf_counter", clock_at(30.0, 32.0))
+    assert reader_heads.epochs_within(1, dataset(3 * calibration), ReaderParams(), None, tmp_path)[0] == 1
+
+    monkeypatch.setattr(reader_heads.time, "perf_counter", clock_at(30.0, 32.0))
+    epochs, rate = reader_heads.epochs_within(600, dataset(100), ReaderParams(), None, tmp_path)  # fewer crops
+    assert trained[-1][0] == 100 and rate == 50 and epochs == 300
+
+    monkeypatch.setattr(reader_heads.time, "perf_counter", clock_at(30.0, 30.0))
+    with pytest.raises(RuntimeError, match="not timed"):
+        reader_heads.epochs_within(600, dataset(100), ReaderParams(), None, tmp_path)
