@@ -74,7 +74,7 @@ class ReaderParams:
     """A reader training's knobs (the defaults are the recipe docs/decisions.md measured). ``channels``: the four
     stages' widths; ``augment``: random shifts, scale, blur, noise and contrast on the fly."""
 
-    epochs: int = 24
+    epochs: int = 12
     batch: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4

@@ -55,7 +55,7 @@ CPU_RECIPES: dict[str, TrainingParams] = {
 class ReaderData:
     """How many synthetic plate crops the reader's recipe trains and validates on."""
 
-    train_plates: int = 24000
+    train_plates: int = 48000
     val_plates: int = 600
 
 
