@@ -1,12 +1,15 @@
 """How much of the golden plate crops a person can read: the ceiling the reader's 0.95 target sits under.
 
-A person reads a random sample of the golden crops by eye, without their labels, from numbered contact sheets; the
-script scores those readings against the truth and, given a reader's ONNX file, the reader on the same crops
-(docs/decisions.md, "Plate reader"). A person types Latin look-alikes for the Cyrillic letters of Russian plates,
-so those count as the letter they look like; "?" marks a crop that cannot be read.
+A person reads a random sample of the golden crops by eye, without their labels, from numbered contact sheets (or,
+with ``--tiles``, each crop enlarged on its own); the script scores those readings against the truth and, given a
+reader's ONNX file, the reader on the same crops (docs/decisions.md, "Plate reader"). Several people's readings of
+one sample are scored side by side, with the crops any of them and all of them read. A person types Latin
+look-alikes for the Cyrillic letters of Russian plates, so those count as the letter they look like; "?" marks a
+crop that cannot be read.
 
     .venv/bin/python bench/reader_by_eye.py sheets /tmp/sheets            # sheet-0.png ... and readings.txt to fill
     .venv/bin/python bench/reader_by_eye.py score bench/reader_by_eye.readings.txt [--reader-onnx plate_reader.onnx]
+    .venv/bin/python bench/reader_by_eye.py score --count 600 bench/reader_by_eye.600-*.txt [--reader-onnx ...]
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ def golden_sample(count: int) -> tuple[list[np.ndarray], list[str], str]:
     return [crops[i] for i in pick], [truth[i] for i in pick], header
 
 
-def write_sheets(crops: list[np.ndarray], out: Path, header: str) -> None:
+def write_sheets(crops: list[np.ndarray], out: Path, header: str, tiles_too: bool = False) -> None:
     """Numbered contact sheets of the crops, each enlarged to fill its tile, and an empty readings file (never over
-    one that holds readings)."""
+    one that holds readings); with ``tiles_too`` also each numbered tile on its own, three times larger
+    (``tile-N.png``), for a reading crop by crop."""
     readings = out / "readings.txt"
     if readings.is_file() and any(line.split()[1:] for line in readings.read_text(encoding="utf-8").splitlines()
                                   if line.startswith("#") and not line.startswith("# ")):
@@ -60,6 +64,9 @@ def write_sheets(crops: list[np.ndarray], out: Path, header: str) -> None:
         tile[: big.shape[0], : big.shape[1]] = big
         cv2.putText(tile, f"#{n}", (3, TILE_H - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 0, 0), 2)
         tiles.append(tile)
+        if tiles_too:
+            cv2.imwrite(str(out / f"tile-{n}.png"), cv2.resize(tile, (3 * TILE_W, 3 * TILE_H),
+                                                               interpolation=cv2.INTER_LANCZOS4))
     blank = np.full((TILE_H, TILE_W, 3), 255, np.uint8)
     for sheet, start in enumerate(range(0, len(tiles), PER_SHEET)):
         page = tiles[start: start + PER_SHEET]
@@ -97,13 +104,35 @@ def read_as(reading: str, truth: str) -> bool:
     return reading == truth or reading.translate(LOOK_ALIKES) == truth
 
 
+def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: list[str] | None = None) -> dict:
+    """Each person's readings (by file) scored against ``truth``, and the crops any and all of them read; with the
+    reader's texts (``machine``), what it reads of those, which crops every person reads and it misses, and which it
+    reads and no person does."""
+    person = {name: [read_as(r, t) for r, t in zip(texts, truth, strict=True)] for name, texts in readings.items()}
+    anyone = [any(hits) for hits in zip(*person.values(), strict=True)]
+    everyone = [all(hits) for hits in zip(*person.values(), strict=True)]
+    result: dict[str, object] = {"crops": len(truth), "read_by_each": {name: sum(hits) for name, hits in person.items()},
+                                 "read_by_any": sum(anyone), "read_by_all": sum(everyone),
+                                 "unread_by_any": [t for t, ok in zip(truth, anyone, strict=True) if not ok]}
+    if machine is not None:
+        hit = [m == t for m, t in zip(machine, truth, strict=True)]
+        result.update({"read_by_reader": sum(hit),
+                       "reader_on_read_by_any": sum(a and b for a, b in zip(anyone, hit, strict=True)),
+                       "reader_on_read_by_all": sum(a and b for a, b in zip(everyone, hit, strict=True)),
+                       "missed_by_reader_only": [t for t, a, b in zip(truth, everyone, hit, strict=True)
+                                                 if a and not b],
+                       "read_by_reader_only": [t for t, a, b in zip(truth, anyone, hit, strict=True) if b and not a]})
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sheets = sub.add_parser("sheets", help="write the contact sheets and an empty readings file")
     sheets.add_argument("out", type=Path)
-    score = sub.add_parser("score", help="score a person's readings (and a reader) on the sample")
-    score.add_argument("readings", type=Path)
+    sheets.add_argument("--tiles", action="store_true", help="also each crop on its own, enlarged (tile-N.png)")
+    score = sub.add_parser("score", help="score people's readings (and a reader) on the sample")
+    score.add_argument("readings", type=Path, nargs="+", help="one file per person's reading of the sample")
     score.add_argument("--reader-onnx", type=Path, help="also read the sample with this plate reader")
     for p in (sheets, score):
         p.add_argument("--count", type=int, default=100, help="crops in the sample (default 100)")
@@ -111,22 +140,18 @@ def main() -> int:
 
     crops, truth, header = golden_sample(args.count)
     if args.command == "sheets":
-        write_sheets(crops, args.out, header)
+        write_sheets(crops, args.out, header, tiles_too=args.tiles)
         print(f"{len(crops)} crops on {(len(crops) + PER_SHEET - 1) // PER_SHEET} sheets in {args.out}; "
               f"write each crop's text after its number in {args.out / 'readings.txt'}")
         return 0
-    person = [read_as(r, t) for r, t in zip(read_readings(args.readings, len(truth), header), truth, strict=True)]
-    result: dict[str, object] = {"crops": len(truth), "read_by_eye": sum(person),
-                                 "unread_by_eye": [t for t, ok in zip(truth, person, strict=True) if not ok]}
+    readings = {str(path): read_readings(path, len(truth), header) for path in args.readings}
+    machine = None
     if args.reader_onnx:
         from alpr_pipelines.edge.reader import OnnxPlateReader
 
         reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
-        machine = [r.text == t for r, t in zip(reader.read(crops), truth, strict=True)]
-        result.update({"read_by_reader": sum(machine),
-                       "read_by_both": sum(a and b for a, b in zip(person, machine, strict=True)),
-                       "missed_by_reader_only": [t for t, a, b in zip(truth, person, machine, strict=True)
-                                                 if a and not b]})
+        machine = [r.text for r in reader.read(crops)]
+    result = by_eye_scores(truth, readings, machine)
     print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0
 
