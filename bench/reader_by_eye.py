@@ -1,11 +1,11 @@
-"""How much of the golden plate crops a person can read: the ceiling the reader's 0.95 target sits under.
+"""How much of the golden plate crops can be read by eye, to set the reader's 0.95 target against.
 
 A person reads a random sample of the golden crops by eye, without their labels, from numbered contact sheets (or,
-with ``--tiles``, each crop enlarged on its own); the script scores those readings against the truth and, given a
-reader's ONNX file, the reader on the same crops (docs/decisions.md, "Plate reader"). Several people's readings of
-one sample are scored side by side, with the crops any of them and all of them read. A person types Latin
-look-alikes for the Cyrillic letters of Russian plates, so those count as the letter they look like; "?" marks a
-crop that cannot be read.
+with ``--tiles``, each sheet tile on its own at three times its size); the script scores those readings against the
+truth and, given a reader's ONNX file, the reader on the same crops (docs/decisions.md, "Plate reader"). Several
+readings of one sample are scored side by side, with the crops any of them and all of them read. A reader types
+Latin look-alikes for the Cyrillic letters of Russian plates, so those count as the letter they look like; "?"
+marks a crop that cannot be read. What the readers of the committed readings were told: reader_by_eye.brief.md.
 
     .venv/bin/python bench/reader_by_eye.py sheets /tmp/sheets            # sheet-0.png ... and readings.txt to fill
     .venv/bin/python bench/reader_by_eye.py score bench/reader_by_eye.readings.txt [--reader-onnx plate_reader.onnx]
@@ -105,23 +105,27 @@ def read_as(reading: str, truth: str) -> bool:
 
 
 def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: list[str] | None = None) -> dict:
-    """Each person's readings (by file) scored against ``truth``, and the crops any and all of them read; with the
-    reader's texts (``machine``), what it reads of those, which crops every person reads and it misses, and which it
-    reads and no person does."""
+    """Each reading by eye (by file) scored against ``truth``, and the crops any and all of them read; with the
+    reader's texts (``machine``), what it reads of those, the crops every reading reads and it misses, and the crops
+    it reads and no reading does."""
+    if not readings:
+        raise ValueError("no readings to score: give at least one readings file")
     person = {name: [read_as(r, t) for r, t in zip(texts, truth, strict=True)] for name, texts in readings.items()}
     anyone = [any(hits) for hits in zip(*person.values(), strict=True)]
     everyone = [all(hits) for hits in zip(*person.values(), strict=True)]
-    result: dict[str, object] = {"crops": len(truth), "read_by_each": {name: sum(hits) for name, hits in person.items()},
+    result: dict[str, object] = {"crops": len(truth),
+                                 "read_by_each": {name: sum(hits) for name, hits in person.items()},
                                  "read_by_any": sum(anyone), "read_by_all": sum(everyone),
                                  "unread_by_any": [t for t, ok in zip(truth, anyone, strict=True) if not ok]}
     if machine is not None:
         hit = [m == t for m, t in zip(machine, truth, strict=True)]
         result.update({"read_by_reader": sum(hit),
-                       "reader_on_read_by_any": sum(a and b for a, b in zip(anyone, hit, strict=True)),
-                       "reader_on_read_by_all": sum(a and b for a, b in zip(everyone, hit, strict=True)),
-                       "missed_by_reader_only": [t for t, a, b in zip(truth, everyone, hit, strict=True)
-                                                 if a and not b],
-                       "read_by_reader_only": [t for t, a, b in zip(truth, anyone, hit, strict=True) if b and not a]})
+                       "read_by_reader_and_any": sum(a and b for a, b in zip(anyone, hit, strict=True)),
+                       "read_by_reader_and_all": sum(a and b for a, b in zip(everyone, hit, strict=True)),
+                       "read_by_all_missed_by_reader": [t for t, a, b in zip(truth, everyone, hit, strict=True)
+                                                        if a and not b],
+                       "read_by_reader_alone": [t for t, a, b in zip(truth, anyone, hit, strict=True)
+                                                if b and not a]})
     return result
 
 
@@ -132,7 +136,7 @@ def main() -> int:
     sheets.add_argument("out", type=Path)
     sheets.add_argument("--tiles", action="store_true", help="also each crop on its own, enlarged (tile-N.png)")
     score = sub.add_parser("score", help="score people's readings (and a reader) on the sample")
-    score.add_argument("readings", type=Path, nargs="+", help="one file per person's reading of the sample")
+    score.add_argument("readings", type=Path, nargs="+", help="one file per reading of the sample")
     score.add_argument("--reader-onnx", type=Path, help="also read the sample with this plate reader")
     for p in (sheets, score):
         p.add_argument("--count", type=int, default=100, help="crops in the sample (default 100)")
@@ -144,6 +148,8 @@ def main() -> int:
         print(f"{len(crops)} crops on {(len(crops) + PER_SHEET - 1) // PER_SHEET} sheets in {args.out}; "
               f"write each crop's text after its number in {args.out / 'readings.txt'}")
         return 0
+    if len(set(args.readings)) < len(args.readings):
+        raise SystemExit("a readings file is named twice; name each reading once")
     readings = {str(path): read_readings(path, len(truth), header) for path in args.readings}
     machine = None
     if args.reader_onnx:

@@ -58,26 +58,29 @@ def test_sheets_never_overwrite_a_persons_readings(by_eye, tmp_path):
         by_eye.write_sheets(crops, tmp_path, HEADER)
 
 
-def test_several_peoples_readings_are_scored_side_by_side_with_the_reader(by_eye):
+def test_several_readings_are_scored_side_by_side_with_the_reader(by_eye):
     truth = ["AB12", "Р691АУ98", "CD34", "EF56"]
-    readings = {"a": ["AB12", "P691AY98", "", "EF58"], "b": ["AB12", "P691AY99", "CD34", "EF58"]}
-    scores = by_eye.by_eye_scores(truth, readings, machine=["AB12", "Р691АУ98", "CD31", "EF56"])
-    assert scores["read_by_each"] == {"a": 2, "b": 2}
-    assert (scores["read_by_any"], scores["read_by_all"], scores["unread_by_any"]) == (3, 1, ["EF56"])
-    assert (scores["read_by_reader"], scores["reader_on_read_by_any"], scores["reader_on_read_by_all"]) == (3, 2, 1)
-    assert scores["missed_by_reader_only"] == []  # every person read only AB12, and so did the reader
-    assert scores["read_by_reader_only"] == ["EF56"]
+    readings = {"a": ["AB12", "P691AY98", "", "EF58"], "b": ["AB12", "P691AY98", "CD34", "EF58"]}
+    scores = by_eye.by_eye_scores(truth, readings, machine=["AB12", "P691AY98", "CD31", "EF56"])
+    assert scores["read_by_each"] == {"a": 2, "b": 3}
+    assert (scores["read_by_any"], scores["read_by_all"], scores["unread_by_any"]) == (3, 2, ["EF56"])
+    # The reader is held to the exact text: Latin look-alikes count for a person only.
+    assert (scores["read_by_reader"], scores["read_by_reader_and_any"], scores["read_by_reader_and_all"]) == (2, 1, 1)
+    assert scores["read_by_all_missed_by_reader"] == ["Р691АУ98"]  # both readings read it, the reader did not
+    assert scores["read_by_reader_alone"] == ["EF56"]
     alone = by_eye.by_eye_scores(truth, {"a": readings["a"]}, machine=["AB12", "", "", ""])
-    assert (alone["read_by_any"], alone["read_by_all"], alone["missed_by_reader_only"]) == (2, 2, ["Р691АУ98"])
+    assert (alone["read_by_any"], alone["read_by_all"], alone["read_by_all_missed_by_reader"]) == (2, 2, ["Р691АУ98"])
+    with pytest.raises(ValueError, match="no readings"):
+        by_eye.by_eye_scores(truth, {})
 
 
 def test_tiles_are_each_crop_on_its_own_enlarged_and_numbered_as_on_the_sheets(by_eye, tmp_path):
     import cv2
     import numpy as np
 
-    crops = [np.full((20, 60, 3), 40 * n, np.uint8) for n in range(3)]
+    crops = [np.full((20, 60, 3), 40 * n, np.uint8) for n in range(4)]
     by_eye.write_sheets(crops, tmp_path, HEADER, tiles_too=True)
-    assert sorted(p.name for p in tmp_path.glob("tile-*.png")) == ["tile-0.png", "tile-1.png", "tile-2.png"]
+    assert sorted(p.name for p in tmp_path.glob("tile-*.png")) == [f"tile-{n}.png" for n in range(4)]
     tile = cv2.imread(str(tmp_path / "tile-2.png"))
     assert tile.shape == (3 * by_eye.TILE_H, 3 * by_eye.TILE_W, 3)
     assert abs(int(tile[30, 30, 0]) - 80) <= 2  # crop 2's grey, not another crop's
