@@ -1,6 +1,6 @@
 """How much of the golden plate crops can be read by eye, to set the reader's 0.95 target against.
 
-A person reads a random sample of the golden crops by eye, without their labels, from numbered contact sheets (or,
+Someone reads a random sample of the golden crops by eye, without their labels, from numbered contact sheets (or,
 with ``--tiles``, each sheet tile on its own at three times its size); the script scores those readings against the
 truth and, given a reader's ONNX file, the reader on the same crops (docs/decisions.md, "Plate reader"). Several
 readings of one sample are scored side by side, with the crops any of them and all of them read. A reader types
@@ -100,7 +100,7 @@ def read_readings(path: Path, count: int, header: str) -> list[str]:
 
 
 def read_as(reading: str, truth: str) -> bool:
-    """A person's reading is right when it is the truth, Cyrillic letters typed as their Latin look-alikes."""
+    """A reading by eye is right when it is the truth, Cyrillic letters typed as their Latin look-alikes."""
     return reading == truth or reading.translate(LOOK_ALIKES) == truth
 
 
@@ -110,22 +110,26 @@ def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: lis
     it reads and no reading does."""
     if not readings:
         raise ValueError("no readings to score: give at least one readings file")
-    person = {name: [read_as(r, t) for r, t in zip(texts, truth, strict=True)] for name, texts in readings.items()}
-    anyone = [any(hits) for hits in zip(*person.values(), strict=True)]
-    everyone = [all(hits) for hits in zip(*person.values(), strict=True)]
+    by_eye = {name: [read_as(r, t) for r, t in zip(texts, truth, strict=True)] for name, texts in readings.items()}
+    anyone = [any(hits) for hits in zip(*by_eye.values(), strict=True)]
+    everyone = [all(hits) for hits in zip(*by_eye.values(), strict=True)]
+
+    def listed(keep: list[bool]) -> list[str]:
+        """The crops kept, as ``#n TEXT``: the number finds a crop on the sheets."""
+        return [f"#{n} {t}" for n, (t, k) in enumerate(zip(truth, keep, strict=True)) if k]
+
     result: dict[str, object] = {"crops": len(truth),
-                                 "read_by_each": {name: sum(hits) for name, hits in person.items()},
+                                 "read_by_each": {name: sum(hits) for name, hits in by_eye.items()},
                                  "read_by_any": sum(anyone), "read_by_all": sum(everyone),
-                                 "unread_by_any": [t for t, ok in zip(truth, anyone, strict=True) if not ok]}
+                                 "unread_by_any": listed([not ok for ok in anyone])}
     if machine is not None:
         hit = [m == t for m, t in zip(machine, truth, strict=True)]
         result.update({"read_by_reader": sum(hit),
                        "read_by_reader_and_any": sum(a and b for a, b in zip(anyone, hit, strict=True)),
                        "read_by_reader_and_all": sum(a and b for a, b in zip(everyone, hit, strict=True)),
-                       "read_by_all_missed_by_reader": [t for t, a, b in zip(truth, everyone, hit, strict=True)
-                                                        if a and not b],
-                       "read_by_reader_alone": [t for t, a, b in zip(truth, anyone, hit, strict=True)
-                                                if b and not a]})
+                       "read_by_all_missed_by_reader": listed([a and not b for a, b in zip(everyone, hit,
+                                                                                            strict=True)]),
+                       "read_by_reader_alone": listed([b and not a for a, b in zip(anyone, hit, strict=True)])})
     return result
 
 
@@ -135,21 +139,21 @@ def main() -> int:
     sheets = sub.add_parser("sheets", help="write the contact sheets and an empty readings file")
     sheets.add_argument("out", type=Path)
     sheets.add_argument("--tiles", action="store_true", help="also each crop on its own, enlarged (tile-N.png)")
-    score = sub.add_parser("score", help="score people's readings (and a reader) on the sample")
+    score = sub.add_parser("score", help="score readings by eye (and a reader) on the sample")
     score.add_argument("readings", type=Path, nargs="+", help="one file per reading of the sample")
     score.add_argument("--reader-onnx", type=Path, help="also read the sample with this plate reader")
     for p in (sheets, score):
         p.add_argument("--count", type=int, default=100, help="crops in the sample (default 100)")
     args = parser.parse_args()
 
+    if args.command == "score" and len(set(args.readings)) < len(args.readings):
+        raise SystemExit("a readings file is named twice; name each reading once")
     crops, truth, header = golden_sample(args.count)
     if args.command == "sheets":
         write_sheets(crops, args.out, header, tiles_too=args.tiles)
         print(f"{len(crops)} crops on {(len(crops) + PER_SHEET - 1) // PER_SHEET} sheets in {args.out}; "
               f"write each crop's text after its number in {args.out / 'readings.txt'}")
         return 0
-    if len(set(args.readings)) < len(args.readings):
-        raise SystemExit("a readings file is named twice; name each reading once")
     readings = {str(path): read_readings(path, len(truth), header) for path in args.readings}
     machine = None
     if args.reader_onnx:

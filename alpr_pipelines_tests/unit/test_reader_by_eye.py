@@ -1,4 +1,4 @@
-"""The by-eye reading of the golden crops (bench/reader_by_eye.py): how a person's readings are parsed and scored."""
+"""The by-eye reading of the golden crops (bench/reader_by_eye.py): how readings by eye are parsed and scored."""
 
 import pytest
 
@@ -63,13 +63,14 @@ def test_several_readings_are_scored_side_by_side_with_the_reader(by_eye):
     readings = {"a": ["AB12", "P691AY98", "", "EF58"], "b": ["AB12", "P691AY98", "CD34", "EF58"]}
     scores = by_eye.by_eye_scores(truth, readings, machine=["AB12", "P691AY98", "CD31", "EF56"])
     assert scores["read_by_each"] == {"a": 2, "b": 3}
-    assert (scores["read_by_any"], scores["read_by_all"], scores["unread_by_any"]) == (3, 2, ["EF56"])
-    # The reader is held to the exact text: Latin look-alikes count for a person only.
+    assert (scores["read_by_any"], scores["read_by_all"], scores["unread_by_any"]) == (3, 2, ["#3 EF56"])
+    # The reader is held to the exact text: Latin look-alikes count for a reading by eye only.
     assert (scores["read_by_reader"], scores["read_by_reader_and_any"], scores["read_by_reader_and_all"]) == (2, 1, 1)
-    assert scores["read_by_all_missed_by_reader"] == ["Р691АУ98"]  # both readings read it, the reader did not
-    assert scores["read_by_reader_alone"] == ["EF56"]
+    assert scores["read_by_all_missed_by_reader"] == ["#1 Р691АУ98"]  # both readings read it, the reader did not
+    assert scores["read_by_reader_alone"] == ["#3 EF56"]
     alone = by_eye.by_eye_scores(truth, {"a": readings["a"]}, machine=["AB12", "", "", ""])
-    assert (alone["read_by_any"], alone["read_by_all"], alone["read_by_all_missed_by_reader"]) == (2, 2, ["Р691АУ98"])
+    assert (alone["read_by_any"], alone["read_by_all"], alone["read_by_all_missed_by_reader"]) == (2, 2,
+                                                                                                 ["#1 Р691АУ98"])
     with pytest.raises(ValueError, match="no readings"):
         by_eye.by_eye_scores(truth, {})
 
