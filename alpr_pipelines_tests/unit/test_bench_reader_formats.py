@@ -97,3 +97,34 @@ def test_every_training_plate_fits_the_training_layouts_and_held_out_ones_mostly
     assert all(formats.matches(normalize_text(render_plate(rng, 32, "train").text)) for _ in range(300))
     shift = [normalize_text(render_plate(rng, 32, "shift").text) for _ in range(100)]
     assert 0 < sum(formats.matches(t) for t in shift) < 60  # "LL DDDD" is in both; the rest are held out
+
+
+def test_two_equal_characters_in_a_row_need_a_blank_so_the_path_takes_the_next_best(bench):
+    """Two steps, layout LL: "AA" would need a blank between its letters, so the best path that fits reads "BA"
+    (B second best at the first step), not "AA" at the score of "BA"."""
+    alphabet = "AB"
+    formats = bench.PlateFormats({"L": "AB"}, ("LL",))
+    logits = np.array([[[0.0, 5.0, 4.0], [0.0, 6.0, 0.0]]])  # blank, A, B per step
+    ((score, chars),) = bench.best_paths_in_formats(bench.log_softmax(logits), *formats.slots(alphabet))
+    log_probs = bench.log_softmax(logits)[0]
+    assert [(t, alphabet[c]) for t, c in chars] == [(0, "B"), (1, "A")]
+    assert score == pytest.approx(log_probs[0, 2] + log_probs[1, 1], abs=1e-4)
+    assert bench.read_in_formats(logits, alphabet, formats, 10.0) == ["BA"]
+
+
+def test_leaving_a_layout_out_scores_its_crops_against_the_rest(bench):
+    """Each crop is scored once, with its own layout out of the list: a reading that fits the rest stands, one of
+    the left-out layout may give way to a layout still in the list."""
+    alphabet = "AB1"
+    formats = bench.PlateFormats({"L": "AB", "D": "1"}, ("LD", "LL"))
+    logits = np.full((2, 4, len(alphabet) + 1), 0.0)
+    logits[0, [0, 2], [1, 3]] = 9.0  # "A1", clearly
+    logits[0, [1, 3], 0] = 9.0
+    logits[1, 0, 2], logits[1, 0, 3], logits[1, 2, 3] = 6.0, 5.5, 9.0  # "B1", a "1" close behind its B
+    logits[1, [1, 3], 0] = 9.0
+    truth = ["A1", "B1"]
+    assert bench.left_out_layout_scores(logits, truth, alphabet, formats, 0.0) == {"right": 2, "crops": 2}
+    # both crops are LD, so with LD out only LL is left, and the best LL reading is about 9 nats behind each: within
+    # 1 nat both readings stand, with no limit both give way to an LL reading and are wrong
+    assert bench.left_out_layout_scores(logits, truth, alphabet, formats, 1.0) == {"right": 2, "crops": 2}
+    assert bench.left_out_layout_scores(logits, truth, alphabet, formats, float("inf"))["right"] == 0
