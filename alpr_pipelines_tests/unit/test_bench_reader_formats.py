@@ -128,3 +128,4 @@ def test_leaving_a_layout_out_scores_its_crops_against_the_rest(bench):
     # 1 nat both readings stand, with no limit both give way to an LL reading and are wrong
     assert bench.left_out_layout_scores(logits, truth, alphabet, formats, 1.0) == {"right": 2, "crops": 2}
     assert bench.left_out_layout_scores(logits, truth, alphabet, formats, float("inf"))["right"] == 0
+

@@ -1,0 +1,92 @@
+"""Two trainings of the plate reader read together: does a pair read more plates than either alone?
+
+Two ways to join two CTC readers of the same network: average their per-step log probabilities and decode greedily
+(``averaged``), or take each reader's greedy text and keep the one both readers together find most probable, by the
+sum of their CTC log likelihoods (``rescored``). ``either`` counts the plates at least one of the two reads: what
+choosing the right text every time would read, a bound on any way of joining the pair. Scored on the golden crops,
+3,000 more crops of the golden purpose and the shift split (docs/decisions.md, "Two trainings read together").
+
+    .venv/bin/python bench/reader_pair.py --reader-onnx A.onnx B.onnx [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import common  # noqa: F401 - first: the repository on sys.path
+import numpy as np
+from common import machine, write_json
+from reader_formats import MORE_CROPS, log_softmax
+
+
+def ctc_log_likelihood(log_probs: np.ndarray, text: str, alphabet: str) -> float:
+    """log P(text | one crop's per-step log probabilities (T, C + 1), class 0 the blank), summed over every path."""
+    import torch
+
+    if not text:
+        return float(log_probs[:, 0].sum())
+    target = torch.tensor([[alphabet.index(ch) + 1 for ch in text]])
+    loss = torch.nn.functional.ctc_loss(torch.from_numpy(log_probs)[:, None], target, [len(log_probs)], [len(text)],
+                                        reduction="sum")
+    return -float(loss)
+
+
+def read_as_pair(first: np.ndarray, second: np.ndarray, alphabet: str) -> dict[str, list[str]]:
+    """Both readers' log probabilities (N, T, C + 1) -> each one's greedy texts and the pair's, both ways."""
+    from alpr_pipelines.edge.reader import decode_ctc
+
+    alone = [[r.text for r in decode_ctc(lp, alphabet)] for lp in (first, second)]
+    averaged = [r.text for r in decode_ctc((first + second) / 2, alphabet)]
+    rescored = []
+    for i in range(len(first)):
+        candidates = list(dict.fromkeys((alone[0][i], alone[1][i], averaged[i])))
+        scores = [sum(ctc_log_likelihood(lp[i], text, alphabet) for lp in (first, second)) for text in candidates]
+        rescored.append(candidates[int(np.argmax(scores))])
+    return {"first": alone[0], "second": alone[1], "averaged": averaged, "rescored": rescored}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader-onnx", required=True, type=Path, nargs=2, help="two CTC readers' ONNX files")
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args()
+    for path in args.reader_onnx:
+        if not path.is_file():
+            parser.error(f"{path} not found")
+
+    from reader_heads import MORE_CROPS_SEED
+    from trained_models import cache_dir
+
+    from alpr_pipelines.edge.reader import OnnxPlateReader
+    from alpr_pipelines.lib.golden import write_golden
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset, write_synthetic_reader_dataset
+
+    readers = [OnnxPlateReader(path, providers=["CPUExecutionProvider"]) for path in args.reader_onnx]
+    if any(r.head != "ctc" for r in readers) or readers[0].alphabet != readers[1].alphabet:
+        parser.error("both readers must be CTC readers of one alphabet")
+    golden = write_golden(cache_dir() / "golden")[OCR.key]
+    splits = {"golden": golden.data_yaml, "more": write_synthetic_reader_dataset(
+        cache_dir() / "reader" / "more", MORE_CROPS_SEED, 0, MORE_CROPS, ("golden", "golden")),
+        "shift": golden.shift_yaml}
+    rows = {}
+    for name, root in splits.items():
+        samples = validate_reader_dataset(Path(root), ("val",)).splits["val"]
+        truth = [s.text for s in samples]
+        crops = load_split_crops(samples)
+        first, second = (np.concatenate([log_softmax(r.logits(crops[i: i + 64]).astype(np.float64))
+                                         for i in range(0, len(crops), 64)]) for r in readers)
+        read = read_as_pair(first, second, readers[0].alphabet)
+        rows[name] = {"crops": len(truth), **{k: sum(a == b for a, b in zip(v, truth, strict=True))
+                                               for k, v in read.items()},
+                      "either": sum(a == t or b == t for a, b, t in zip(read["first"], read["second"], truth,
+                                                                         strict=True))}
+        print(name, rows[name], flush=True)
+    write_json({"figures": [], "machine": machine(), "readers": [str(p) for p in args.reader_onnx], "splits": rows,
+                "command": ".venv/bin/python bench/reader_pair.py --reader-onnx A.onnx B.onnx"}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
