@@ -1,9 +1,9 @@
 """Two trainings of the plate reader read together: does a pair read more plates than either alone?
 
 Two ways to join two CTC readers of the same network: average their per-step log probabilities and decode greedily
-(``averaged``), or take each reader's greedy text and keep the one both readers together find most probable, by the
-sum of their CTC log likelihoods (``rescored``). ``either`` counts the plates at least one of the two reads: what
-choosing the right text every time would read, a bound on any way of joining the pair. Scored on the golden crops,
+(``averaged``), or of the two readers' greedy texts keep the one both together find more probable, by the sum of
+their CTC log likelihoods (``rescored``). ``either`` counts the plates at least one of the two reads: what choosing
+the right one of the two texts every time would read, so a bound on ``rescored``. Scored on the golden crops,
 3,000 more crops of the golden purpose and the shift split (docs/decisions.md, "Two trainings read together").
 
     .venv/bin/python bench/reader_pair.py --reader-onnx A.onnx B.onnx [--json out.json]
@@ -40,7 +40,7 @@ def read_as_pair(first: np.ndarray, second: np.ndarray, alphabet: str) -> dict[s
     averaged = [r.text for r in decode_ctc((first + second) / 2, alphabet)]
     rescored = []
     for i in range(len(first)):
-        candidates = list(dict.fromkeys((alone[0][i], alone[1][i], averaged[i])))
+        candidates = list(dict.fromkeys((alone[0][i], alone[1][i])))
         scores = [sum(ctc_log_likelihood(lp[i], text, alphabet) for lp in (first, second)) for text in candidates]
         rescored.append(candidates[int(np.argmax(scores))])
     return {"first": alone[0], "second": alone[1], "averaged": averaged, "rescored": rescored}
@@ -66,6 +66,9 @@ def main() -> int:
     readers = [OnnxPlateReader(path, providers=["CPUExecutionProvider"]) for path in args.reader_onnx]
     if any(r.head != "ctc" for r in readers) or readers[0].alphabet != readers[1].alphabet:
         parser.error("both readers must be CTC readers of one alphabet")
+    steps = [r.logits([np.full((r.height, r.width), 128, np.uint8)]).shape[1] for r in readers]
+    if steps[0] != steps[1]:
+        parser.error(f"the readers predict {steps[0]} and {steps[1]} steps a crop: averaging needs the same network")
     golden = write_golden(cache_dir() / "golden")[OCR.key]
     splits = {"golden": golden.data_yaml, "more": write_synthetic_reader_dataset(
         cache_dir() / "reader" / "more", MORE_CROPS_SEED, 0, MORE_CROPS, ("golden", "golden")),

@@ -1,22 +1,42 @@
 """bench/reader_pair.py: two readers' texts joined by their CTC likelihoods."""
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-def test_a_pair_of_readers_keeps_the_text_both_find_most_probable(monkeypatch):
-    """bench/reader_pair.py: the CTC likelihood sums every path (two steps of "A" or "A"+blank read "A"), and the
-    rescored text is the candidate whose likelihood under both readers together is highest."""
+@pytest.fixture
+def pair(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     import reader_pair
 
+    return reader_pair
+
+
+def test_the_ctc_likelihood_sums_every_path_that_reads_the_text(pair):
     alphabet = "AB"
-    steps = np.log(np.array([[0.1, 0.8, 0.1], [0.6, 0.3, 0.1]]))  # blank, A, B
-    # "A": AA, A-, -A  ->  0.8*0.3 + 0.8*0.6 + 0.1*0.3
-    assert np.exp(reader_pair.ctc_log_likelihood(steps, "A", alphabet)) == pytest.approx(0.24 + 0.48 + 0.03)
-    sure_a = np.log(np.array([[[0.02, 0.9, 0.08], [0.9, 0.05, 0.05]]]))  # reads "A", sure
-    leans_b = np.log(np.array([[[0.02, 0.45, 0.53], [0.9, 0.05, 0.05]]]))  # reads "B", barely
-    read = reader_pair.read_as_pair(sure_a, leans_b, alphabet)
-    assert read["first"] == ["A"] and read["second"] == ["B"] and read["rescored"] == ["A"]
+    rng = np.random.default_rng(2)
+    for text in ("A", "AB", "AA", "BA"):
+        probs = rng.dirichlet(np.ones(3), size=4)  # 4 steps over blank, A, B
+        total = 0.0
+        for path in itertools.product(range(3), repeat=4):
+            read, previous = [], 0
+            for c in path:
+                if c and c != previous:
+                    read.append(alphabet[c - 1])
+                previous = c
+            if "".join(read) == text:
+                total += float(np.prod([probs[t, c] for t, c in enumerate(path)]))
+        assert np.exp(pair.ctc_log_likelihood(np.log(probs), text, alphabet)) == pytest.approx(total)
+
+
+def test_the_pair_keeps_the_text_both_readers_together_find_more_probable(pair):
+    alphabet = "AB"
+    leans_a = np.log(np.array([[[0.02, 0.55, 0.43], [0.9, 0.05, 0.05]]]))  # reads "A", barely
+    sure_b = np.log(np.array([[[0.02, 0.08, 0.9], [0.9, 0.05, 0.05]]]))  # reads "B", sure
+    for first, second in ((leans_a, sure_b), (sure_b, leans_a)):  # the order of the two does not matter
+        read = pair.read_as_pair(first, second, alphabet)
+        assert read["rescored"] == ["B"] and {read["first"][0], read["second"][0]} == {"A", "B"}
+    assert pair.read_as_pair(leans_a, sure_b, alphabet)["averaged"] == ["B"]  # 0.55 x 0.08 < 0.43 x 0.9 per step
