@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import common  # noqa: F401 - first: the repository on sys.path
 import numpy as np
@@ -206,6 +207,33 @@ def left_out_layout_scores(logits: np.ndarray, truth: list[str], alphabet: str, 
     return {"right": right, "crops": scored}
 
 
+def scoring_sets(validation: bool = False) -> dict[str, Path]:
+    """Where the crops a reader is scored on live, written when missing: the golden crops, 3,000 more of the golden
+    purpose (``bench/reader_heads.py --more-crops``' seed), the shift split and, with ``validation``, the recipe's
+    own validation crops of the training stream."""
+    from reader_heads import MORE_CROPS_SEED
+    from trained_models import cache_dir
+
+    from alpr_pipelines.lib.golden import write_golden
+    from alpr_pipelines.lib.models import OCR
+    from alpr_pipelines.lib.reader_data import write_synthetic_reader_dataset
+    from alpr_pipelines.lib.recipes import READER_DATA
+
+    golden = write_golden(cache_dir() / "golden")[OCR.key]
+    root = cache_dir() / "reader"
+    sets = {"golden": Path(golden.data_yaml),
+            "more": write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, MORE_CROPS, ("golden", "golden")),
+            "shift": Path(golden.shift_yaml)}
+    if validation:
+        sets["val"] = write_synthetic_reader_dataset(root / "val", 0, 0, READER_DATA.val_plates)
+    return sets
+
+
+def logits_in_batches(reader: Any, crops: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """An ``edge.reader.OnnxPlateReader``'s logits (N, T, C + 1) for ``crops``, ``batch`` crops a run."""
+    return np.concatenate([reader.logits(crops[i: i + batch]) for i in range(0, len(crops), batch)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reader-onnx", required=True, type=Path, help="a CTC plate reader's ONNX file")
@@ -214,30 +242,17 @@ def main() -> int:
     if not args.reader_onnx.is_file():
         parser.error(f"{args.reader_onnx} not found")
 
-    from reader_heads import MORE_CROPS_SEED
-    from trained_models import cache_dir
-
     from alpr_pipelines.edge.reader import OnnxPlateReader, decode_ctc
-    from alpr_pipelines.lib.golden import write_golden
-    from alpr_pipelines.lib.models import OCR
-    from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset, write_synthetic_reader_dataset
-    from alpr_pipelines.lib.recipes import READER_DATA
+    from alpr_pipelines.lib.reader_eval import golden_crops
 
     reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
     if reader.head != "ctc":
         parser.error(f"{args.reader_onnx} has a {reader.head!r} head; this reads CTC readers")
     formats = training_formats()
-    golden = write_golden(cache_dir() / "golden")[OCR.key]
-    root = cache_dir() / "reader"
-    splits = {"golden": golden.data_yaml, "more": write_synthetic_reader_dataset(
-        root / "more", MORE_CROPS_SEED, 0, MORE_CROPS, ("golden", "golden")), "shift": golden.shift_yaml,
-        "val": write_synthetic_reader_dataset(root / "val", 0, 0, READER_DATA.val_plates)}  # the recipe's own
     rows = {}
-    for name, split_root in splits.items():
-        samples = validate_reader_dataset(Path(split_root), ("val",)).splits["val"]
-        truth = [s.text for s in samples]
-        crops = load_split_crops(samples)
-        logits = np.concatenate([reader.logits(crops[i: i + 64]) for i in range(0, len(crops), 64)])
+    for name, root in scoring_sets(validation=True).items():
+        crops, truth = golden_crops(root)
+        logits = logits_in_batches(reader, crops)
         greedy = [r.text for r in decode_ctc(logits, reader.alphabet)]
         wrong = [i for i, text in enumerate(greedy) if text != truth[i]]
         row: dict = {"crops": len(truth), "greedy": sum(a == b for a, b in zip(greedy, truth, strict=True)),

@@ -17,7 +17,7 @@ from pathlib import Path
 import common  # noqa: F401 - first: the repository on sys.path
 import numpy as np
 from common import machine, write_json
-from reader_formats import MORE_CROPS, log_softmax
+from reader_formats import log_softmax, logits_in_batches, scoring_sets
 
 
 def ctc_log_likelihood(log_probs: np.ndarray, text: str, alphabet: str) -> float:
@@ -55,13 +55,8 @@ def main() -> int:
         if not path.is_file():
             parser.error(f"{path} not found")
 
-    from reader_heads import MORE_CROPS_SEED
-    from trained_models import cache_dir
-
     from alpr_pipelines.edge.reader import OnnxPlateReader
-    from alpr_pipelines.lib.golden import write_golden
-    from alpr_pipelines.lib.models import OCR
-    from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset, write_synthetic_reader_dataset
+    from alpr_pipelines.lib.reader_eval import golden_crops
 
     readers = [OnnxPlateReader(path, providers=["CPUExecutionProvider"]) for path in args.reader_onnx]
     if any(r.head != "ctc" for r in readers) or readers[0].alphabet != readers[1].alphabet:
@@ -69,17 +64,10 @@ def main() -> int:
     steps = [r.logits([np.full((r.height, r.width), 128, np.uint8)]).shape[1] for r in readers]
     if steps[0] != steps[1]:
         parser.error(f"the readers predict {steps[0]} and {steps[1]} steps a crop: averaging needs the same network")
-    golden = write_golden(cache_dir() / "golden")[OCR.key]
-    splits = {"golden": golden.data_yaml, "more": write_synthetic_reader_dataset(
-        cache_dir() / "reader" / "more", MORE_CROPS_SEED, 0, MORE_CROPS, ("golden", "golden")),
-        "shift": golden.shift_yaml}
     rows = {}
-    for name, root in splits.items():
-        samples = validate_reader_dataset(Path(root), ("val",)).splits["val"]
-        truth = [s.text for s in samples]
-        crops = load_split_crops(samples)
-        first, second = (np.concatenate([log_softmax(r.logits(crops[i: i + 64]).astype(np.float64))
-                                         for i in range(0, len(crops), 64)]) for r in readers)
+    for name, root in scoring_sets().items():
+        crops, truth = golden_crops(root)
+        first, second = (log_softmax(logits_in_batches(r, crops).astype(np.float64)) for r in readers)
         read = read_as_pair(first, second, readers[0].alphabet)
         rows[name] = {"crops": len(truth), **{k: sum(a == b for a, b in zip(v, truth, strict=True))
                                                for k, v in read.items()},
