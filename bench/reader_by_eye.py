@@ -104,10 +104,11 @@ def read_as(reading: str, truth: str) -> bool:
     return reading == truth or reading.translate(LOOK_ALIKES) == truth
 
 
-def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: list[str] | None = None) -> dict:
+def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: list[str] | None = None,
+                  widths: list[float] | None = None) -> dict:
     """Each reading by eye (by file) scored against ``truth``, and the crops any and all of them read; with the
     reader's texts (``machine``), what it reads of those, the crops every reading reads and it misses, and the crops
-    it reads and no reading does."""
+    it reads and no reading does; with the plates' ``widths`` (px), the same counts by the gate's width bands."""
     if not readings:
         raise ValueError("no readings to score: give at least one readings file")
     by_eye = {name: [read_as(r, t) for r, t in zip(texts, truth, strict=True)] for name, texts in readings.items()}
@@ -130,6 +131,18 @@ def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: lis
                        "read_by_all_missed_by_reader": listed([a and not b for a, b in zip(everyone, hit,
                                                                                             strict=True)]),
                        "read_by_reader_alone": listed([b and not a for a, b in zip(anyone, hit, strict=True)])})
+    if widths is not None:
+        from alpr_pipelines.lib.reader_eval import WIDE_PLATE, width_band
+
+        columns = {"read_by_any": anyone, "read_by_all": everyone,
+                   **({"read_by_reader": hit} if machine is not None else {})}
+        groups: dict[str, list[int]] = {}
+        for i, width in sorted(enumerate(widths), key=lambda item: item[1]):
+            groups.setdefault(width_band(width), []).append(i)
+        groups[f"{WIDE_PLATE} px and over"] = [i for i, width in enumerate(widths) if width >= WIDE_PLATE]
+        result["by_plate_width"] = {band: {"crops": len(ids), **{name: sum(hits[i] for i in ids)
+                                                                 for name, hits in columns.items()}}
+                                    for band, ids in groups.items()}
     return result
 
 
@@ -161,7 +174,9 @@ def main() -> int:
 
         reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
         machine = [r.text for r in reader.read(crops)]
-    result = by_eye_scores(truth, readings, machine)
+    from alpr_pipelines.lib.reader_eval import plate_width
+
+    result = by_eye_scores(truth, readings, machine, [plate_width(crop) for crop in crops])
     print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0
 

@@ -148,6 +148,8 @@ def main() -> int:
             scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench", shift_root=golden.shift_yaml)
             curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
             rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
+                         "golden_exact_match_wide": scores.exact_match_wide,
+                         "golden_by_plate_width": scores.by_plate_width,
                          "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
                          "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
                          "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
@@ -192,25 +194,34 @@ def epochs_within(seconds: float, data: Any, params: Any, client: Any, work: Pat
     return epochs, rate
 
 
-def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, float | int]:
-    """Exact match and CER on the crops under ``root``, overall and by kind: Russian plates (their region number, in
-    a small box, is what the reader misreads most), two-line plates (a top line shorter than the text: how the two
-    lines' alignment formed) and the rest."""
+def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, Any]:
+    """Exact match and CER on the crops under ``root``, overall, by kind (Russian plates: their region number, in
+    a small box, is what the reader misreads most; two-line plates: a top line shorter than the text, how the two
+    lines' alignment formed; the rest) and by plate width (as the gate reports it)."""
     from alpr_pipelines.edge.reader import OnnxPlateReader
     from alpr_pipelines.lib.plates import CYRILLIC
     from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
-    from alpr_pipelines.lib.reader_eval import read_in_batches, text_scores
+    from alpr_pipelines.lib.reader_eval import (
+        exact_match_by_width,
+        exact_match_wide,
+        plate_width,
+        read_in_batches,
+        text_scores,
+    )
 
     samples = validate_reader_dataset(root, ("val",)).splits["val"]
     truth = [s.text for s in samples]
     reader = OnnxPlateReader(onnx, providers=["CPUExecutionProvider"])
-    read = [r.text for r in read_in_batches(reader, load_split_crops(samples), 64)]
+    crops = load_split_crops(samples)
+    read = [r.text for r in read_in_batches(reader, crops, 64)]
+    widths = [plate_width(crop) for crop in crops]
     russian = {i for i, text in enumerate(truth) if set(text) & set(CYRILLIC)}
     two_line = {i for i, s in enumerate(samples) if s.top_line and s.top_line != s.text}
     exact, cer = text_scores(read, truth)
-    out: dict[str, float | int] = {f"{prefix}_crops": len(truth), f"{prefix}_exact_match": exact,
-                                   f"{prefix}_cer": cer, f"{prefix}_russian_crops": len(russian),
-                                   f"{prefix}_two_line_crops": len(two_line)}
+    out: dict[str, Any] = {f"{prefix}_crops": len(truth), f"{prefix}_exact_match": exact, f"{prefix}_cer": cer,
+                           f"{prefix}_russian_crops": len(russian), f"{prefix}_two_line_crops": len(two_line),
+                           f"{prefix}_exact_match_wide": exact_match_wide(read, truth, widths),
+                           f"{prefix}_by_plate_width": exact_match_by_width(read, truth, widths)}
     others = set(range(len(truth))) - russian - two_line
     for kind, part in (("russian", russian), ("two_line", two_line), ("other", others)):
         if part:

@@ -16,6 +16,20 @@ from alpr_pipelines.settings import Settings
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT = 60, 640, 384
 
 
+def width_line(tags: dict[str, str]) -> str | None:
+    """A reader version's golden exact match by plate width (its evaluation, cached on the version) as one line;
+    None for a detector or a version not evaluated."""
+    from alpr_pipelines.lib.promotion import EVAL_TAG
+
+    try:
+        bands = json.loads(tags.get(EVAL_TAG) or "{}").get("by_plate_width") or {}
+    except (ValueError, AttributeError):
+        return None
+    parts = [f"{band} {row['exact_match']:.2f} ({row['read']}/{row['plates']})"
+             for band, row in bands.items()]
+    return ("golden plates read exactly, by plate width: " + "; ".join(parts)) if parts else None
+
+
 def _wait_for_decisions(settings: Settings, versions: list[dict], timeout: float) -> None:
     """Wait for the promotion sensor (in the Dagster daemon) to decide on each registered candidate."""
     from mlflow import MlflowClient
@@ -33,6 +47,8 @@ def _wait_for_decisions(settings: Settings, versions: list[dict], timeout: float
                 print(f"  {name} v{version}: {tags['alpr_decision']} ({tags.get('alpr_decided_by', '?')})")
                 for reason in tags.get("alpr_decision_reasons", "").split("; "):
                     print(f"    {reason}")
+                if line := width_line(tags):
+                    print(f"    {line}")
                 pending.discard((name, version))
         time.sleep(2)
     for name, version in sorted(pending):

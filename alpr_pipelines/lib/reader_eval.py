@@ -1,14 +1,17 @@
 """Score a plate reader's ONNX file on the frozen golden plate crops, through the edge's own reading code.
 
 Plate-level exact match (every character right, none extra), the character error rate (edit distance over the
-truth's characters), and the latency of one plate read alone (p50, p95). A reader that cannot be loaded or run
-raises: never a score of 0.
+truth's characters), and the latency of one plate read alone (p50, p95). Exact match is also given by the plate's
+width in pixels, as ALPR camera makers state accuracy: a plate only a few pixels per stroke wide cannot be read by
+anyone, so the overall score mixes the reader with the camera's resolution (docs/decisions.md, "How wide a plate
+must be"). A reader that cannot be loaded or run raises: never a score of 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.evaluation import EvaluationError, ModelUnusable
 from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
 
-READER_EVALUATOR_VERSION = "1"  # bump when scoring changes, so cached scores are recomputed
+READER_EVALUATOR_VERSION = "2"  # bump when scoring changes, so cached scores are recomputed (2: by plate width)
 LATENCY_WARMUP = 3
+PLATE_WIDTH_BANDS = (60, 100, 130)  # px, the bands' edges: 130 is a camera maker's minimum for single-line plates
+WIDE_PLATE = 100  # px: the headline's plates are at least this wide (docs/decisions.md, "How wide a plate must be")
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -59,6 +64,8 @@ class ReaderEvaluation:
     shift_exact_match: float | None = None
     shift_cer: float | None = None
     mean_confidence: float = 0.0
+    by_plate_width: dict[str, dict[str, float]] = field(default_factory=dict)  # band -> plates, read, exact_match
+    exact_match_wide: float | None = None  # on the plates at least WIDE_PLATE px wide (None: there are none)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +76,44 @@ class ReaderEvaluation:
                "plates_per_second": self.plates_per_second}
         if self.shift_exact_match is not None and self.shift_cer is not None:
             out.update({"shift_exact_match": self.shift_exact_match, "shift_cer": self.shift_cer})
+        if self.exact_match_wide is not None:
+            out["exact_match_wide"] = self.exact_match_wide
         return out
+
+
+def plate_width(crop: np.ndarray) -> float:
+    """The width in pixels of the plate in ``crop``, a crop cut as the edge cuts one (the plate box grown by
+    ``READ_MARGIN`` a side; the golden crops are). A crop cut tighter or looser gives a wider or narrower plate."""
+    from alpr_pipelines.edge.reader import READ_MARGIN
+
+    return crop.shape[1] / (1 + 2 * READ_MARGIN)
+
+
+def width_band(width: float, edges: tuple[int, ...] = PLATE_WIDTH_BANDS) -> str:
+    """The band of a plate ``width`` px wide: "under 60 px", "60-100 px", ..., "130 px and over"."""
+    if width < edges[0]:
+        return f"under {edges[0]} px"
+    for low, high in itertools.pairwise(edges):
+        if width < high:
+            return f"{low}-{high} px"
+    return f"{edges[-1]} px and over"
+
+
+def exact_match_by_width(predicted: list[str], truth: list[str], widths: list[float],
+                         edges: tuple[int, ...] = PLATE_WIDTH_BANDS) -> dict[str, dict[str, float]]:
+    """Band (narrowest first, bands without plates left out) -> its plates, those read exactly and their share."""
+    bands: dict[str, list[bool]] = {width_band(w, edges): [] for w in sorted(widths)}
+    for p, t, w in zip(predicted, truth, widths, strict=True):
+        bands[width_band(w, edges)].append(p == t)
+    return {band: {"plates": len(hits), "read": sum(hits), "exact_match": sum(hits) / len(hits)}
+            for band, hits in bands.items()}
+
+
+def exact_match_wide(predicted: list[str], truth: list[str], widths: list[float],
+                     min_width: float = WIDE_PLATE) -> float | None:
+    """Exact match on the plates at least ``min_width`` px wide; None when there are none."""
+    hits = [p == t for p, t, w in zip(predicted, truth, widths, strict=True) if w >= min_width]
+    return sum(hits) / len(hits) if hits else None
 
 
 def golden_crops(root: Path, max_images: int | None = None) -> tuple[list[np.ndarray], list[str]]:
@@ -129,7 +173,9 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
     started = time.perf_counter()
     readings = read_all(crops)
     rate = len(crops) / max(time.perf_counter() - started, 1e-9)
-    exact, cer = text_scores([r.text for r in readings], truth)
+    texts = [r.text for r in readings]
+    exact, cer = text_scores(texts, truth)
+    widths = [plate_width(crop) for crop in crops]
     shift_exact = shift_cer = None
     if shift_root is not None:
         shift_crops, shift_truth = golden_crops(shift_root, max_images)
@@ -140,4 +186,6 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
         latency_ms_p95=float(np.percentile(lat, 95)), plates_per_second=rate,
         file_size_mb=Path(onnx_path).stat().st_size / 1e6, images=len(crops), golden_fingerprint=golden_fingerprint,
         shift_exact_match=shift_exact, shift_cer=shift_cer,
-        mean_confidence=float(np.mean([r.confidence for r in readings])))
+        mean_confidence=float(np.mean([r.confidence for r in readings])),
+        by_plate_width=exact_match_by_width(texts, truth, widths), exact_match_wide=exact_match_wide(texts, truth,
+                                                                                                    widths))

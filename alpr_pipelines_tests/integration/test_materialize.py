@@ -78,6 +78,10 @@ def test_the_plate_reader_is_trained_logged_and_registered_like_the_detectors(gr
     assert {"model/best.pt", "model/last.pt", "plots/learning_curve.png", "config/args.yaml"} <= logged
     evaluation = result.output_for_node("ocr__evaluation")
     assert set(evaluation["candidate"]) >= {"exact_match", "cer", "latency_ms_p95", "shift_exact_match"}
+    bands = evaluation["candidate"]["by_plate_width"]  # exact match by plate width: every golden crop in one band
+    assert sum(b["plates"] for b in bands.values()) == evaluation["candidate"]["images"]
+    shown = instance.get_latest_materialization_event(dg.AssetKey(["ocr", "evaluation"])).asset_materialization
+    assert [r.data["plate width"] for r in shown.metadata["exact_match_by_plate_width"].value.records] == list(bands)
     int8 = instance.get_latest_materialization_event(dg.AssetKey(["ocr", "onnx_int8"])).asset_materialization
     assert "fp32_exact_match" in int8.metadata  # built or skipped, it says how both scored
 

@@ -23,7 +23,15 @@ from alpr_pipelines.lib.reader_data import (
     validate_reader_dataset,
     write_synthetic_reader_dataset,
 )
-from alpr_pipelines.lib.reader_eval import edit_distance, text_scores
+from alpr_pipelines.lib.reader_eval import (
+    ReaderEvaluation,
+    edit_distance,
+    exact_match_by_width,
+    exact_match_wide,
+    plate_width,
+    text_scores,
+    width_band,
+)
 
 ABC = "ABC"
 
@@ -92,6 +100,30 @@ def test_scores_are_exact_match_and_character_error_rate():
     assert edit_distance("AB123", "A8123") == 1 and edit_distance("AB12", "AB123") == 1
     exact, cer = text_scores(["AB123", "XY9"], ["AB123", "XY99"])
     assert exact == 0.5 and cer == pytest.approx(1 / 9)
+
+
+def test_exact_match_is_also_given_by_the_plates_width():
+    # A crop cut as the edge cuts one: the plate and READ_MARGIN (8%) on each side.
+    assert plate_width(np.zeros((30, 116), np.uint8)) == pytest.approx(100)
+    assert [width_band(w) for w in (40, 59.9, 60, 99, 100, 129.9, 130, 400)] == [
+        "under 60 px", "under 60 px", "60-100 px", "60-100 px", "100-130 px", "100-130 px", "130 px and over",
+        "130 px and over"]
+    truth = ["A1", "B2", "C3", "D4", "E5"]
+    read = ["A1", "B0", "C3", "D4", "E6"]
+    widths = [150, 50, 110, 55, 140]
+    # Narrowest band first; a band without plates is left out.
+    assert exact_match_by_width(read, truth, widths) == {
+        "under 60 px": {"plates": 2, "read": 1, "exact_match": 0.5},
+        "100-130 px": {"plates": 1, "read": 1, "exact_match": 1.0},
+        "130 px and over": {"plates": 2, "read": 1, "exact_match": 0.5}}
+    assert exact_match_wide(read, truth, widths) == pytest.approx(2 / 3)  # 150, 110, 140: at least 100 px
+    assert exact_match_wide(read, truth, [50] * 5) is None
+    with pytest.raises(ValueError):
+        exact_match_wide(read, truth, widths[:4])
+    base = {"exact_match": 0.6, "cer": 0.1, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "plates_per_second": 9.0,
+            "file_size_mb": 1.0, "images": 5, "golden_fingerprint": "g"}
+    assert ReaderEvaluation(**base, exact_match_wide=2 / 3).headline()["exact_match_wide"] == pytest.approx(2 / 3)
+    assert "exact_match_wide" not in ReaderEvaluation(**base).headline()  # no plate that wide: no headline number
 
 
 def _write_crop(path, shade=0):
@@ -280,3 +312,14 @@ def test_the_demo_scores_the_clip_by_plates_detected_and_read_exactly():
         f"plates read exactly: {exact / readable:.2f} ({exact}/{readable}; plates at least {MIN_READ_WIDTH} px wide); "
         f"{misread} detected and read otherwise, {lost} not detected")
     assert "no plate reader served" in reading_report([{"frame": 0, "plates": []}])
+
+
+def test_the_demo_prints_the_readers_golden_score_by_plate_width():
+    from alpr_pipelines.cli.demo import width_line
+    from alpr_pipelines.lib.promotion import EVAL_TAG
+
+    bands = exact_match_by_width(["A1", "B0", "C3"], ["A1", "B2", "C3"], [50, 55, 140])
+    assert width_line({EVAL_TAG: json.dumps({"by_plate_width": bands})}) == (
+        "golden plates read exactly, by plate width: under 60 px 0.50 (1/2); 130 px and over 1.00 (1/1)")
+    assert width_line({EVAL_TAG: json.dumps({"mAP50-95": 0.6})}) is None  # a detector's evaluation
+    assert width_line({EVAL_TAG: "not json"}) is None and width_line({}) is None

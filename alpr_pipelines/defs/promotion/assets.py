@@ -12,6 +12,7 @@ from alpr_pipelines.lib.gate import CLASS_AP50_PREFIX, DEFAULT_POLICIES
 from alpr_pipelines.lib.golden import GoldenSplits
 from alpr_pipelines.lib.models import MODEL_SPECS, STAGE_ALIASES, ModelSpec
 from alpr_pipelines.lib.promotion import PromotionError, evaluate_version
+from alpr_pipelines.lib.reader_eval import ReaderEvaluation
 from alpr_pipelines.lib.registry import alias_version
 
 
@@ -24,6 +25,16 @@ def per_class_table(result: EvaluationResult) -> dg.MetadataValue:
         dg.TableColumn("class", "string"), dg.TableColumn("AP50", "float"), dg.TableColumn("AP50-95", "float")]))
 
 
+def width_table(result: ReaderEvaluation) -> dg.MetadataValue:
+    """Exact match on the golden plate crops by the plate's width in pixels, as a table in the Dagster UI."""
+    rows = [dg.TableRecord({"plate width": band, "plates": int(row["plates"]), "read": int(row["read"]),
+                            "exact match": round(row["exact_match"], 4)})
+            for band, row in result.by_plate_width.items()]
+    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[
+        dg.TableColumn("plate width", "string"), dg.TableColumn("plates", "int"), dg.TableColumn("read", "int"),
+        dg.TableColumn("exact match", "float")]))
+
+
 def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "evaluation"],
@@ -34,7 +45,8 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         description=f"The registered {spec.registered_name} version's ONNX (what the edge runs) and the current "
         "Production version, scored by the same code on the frozen golden set: "
         + ("mAP50, mAP50-95, precision, recall, per-class AP, CPU latency p50/p95 at the deployment size"
-           if spec.task == "detect" else "plate-level exact match, character error rate, p50/p95 latency per plate")
+           if spec.task == "detect" else "plate-level exact match (also by plate width), character error rate, "
+           "p50/p95 latency per plate")
         + ", file size. Scores are cached on each version.",
     )
     def _evaluation(context: dg.AssetExecutionContext, mlflow_registry: MlflowRegistryResource,
@@ -62,6 +74,8 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         }
         if isinstance(candidate, EvaluationResult):
             metadata["per_class_ap"] = per_class_table(candidate)
+        elif candidate.by_plate_width:
+            metadata["exact_match_by_plate_width"] = width_table(candidate)
         if champion is not None:
             score = DEFAULT_POLICIES[spec.key].score
             metadata["champion"] = dg.MetadataValue.json(champion.headline())
