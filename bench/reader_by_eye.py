@@ -132,17 +132,15 @@ def by_eye_scores(truth: list[str], readings: dict[str, list[str]], machine: lis
                                                                                             strict=True)]),
                        "read_by_reader_alone": listed([b and not a for a, b in zip(anyone, hit, strict=True)])})
     if widths is not None:
-        from alpr_pipelines.lib.reader_eval import WIDE_PLATE, width_band
+        from alpr_pipelines.lib.reader_eval import width_groups
 
+        if len(widths) != len(truth):
+            raise ValueError(f"{len(widths)} widths for {len(truth)} crops: give one per crop")
         columns = {"read_by_any": anyone, "read_by_all": everyone,
                    **({"read_by_reader": hit} if machine is not None else {})}
-        groups: dict[str, list[int]] = {}
-        for i, width in sorted(enumerate(widths), key=lambda item: item[1]):
-            groups.setdefault(width_band(width), []).append(i)
-        groups[f"{WIDE_PLATE} px and over"] = [i for i, width in enumerate(widths) if width >= WIDE_PLATE]
-        result["by_plate_width"] = {band: {"crops": len(ids), **{name: sum(hits[i] for i in ids)
-                                                                 for name, hits in columns.items()}}
-                                    for band, ids in groups.items()}
+        result["by_plate_width"] = [{"band": band, "crops": len(ids),
+                                     **{name: sum(hits[i] for i in ids) for name, hits in columns.items()}}
+                                    for band, ids in width_groups(widths).items()]
     return result
 
 

@@ -20,6 +20,7 @@ auxiliary per-position loss in training).
                                         # as many epochs as 300 s of training allow, timed here first
     .venv/bin/python bench/reader_heads.py --train-plates 72000 --data-only   # write the crops, then stop (several
                                         # trainings can then share them)
+    .venv/bin/python bench/reader_heads.py --more-crops 3000 --score-onnx DIR/ctc.onnx   # a kept reader, scored
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -74,6 +75,8 @@ def main() -> int:
                         "more crops, then stop: trainings started side by side afterwards share them")
     parser.add_argument("--keep-onnx", type=Path, metavar="DIR", help="copy each head's ONNX file here "
                         "(<head>.onnx); the work folder is removed")
+    parser.add_argument("--score-onnx", type=Path, metavar="FILE", help="train nothing: score this reader (e.g. a "
+                        "--keep-onnx file) on the golden crops, the shift split and --more-crops as a training is")
     args = parser.parse_args()
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
@@ -85,6 +88,14 @@ def main() -> int:
         parser.error(f"--epochs must be 1 or more, got {args.epochs}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be 1 or more, got {args.threads}")
+    if args.score_onnx is not None and not args.score_onnx.is_file():
+        parser.error(f"--score-onnx {args.score_onnx} is not a file; give a reader's ONNX file (e.g. from --keep-onnx)")
+    if args.score_onnx is not None:
+        training = [flag for flag, given in (("--data-only", args.data_only), ("--keep-onnx", args.keep_onnx),
+                                             ("--epochs", args.epochs), ("--time-budget", args.time_budget))
+                    if given]
+        if training:
+            parser.error(f"--score-onnx trains nothing, so {', '.join(training)} would do nothing: leave them out")
     if args.data_only and args.quick:
         parser.error("--data-only keeps the crops for later runs, and --quick writes them to a folder removed at "
                      "its end: give one of them")
@@ -118,7 +129,6 @@ def main() -> int:
                 base = dataclasses.replace(base, **{name: tuple(value) if isinstance(value, list) else value})
         if args.train_plates:
             train = args.train_plates
-        data_root = write_synthetic_reader_dataset(root / "data", 0, train, val, top_lines=not args.no_top_lines)
         golden = write_golden(root / "golden" if args.quick else cache_dir() / "golden", golden_spec)[OCR.key]
         # The golden crops again with their top lines (the same stream and bytes; the golden set itself is written
         # without them), so the scores by kind know which plates have two lines.
@@ -128,6 +138,15 @@ def main() -> int:
         if args.more_crops:
             more = write_synthetic_reader_dataset(root / "more", MORE_CROPS_SEED, 0, args.more_crops,
                                                   ("golden", "golden"))
+        command = ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])
+        if args.score_onnx:  # a reader trained before: scored as a training's is, nothing trained
+            row: dict[str, Any] = {"head": "given", "onnx": str(args.score_onnx)}
+            for crops, prefix in ((golden_lines, "golden"), (Path(golden.shift_yaml), "shift"), (more, "more")):
+                if crops is not None:
+                    row.update(kind_scores(args.score_onnx, crops, prefix))
+            write_json({"figures": [], "machine": machine(), "heads": [row], "command": command}, args.json)
+            return 0
+        data_root = write_synthetic_reader_dataset(root / "data", 0, train, val, top_lines=not args.no_top_lines)
         if args.data_only:
             written = [data_root, golden.data_yaml, golden.shift_yaml, golden_lines, *([more] if more else [])]
             print("written:\n" + "\n".join(f"  {path}" for path in written), file=sys.stderr)
@@ -145,12 +164,9 @@ def main() -> int:
             result = train_reader(OCR, data, params, client, "heads", work / "train")
             seconds = time.perf_counter() - started
             onnx = export_reader_onnx(result.best_pt, work / head)
-            scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench", shift_root=golden.shift_yaml)
+            scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench")
             curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
             rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
-                         "golden_exact_match_wide": scores.exact_match_wide,
-                         "golden_by_plate_width": scores.by_plate_width,
-                         "shift_exact_match": scores.shift_exact_match, "shift_cer": scores.shift_cer,
                          "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
                          "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
                          "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
@@ -161,13 +177,14 @@ def main() -> int:
                 args.keep_onnx.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(str(onnx.path), args.keep_onnx / f"{head}.onnx")
             rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden"))
+            rows[-1].update(kind_scores(Path(str(onnx.path)), Path(golden.shift_yaml), "shift"))
             if more is not None:
                 rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
             print(rows[-1], file=sys.stderr, flush=True)  # progress; the JSON report goes to stdout
         write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
                     "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
                     "top_lines": not args.no_top_lines,
-                    "command": ".venv/bin/python bench/reader_heads.py " + " ".join(sys.argv[1:])}, args.json)
+                    "command": command}, args.json)
     return 0
 
 
@@ -203,10 +220,10 @@ def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, Any]:
     from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
     from alpr_pipelines.lib.reader_eval import (
         exact_match_by_width,
-        exact_match_wide,
         plate_width,
         read_in_batches,
         text_scores,
+        wide_plates_score,
     )
 
     samples = validate_reader_dataset(root, ("val",)).splits["val"]
@@ -214,14 +231,14 @@ def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, Any]:
     reader = OnnxPlateReader(onnx, providers=["CPUExecutionProvider"])
     crops = load_split_crops(samples)
     read = [r.text for r in read_in_batches(reader, crops, 64)]
-    widths = [plate_width(crop) for crop in crops]
+    bands = exact_match_by_width(read, truth, [plate_width(crop) for crop in crops])
     russian = {i for i, text in enumerate(truth) if set(text) & set(CYRILLIC)}
     two_line = {i for i, s in enumerate(samples) if s.top_line and s.top_line != s.text}
     exact, cer = text_scores(read, truth)
     out: dict[str, Any] = {f"{prefix}_crops": len(truth), f"{prefix}_exact_match": exact, f"{prefix}_cer": cer,
                            f"{prefix}_russian_crops": len(russian), f"{prefix}_two_line_crops": len(two_line),
-                           f"{prefix}_exact_match_wide": exact_match_wide(read, truth, widths),
-                           f"{prefix}_by_plate_width": exact_match_by_width(read, truth, widths)}
+                           f"{prefix}_by_plate_width": bands,
+                           f"{prefix}_exact_match_wide_plates": wide_plates_score(bands)}
     others = set(range(len(truth))) - russian - two_line
     for kind, part in (("russian", russian), ("two_line", two_line), ("other", others)):
         if part:

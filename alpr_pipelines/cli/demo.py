@@ -18,15 +18,14 @@ CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT = 60, 640, 384
 
 def width_line(tags: dict[str, str]) -> str | None:
     """A reader version's golden exact match by plate width (its evaluation, cached on the version) as one line;
-    None for a detector or a version not evaluated."""
+    None for a detector, a version not evaluated, or a tag this release cannot read."""
     from alpr_pipelines.lib.promotion import EVAL_TAG
 
     try:
-        bands = json.loads(tags.get(EVAL_TAG) or "{}").get("by_plate_width") or {}
-    except (ValueError, AttributeError):
+        bands = json.loads(tags.get(EVAL_TAG) or "{}").get("by_plate_width") or []
+        parts = [f"{row['band']} {row['exact_match']:.2f} ({row['read']}/{row['plates']})" for row in bands]
+    except (ValueError, AttributeError, KeyError, TypeError):
         return None
-    parts = [f"{band} {row['exact_match']:.2f} ({row['read']}/{row['plates']})"
-             for band, row in bands.items()]
     return ("golden plates read exactly, by plate width: " + "; ".join(parts)) if parts else None
 
 

@@ -124,6 +124,7 @@ def test_reader_heads_bench_quick_scores_the_more_crops_overall_and_by_kind():
     assert ("more_two_line_exact_match" in row) == (row["more_two_line_crops"] > 0)
     assert ("more_other_exact_match" in row) == (row["more_russian_crops"] + row["more_two_line_crops"] < 24)
     assert row["golden_crops"] == 24 and 0.0 <= row["golden_exact_match"] <= 1.0
+    assert row["shift_crops"] == 24 and sum(band["plates"] for band in row["shift_by_plate_width"]) == 24
     assert result["recipe"]["residual_blocks"] == [1, 1]  # the recipe's
 
 
@@ -135,6 +136,16 @@ def test_reader_heads_bench_quick_trains_for_a_time_budget_and_keeps_the_onnx(tm
     assert rate > 0 and result["recipe"]["threads"] == 1
     assert row["epochs"] == 1 or abs(row["epochs"] - 3 * rate / crops) <= 1  # the budget's epochs at the timed rate
     assert (tmp_path / "kept" / "ctc.onnx").stat().st_size > 0
+    # The kept reader scored again, nothing trained: as a training's row, with the bands of plate width.
+    kept = str(tmp_path / "kept" / "ctc.onnx")
+    (given,) = run_quick("reader_heads.py", "--more-crops", "8", "--score-onnx", kept)["heads"]
+    assert given["head"] == "given" and given["more_crops"] == 8 and given["shift_crops"] == 24
+    assert sum(band["plates"] for band in given["golden_by_plate_width"]) == given["golden_crops"] == 24
+    for extra, says in ((["--score-onnx", str(tmp_path / "missing.onnx")], "is not a file"),
+                        (["--score-onnx", kept, "--keep-onnx", str(tmp_path)], "--keep-onnx would do nothing")):
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "reader_heads.py"), "--quick", *extra],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert out.returncode == 2 and says in out.stderr, out.stderr[-2000:]
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "reader_heads.py"), "--quick", "--time-budget", "3",
                           "--epochs", "2"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 2 and "give it or --epochs, not both" in out.stderr

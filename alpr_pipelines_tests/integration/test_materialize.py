@@ -78,10 +78,21 @@ def test_the_plate_reader_is_trained_logged_and_registered_like_the_detectors(gr
     assert {"model/best.pt", "model/last.pt", "plots/learning_curve.png", "config/args.yaml"} <= logged
     evaluation = result.output_for_node("ocr__evaluation")
     assert set(evaluation["candidate"]) >= {"exact_match", "cer", "latency_ms_p95", "shift_exact_match"}
-    bands = evaluation["candidate"]["by_plate_width"]  # exact match by plate width: every golden crop in one band
-    assert sum(b["plates"] for b in bands.values()) == evaluation["candidate"]["images"]
+    candidate = evaluation["candidate"]
+    bands = candidate["by_plate_width"]  # exact match by plate width: each golden crop in one band, narrowest first
+    order = ["under 60 px", "60-100 px", "100-130 px", "130 px and over"]
+    assert [b["band"] for b in bands] == [band for band in order if band in {b["band"] for b in bands}]
+    assert sum(b["plates"] for b in bands) == candidate["images"]
+    assert sum(b["read"] for b in bands) == round(candidate["exact_match"] * candidate["images"])
+    assert candidate["exact_match_wide_plates"] == next((b["exact_match"] for b in bands
+                                                         if b["band"] == "130 px and over"), None)
+    wide_tag = mlflow_client.get_model_version("alpr-plate-ocr", version["version"]).tags.get(
+        "eval_exact_match_wide_plates")
+    assert wide_tag == (None if candidate["exact_match_wide_plates"] is None
+                        else f"{candidate['exact_match_wide_plates']:.5f}")
     shown = instance.get_latest_materialization_event(dg.AssetKey(["ocr", "evaluation"])).asset_materialization
-    assert [r.data["plate width"] for r in shown.metadata["exact_match_by_plate_width"].value.records] == list(bands)
+    assert [r.data["plate width"] for r in shown.metadata["exact_match_by_plate_width"].value.records] == [
+        b["band"] for b in bands]
     int8 = instance.get_latest_materialization_event(dg.AssetKey(["ocr", "onnx_int8"])).asset_materialization
     assert "fp32_exact_match" in int8.metadata  # built or skipped, it says how both scored
 

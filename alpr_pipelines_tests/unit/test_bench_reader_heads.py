@@ -37,6 +37,9 @@ def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monke
     assert out["more_two_line_exact_match"] == 0.5
     assert out["more_other_exact_match"] == 2 / 3
     assert out["more_exact_match"] == 4 / 7
+    # Crops 90 px wide hold plates of about 78 px (the edge's margin): one band, none at least 130 px wide.
+    assert out["more_by_plate_width"] == [{"band": "60-100 px", "plates": 7, "read": 4, "exact_match": 4 / 7}]
+    assert out["more_exact_match_wide_plates"] is None
 
 
 def test_a_time_budget_buys_the_epochs_the_timed_second_epoch_says_fit(monkeypatch, tmp_path):

@@ -27,9 +27,9 @@ from alpr_pipelines.lib.reader_eval import (
     ReaderEvaluation,
     edit_distance,
     exact_match_by_width,
-    exact_match_wide,
     plate_width,
     text_scores,
+    wide_plates_score,
     width_band,
 )
 
@@ -111,19 +111,23 @@ def test_exact_match_is_also_given_by_the_plates_width():
     truth = ["A1", "B2", "C3", "D4", "E5"]
     read = ["A1", "B0", "C3", "D4", "E6"]
     widths = [150, 50, 110, 55, 140]
+    bands = exact_match_by_width(read, truth, widths)
     # Narrowest band first; a band without plates is left out.
-    assert exact_match_by_width(read, truth, widths) == {
-        "under 60 px": {"plates": 2, "read": 1, "exact_match": 0.5},
-        "100-130 px": {"plates": 1, "read": 1, "exact_match": 1.0},
-        "130 px and over": {"plates": 2, "read": 1, "exact_match": 0.5}}
-    assert exact_match_wide(read, truth, widths) == pytest.approx(2 / 3)  # 150, 110, 140: at least 100 px
-    assert exact_match_wide(read, truth, [50] * 5) is None
-    with pytest.raises(ValueError):
-        exact_match_wide(read, truth, widths[:4])
+    assert bands == [{"band": "under 60 px", "plates": 2, "read": 1, "exact_match": 0.5},
+                     {"band": "100-130 px", "plates": 1, "read": 1, "exact_match": 1.0},
+                     {"band": "130 px and over", "plates": 2, "read": 1, "exact_match": 0.5}]
+    assert wide_plates_score(bands) == 0.5  # 150 and 140: at least WIDE_PLATE (130) px
+    assert wide_plates_score(exact_match_by_width(read, truth, [50] * 5)) is None
+    with pytest.raises(ValueError, match="one per plate"):
+        exact_match_by_width(read, truth, widths[:4])
     base = {"exact_match": 0.6, "cer": 0.1, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "plates_per_second": 9.0,
             "file_size_mb": 1.0, "images": 5, "golden_fingerprint": "g"}
-    assert ReaderEvaluation(**base, exact_match_wide=2 / 3).headline()["exact_match_wide"] == pytest.approx(2 / 3)
-    assert "exact_match_wide" not in ReaderEvaluation(**base).headline()  # no plate that wide: no headline number
+    scored = ReaderEvaluation(**base, by_plate_width=bands, exact_match_wide_plates=0.5)
+    assert scored.headline()["exact_match_wide_plates"] == 0.5
+    assert "exact_match_wide_plates" not in ReaderEvaluation(**base).headline()  # no plate that wide: no number
+    # Cached as the registry caches it (JSON, keys sorted): the bands come back in their order.
+    again = ReaderEvaluation(**json.loads(json.dumps(scored.as_dict(), sort_keys=True)))
+    assert again == scored and [b["band"] for b in again.by_plate_width] == [b["band"] for b in bands]
 
 
 def _write_crop(path, shade=0):
@@ -318,8 +322,13 @@ def test_the_demo_prints_the_readers_golden_score_by_plate_width():
     from alpr_pipelines.cli.demo import width_line
     from alpr_pipelines.lib.promotion import EVAL_TAG
 
-    bands = exact_match_by_width(["A1", "B0", "C3"], ["A1", "B2", "C3"], [50, 55, 140])
-    assert width_line({EVAL_TAG: json.dumps({"by_plate_width": bands})}) == (
-        "golden plates read exactly, by plate width: under 60 px 0.50 (1/2); 130 px and over 1.00 (1/1)")
+    bands = exact_match_by_width(["A1", "B0", "C3", "D4"], ["A1", "B2", "C3", "D4"], [140, 50, 120, 55])
+    tag = json.dumps({"by_plate_width": bands, "exact_match": 0.75}, sort_keys=True)  # as the registry caches it
+    assert width_line({EVAL_TAG: tag}) == (
+        "golden plates read exactly, by plate width: under 60 px 0.50 (1/2); 100-130 px 1.00 (1/1); "
+        "130 px and over 1.00 (1/1)")
     assert width_line({EVAL_TAG: json.dumps({"mAP50-95": 0.6})}) is None  # a detector's evaluation
-    assert width_line({EVAL_TAG: "not json"}) is None and width_line({}) is None
+    for broken in ("not json", "[]", json.dumps({"by_plate_width": {"a": 1}}), json.dumps({"by_plate_width": [{}]}),
+                   json.dumps({"by_plate_width": [3]})):
+        assert width_line({EVAL_TAG: broken}) is None
+    assert width_line({}) is None

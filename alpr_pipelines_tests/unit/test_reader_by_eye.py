@@ -73,13 +73,15 @@ def test_several_readings_are_scored_side_by_side_with_the_reader(by_eye):
                                                                                                  ["#1 Р691АУ98"])
     with pytest.raises(ValueError, match="no readings"):
         by_eye.by_eye_scores(truth, {})
-    # By the gate's plate-width bands, and the plates at least 100 px wide together.
+    # By the gate's plate-width bands, narrowest first.
     widths = by_eye.by_eye_scores(truth, readings, machine=["AB12", "P691AY98", "CD31", "EF56"],
                                   widths=[50, 120, 140, 135])["by_plate_width"]
-    assert widths == {"under 60 px": {"crops": 1, "read_by_any": 1, "read_by_all": 1, "read_by_reader": 1},
-                      "100-130 px": {"crops": 1, "read_by_any": 1, "read_by_all": 1, "read_by_reader": 0},
-                      "130 px and over": {"crops": 2, "read_by_any": 1, "read_by_all": 0, "read_by_reader": 1},
-                      "100 px and over": {"crops": 3, "read_by_any": 2, "read_by_all": 1, "read_by_reader": 1}}
+    assert widths == [
+        {"band": "under 60 px", "crops": 1, "read_by_any": 1, "read_by_all": 1, "read_by_reader": 1},
+        {"band": "100-130 px", "crops": 1, "read_by_any": 1, "read_by_all": 1, "read_by_reader": 0},
+        {"band": "130 px and over", "crops": 2, "read_by_any": 1, "read_by_all": 0, "read_by_reader": 1}]
+    with pytest.raises(ValueError, match="one per crop"):
+        by_eye.by_eye_scores(truth, readings, widths=[50, 120])
 
 
 def test_tiles_are_each_crop_on_its_own_enlarged_and_numbered_as_on_the_sheets(by_eye, tmp_path):

@@ -27,9 +27,9 @@ def per_class_table(result: EvaluationResult) -> dg.MetadataValue:
 
 def width_table(result: ReaderEvaluation) -> dg.MetadataValue:
     """Exact match on the golden plate crops by the plate's width in pixels, as a table in the Dagster UI."""
-    rows = [dg.TableRecord({"plate width": band, "plates": int(row["plates"]), "read": int(row["read"]),
+    rows = [dg.TableRecord({"plate width": row["band"], "plates": row["plates"], "read": row["read"],
                             "exact match": round(row["exact_match"], 4)})
-            for band, row in result.by_plate_width.items()]
+            for row in result.by_plate_width]
     return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[
         dg.TableColumn("plate width", "string"), dg.TableColumn("plates", "int"), dg.TableColumn("read", "int"),
         dg.TableColumn("exact match", "float")]))
