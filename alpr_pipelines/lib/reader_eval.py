@@ -124,9 +124,11 @@ def exact_match_by_width(predicted: list[str], truth: list[str], widths: list[fl
     """Each band's plates, those read exactly and their share, narrowest band first."""
     if not len(predicted) == len(truth) == len(widths):
         raise ValueError(f"{len(predicted)} texts, {len(truth)} truths and {len(widths)} widths: one per plate each")
-    return [WidthBand(band=band, plates=len(ids), read=sum(predicted[i] == truth[i] for i in ids),
-                      exact_match=sum(predicted[i] == truth[i] for i in ids) / len(ids))
-            for band, ids in width_groups(widths, edges).items()]
+    bands = []
+    for band, ids in width_groups(widths, edges).items():
+        read = sum(predicted[i] == truth[i] for i in ids)
+        bands.append(WidthBand(band=band, plates=len(ids), read=read, exact_match=read / len(ids)))
+    return bands
 
 
 def wide_plates_score(bands: list[WidthBand]) -> float | None:
