@@ -32,17 +32,22 @@ def ctc_log_likelihood(log_probs: np.ndarray, text: str, alphabet: str) -> float
     return -float(loss)
 
 
+def most_probable_text(log_probs: list[np.ndarray], texts: list[str], alphabet: str) -> str:
+    """Of ``texts``, the one that one crop's readings (each's per-step log probabilities (T, C + 1)) find most
+    probable together: the sum of their CTC log likelihoods; the first of equals on a tie."""
+    candidates = list(dict.fromkeys(texts))
+    scores = [sum(ctc_log_likelihood(lp, text, alphabet) for lp in log_probs) for text in candidates]
+    return candidates[int(np.argmax(scores))]
+
+
 def read_as_pair(first: np.ndarray, second: np.ndarray, alphabet: str) -> dict[str, list[str]]:
     """Both readers' log probabilities (N, T, C + 1) -> each one's greedy texts and the pair's, both ways."""
     from alpr_pipelines.edge.reader import decode_ctc
 
     alone = [[r.text for r in decode_ctc(lp, alphabet)] for lp in (first, second)]
     averaged = [r.text for r in decode_ctc((first + second) / 2, alphabet)]
-    rescored = []
-    for i in range(len(first)):
-        candidates = list(dict.fromkeys((alone[0][i], alone[1][i])))
-        scores = [sum(ctc_log_likelihood(lp[i], text, alphabet) for lp in (first, second)) for text in candidates]
-        rescored.append(candidates[int(np.argmax(scores))])
+    rescored = [most_probable_text([first[i], second[i]], [alone[0][i], alone[1][i]], alphabet)
+                for i in range(len(first))]
     return {"first": alone[0], "second": alone[1], "averaged": averaged, "rescored": rescored}
 
 

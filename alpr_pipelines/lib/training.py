@@ -133,6 +133,41 @@ class EpochMetrics:
     values: dict[str, float]
 
 
+class EpochProgress:
+    """A training's log line per epoch: its metrics, its pace and about how long the remaining epochs will take at
+    that pace. The same training takes several times longer on one 2-core CPU than on another (docs/decisions.md,
+    "How long the reader trains"), so its own pace, not a fixed figure, tells a user what to expect. The first
+    epoch's time includes loading the data; from the second on, the pace is of the epochs after the first."""
+
+    def __init__(self, name: str, epochs: int, clock: Callable[[], float] = time.monotonic):
+        self.name, self.epochs, self.clock = name, epochs, clock
+        self.started, self.seen = clock(), 0
+        self.first_done = self.started
+
+    def line(self, e: EpochMetrics) -> str:
+        now = self.clock()
+        self.seen += 1
+        if self.seen == 1:
+            self.first_done = now
+            pace = now - self.started
+        else:
+            pace = (now - self.first_done) / (self.seen - 1)
+        remaining = max(self.epochs - e.epoch, 0)
+        shown = f"{duration_text(pace)} an epoch"
+        if remaining:
+            shown += f", about {duration_text(remaining * pace)} to go"
+        values = ", ".join(f"{k}={v:.4f}" for k, v in e.values.items())
+        return f"{self.name} epoch {e.epoch}/{self.epochs} ({shown}): {values}"
+
+
+def duration_text(seconds: float) -> str:
+    """``90`` -> "1.5 min", ``4500`` -> "1 h 15 min" (whole minutes from an hour on)."""
+    if seconds < 3570:  # 59.5 min and more round to an hour
+        return f"{seconds / 60:.1f} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min"
+
+
 @dataclass
 class TrainingResult:
     run_id: str

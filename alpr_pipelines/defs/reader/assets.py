@@ -24,7 +24,7 @@ from alpr_pipelines.lib.reader_data import (
     write_synthetic_reader_dataset,
 )
 from alpr_pipelines.lib.reader_model import export_reader_onnx, quantize_reader_int8, train_reader
-from alpr_pipelines.lib.training import TrainingError
+from alpr_pipelines.lib.training import EpochProgress, TrainingError
 
 GROUP = OCR.group
 
@@ -98,12 +98,11 @@ def reader_weights(context: dg.AssetExecutionContext, config: ReaderTrainConfig,
                    mlflow_registry: MlflowRegistryResource, dataset: dict) -> dg.Output[dict]:
     try:
         params = config.to_params()
+        progress = EpochProgress(OCR.key, config.epochs)
         result = train_reader(OCR, _dataset(dataset), params, mlflow_registry.get_client(),
                               mlflow_registry.experiment(), state.path("training"), dagster_run_id=context.run.run_id,
                               restart=config.restart, force_nonce=context.run.run_id if config.force else "",
-                              on_epoch=lambda e: context.log.info(
-                                  f"ocr epoch {e.epoch}/{config.epochs}: "
-                                  + ", ".join(f"{k}={v:.4f}" for k, v in e.values.items())))
+                              on_epoch=lambda e: context.log.info(progress.line(e)))
     except (TrainingError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     return dg.Output({**result.as_dict(), "dataset_fingerprint": dataset["fingerprint"]},

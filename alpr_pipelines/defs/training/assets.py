@@ -10,7 +10,14 @@ from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
 from alpr_pipelines.defs.training.config import TrainConfig
 from alpr_pipelines.lib.models import DETECTOR_SPECS, GPU_STEP_K8S_CONFIG, ModelSpec
-from alpr_pipelines.lib.training import EPOCH_METRICS, EpochMetrics, TrainingError, TrainingResult, train
+from alpr_pipelines.lib.training import (
+    EPOCH_METRICS,
+    EpochMetrics,
+    EpochProgress,
+    TrainingError,
+    TrainingResult,
+    train,
+)
 
 
 def epochs_table(epochs: list[EpochMetrics]) -> dg.MetadataValue:
@@ -60,10 +67,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     )
     def _weights(context: dg.AssetExecutionContext, config: TrainConfig, state: AlprStateResource,
                  mlflow_registry: MlflowRegistryResource, dataset: dict) -> dg.Output[dict]:
-        def on_epoch(e: EpochMetrics) -> None:
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in e.values.items())
-            context.log.info(f"{spec.key} epoch {e.epoch}/{config.epochs}: {shown}")
-
+        progress = EpochProgress(spec.key, config.epochs)
         try:
             result = train(
                 spec,
@@ -75,7 +79,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 state.path("training"),
                 dagster_run_id=context.run.run_id,
                 restart=config.restart,
-                on_epoch=on_epoch,
+                on_epoch=lambda e: context.log.info(progress.line(e)),
             )
         except TrainingError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc

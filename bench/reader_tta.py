@@ -1,0 +1,116 @@
+"""One reader, each crop read several ways: do moved and scaled copies of a crop read more plates than the crop alone?
+
+Test-time augmentation for a CTC reader: each crop is read as it is and as copies moved by a few percent of its size
+or scaled about its centre (the border repeated). A moved copy moves the reader's character spikes along its steps, so
+the copies' per-step probabilities cannot be averaged (blanks win where the spikes disagree); the copies are joined
+by their texts instead: ``vote`` keeps the text most copies read (the plain crop's when it ties), ``rescored`` the one of
+their texts all copies together find most probable (the sum of each copy's CTC log likelihood of it, over every
+path). ``gated`` reads the copies only for crops whose plain reading is less sure than ``--gate`` (the product of its
+characters' probabilities), so most plates cost one reading. Scored on the golden crops (by plate width too), 3,000
+more crops of the golden purpose and the shift split (docs/decisions.md, "One reader, each crop read several ways").
+
+    .venv/bin/python bench/reader_tta.py --reader-onnx READER.onnx [--gate 0.9] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import common  # noqa: F401 - first: the repository on sys.path
+import cv2
+import numpy as np
+from common import machine, write_json
+from reader_formats import log_softmax, logits_in_batches, scoring_sets
+from reader_pair import most_probable_text
+
+# (shift right, shift down, scale), shifts as shares of the crop's width and height: the plain crop first.
+COPIES = {
+    "three": ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0)),
+    "seven": ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.05, 1.0), (0.0, -0.05, 1.0),
+              (0.0, 0.0, 0.94), (0.0, 0.0, 1.06)),
+}
+
+
+def moved(crop: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
+    """``crop`` scaled by ``scale`` about its centre and moved by (dx, dy) shares of its size, same shape, the border
+    repeated (as a detector's box a little off would cut it)."""
+    if (dx, dy, scale) == (0.0, 0.0, 1.0):
+        return crop
+    h, w = crop.shape[:2]
+    matrix = np.array([[scale, 0.0, (1 - scale) * w / 2 + dx * w], [0.0, scale, (1 - scale) * h / 2 + dy * h]])
+    return cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def copies_log_probs(reader, crops: list[np.ndarray], copies: tuple[tuple[float, float, float], ...]) -> list:
+    """Per copy, every crop's per-step log probabilities (N, T, C + 1)."""
+    return [log_softmax(logits_in_batches(reader, [moved(c, *copy) for c in crops]).astype(np.float64))
+            for copy in copies]
+
+
+def read_with_copies(per_copy: list[np.ndarray], alphabet: str, max_length: int | None = None) -> dict[str, list[str]]:
+    """The copies' log probabilities (the plain crop's first) -> the texts their greedy readings (cut to
+    ``max_length`` as the edge's reader cuts them) give when joined by vote and by rescoring. A tie in the vote keeps
+    the plain crop's text when it is among the most read, else the first such copy's."""
+    from alpr_pipelines.edge.reader import decode_ctc
+
+    greedy = [[r.text[:max_length] for r in decode_ctc(lp, alphabet)] for lp in per_copy]
+    vote, rescored = [], []
+    for i in range(len(per_copy[0])):
+        texts = [g[i] for g in greedy]
+        counts = Counter(texts)
+        most = max(counts.values())
+        vote.append(next(t for t in texts if counts[t] == most))  # the plain crop's text is the first
+        rescored.append(most_probable_text([lp[i] for lp in per_copy], texts, alphabet))
+    return {"vote": vote, "rescored": rescored}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader-onnx", required=True, type=Path, help="a CTC plate reader's ONNX file")
+    parser.add_argument("--gate", type=float, default=0.9,
+                        help="gated: read the copies only below this confidence of the plain reading (0 to 1)")
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args()
+    if not args.reader_onnx.is_file():
+        parser.error(f"{args.reader_onnx} not found")
+    if not 0.0 <= args.gate <= 1.0:
+        parser.error(f"--gate {args.gate} is not a confidence between 0 and 1")
+
+    from alpr_pipelines.edge.reader import OnnxPlateReader
+    from alpr_pipelines.lib.reader_eval import exact_match_by_width, golden_crops, plate_width, read_in_batches
+
+    reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
+    if reader.head != "ctc":
+        parser.error(f"{args.reader_onnx} is a {reader.head!r} reader: joining copies needs a CTC reader")
+    rows = {}
+    for name, root in scoring_sets().items():
+        crops, truth = golden_crops(root)
+        plain = read_in_batches(reader, crops, 64)  # as the edge reads them
+        texts = {"plain": [r.text for r in plain]}
+        for label, copies in COPIES.items():
+            joined = read_with_copies(copies_log_probs(reader, crops, copies), reader.alphabet, reader.max_length)
+            texts.update({f"{label} {way}": read for way, read in joined.items()})
+        unsure = [i for i, r in enumerate(plain) if r.confidence < args.gate]
+        for way in ("vote", "rescored"):
+            gated = list(texts["plain"])
+            for i in unsure:
+                gated[i] = texts[f"seven {way}"][i]
+            texts[f"gated {args.gate:g}, seven {way}"] = gated
+        widths = [plate_width(c) for c in crops]
+        rows[name] = {
+            "crops": len(truth), "unsure": len(unsure),
+            "read": {k: sum(a == b for a, b in zip(v, truth, strict=True)) for k, v in texts.items()},
+            "by_plate_width": {k: exact_match_by_width(v, truth, widths) for k, v in texts.items()},
+        }
+        print(name, rows[name]["crops"], rows[name]["read"], f"unsure {len(unsure)}", flush=True)
+    write_json({"figures": [], "machine": machine(), "reader": str(args.reader_onnx), "copies": COPIES,
+                "gate": args.gate, "splits": rows,
+                "command": f".venv/bin/python bench/reader_tta.py --reader-onnx READER.onnx --gate {args.gate:g}"},
+               args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
