@@ -24,6 +24,8 @@ import common  # noqa: F401 - first: the repository on sys.path
 import numpy as np
 from common import machine, write_json
 
+from alpr_pipelines.edge.reread import log_softmax
+
 MARGINS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, float("inf"))
 MORE_CROPS = 3000
 _NEG = -1e30
@@ -68,11 +70,6 @@ def training_formats() -> PlateFormats:
             text = "".join(letter if ch == "L" else ch for ch in pattern if ch in "LD")
             patterns.update((text + "DD", text + "DDD") if fmt.region_box else (text,))
     return PlateFormats({"L": LATIN, "C": CYRILLIC, "D": DIGITS}, tuple(sorted(patterns)))
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def best_paths_in_formats(log_probs: np.ndarray, slots: np.ndarray, lengths: np.ndarray,

@@ -21,6 +21,8 @@ auxiliary per-position loss in training).
     .venv/bin/python bench/reader_heads.py --train-plates 72000 --data-only   # write the crops, then stop (several
                                         # trainings can then share them)
     .venv/bin/python bench/reader_heads.py --more-crops 3000 --score-onnx DIR/ctc.onnx   # a kept reader, scored
+    .venv/bin/python bench/reader_heads.py --heads ctc --reread-below 0   # scores of the network alone: each plate
+                                        # read once (by default as the edge reads: the unsure ones again as copies)
     .venv/bin/python bench/reader_heads.py --quick          # smoke
 """
 
@@ -75,9 +77,18 @@ def main() -> int:
                         "more crops, then stop: trainings started side by side afterwards share them")
     parser.add_argument("--keep-onnx", type=Path, metavar="DIR", help="copy each head's ONNX file here "
                         "(<head>.onnx); the work folder is removed")
+    parser.add_argument("--reread-below", type=float, metavar="CONFIDENCE", help="score as the edge reads (the "
+                        "default: plates read less surely than its 0.9 read again as moved copies, edge.reread); 0: "
+                        "the network alone, one reading a plate, as trainings before the rereading were scored")
     parser.add_argument("--score-onnx", type=Path, metavar="FILE", help="train nothing: score this reader (e.g. a "
                         "--keep-onnx file) on the golden crops, the shift split and --more-crops as a training is")
     args = parser.parse_args()
+    from alpr_pipelines.edge.reread import REREAD_BELOW
+
+    if args.reread_below is None:
+        args.reread_below = REREAD_BELOW
+    if not 0.0 <= args.reread_below <= 1.0:
+        parser.error(f"--reread-below {args.reread_below} is not a confidence from 0 to 1")
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
     if args.time_budget is not None and args.epochs is not None:
@@ -143,8 +154,9 @@ def main() -> int:
             row: dict[str, Any] = {"head": "given", "onnx": str(args.score_onnx)}
             for crops, prefix in ((golden_lines, "golden"), (Path(golden.shift_yaml), "shift"), (more, "more")):
                 if crops is not None:
-                    row.update(kind_scores(args.score_onnx, crops, prefix))
-            write_json({"figures": [], "machine": machine(), "heads": [row], "command": command}, args.json)
+                    row.update(kind_scores(args.score_onnx, crops, prefix, args.reread_below))
+            write_json({"figures": [], "machine": machine(), "heads": [row], "reread_below": args.reread_below,
+                        "command": command}, args.json)
             return 0
         data_root = write_synthetic_reader_dataset(root / "data", 0, train, val, top_lines=not args.no_top_lines)
         if args.data_only:
@@ -164,7 +176,8 @@ def main() -> int:
             result = train_reader(OCR, data, params, client, "heads", work / "train")
             seconds = time.perf_counter() - started
             onnx = export_reader_onnx(result.best_pt, work / head)
-            scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench")
+            scores = evaluate_reader_onnx(Path(str(onnx.path)), golden.data_yaml, "bench",
+                                          reread_below=args.reread_below)
             curve = [round(e.values.get("exact_match", 0.0), 4) for e in result.epochs]
             rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
                          "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
@@ -176,14 +189,14 @@ def main() -> int:
             if args.keep_onnx:
                 args.keep_onnx.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(str(onnx.path), args.keep_onnx / f"{head}.onnx")
-            rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden"))
-            rows[-1].update(kind_scores(Path(str(onnx.path)), Path(golden.shift_yaml), "shift"))
+            rows[-1].update(kind_scores(Path(str(onnx.path)), golden_lines, "golden", args.reread_below))
+            rows[-1].update(kind_scores(Path(str(onnx.path)), Path(golden.shift_yaml), "shift", args.reread_below))
             if more is not None:
-                rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more"))
+                rows[-1].update(kind_scores(Path(str(onnx.path)), more, "more", args.reread_below))
             print(rows[-1], file=sys.stderr, flush=True)  # progress; the JSON report goes to stdout
         write_json({"figures": [], "machine": machine(), "heads": rows, "train_plates": train, "val_plates": val,
                     "golden_plates": golden_spec.plates, "recipe": dataclasses.asdict(base),
-                    "top_lines": not args.no_top_lines,
+                    "top_lines": not args.no_top_lines, "reread_below": args.reread_below,
                     "command": command}, args.json)
     return 0
 
@@ -211,11 +224,13 @@ def epochs_within(seconds: float, data: Any, params: Any, client: Any, work: Pat
     return epochs, rate
 
 
-def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, Any]:
+def kind_scores(onnx: Path, root: Path, prefix: str, reread_below: float) -> dict[str, Any]:
     """Exact match and CER on the crops under ``root``, overall, by kind (Russian plates: their region number, in
     a small box, is what the reader misreads most; two-line plates: a top line shorter than the text, how the two
-    lines' alignment formed; the rest) and by plate width (as the gate reports it)."""
+    lines' alignment formed; the rest) and by plate width (as the gate reports it). Plates read less surely than
+    ``reread_below`` are read again as moved copies, as the edge does (0: none)."""
     from alpr_pipelines.edge.reader import OnnxPlateReader
+    from alpr_pipelines.edge.reread import RereadUnsure
     from alpr_pipelines.lib.plates import CYRILLIC
     from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
     from alpr_pipelines.lib.reader_eval import (
@@ -228,7 +243,7 @@ def kind_scores(onnx: Path, root: Path, prefix: str) -> dict[str, Any]:
 
     samples = validate_reader_dataset(root, ("val",)).splits["val"]
     truth = [s.text for s in samples]
-    reader = OnnxPlateReader(onnx, providers=["CPUExecutionProvider"])
+    reader = RereadUnsure(OnnxPlateReader(onnx, providers=["CPUExecutionProvider"]), reread_below)
     crops = load_split_crops(samples)
     read = [r.text for r in read_in_batches(reader, crops, 64)]
     bands = exact_match_by_width(read, truth, [plate_width(crop) for crop in crops])

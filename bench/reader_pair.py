@@ -19,17 +19,12 @@ import numpy as np
 from common import machine, write_json
 from reader_formats import log_softmax, logits_in_batches, scoring_sets
 
+from alpr_pipelines.edge.reread import ctc_log_likelihoods
+
 
 def ctc_log_likelihood(log_probs: np.ndarray, text: str, alphabet: str) -> float:
     """log P(text | one crop's per-step log probabilities (T, C + 1), class 0 the blank), summed over every path."""
-    import torch
-
-    if not text:
-        return float(log_probs[:, 0].sum())
-    target = torch.tensor([[alphabet.index(ch) + 1 for ch in text]])
-    loss = torch.nn.functional.ctc_loss(torch.from_numpy(log_probs)[:, None], target, [len(log_probs)], [len(text)],
-                                        reduction="sum")
-    return -float(loss)
+    return float(ctc_log_likelihoods(log_probs[None], [[alphabet.index(ch) + 1 for ch in text]])[0])
 
 
 def most_probable_text(log_probs: list[np.ndarray], texts: list[str], alphabet: str) -> str:

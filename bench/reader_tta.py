@@ -19,27 +19,14 @@ from collections import Counter
 from pathlib import Path
 
 import common  # noqa: F401 - first: the repository on sys.path
-import cv2
 import numpy as np
 from common import machine, write_json
-from reader_formats import log_softmax, logits_in_batches, scoring_sets
+from reader_formats import logits_in_batches, scoring_sets
 from reader_pair import most_probable_text
 
-# (shift right, shift down, scale), shifts as shares of the crop's width and height: the plain crop first. Each set
-# of copies is the first so many: "three" the plain crop moved left and right, "seven" all of them.
-COPIES = ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.05, 1.0), (0.0, -0.05, 1.0),
-          (0.0, 0.0, 0.94), (0.0, 0.0, 1.06))
-COPY_SETS = {"three": 3, "seven": 7}
+from alpr_pipelines.edge.reread import COPIES, RereadUnsure, log_softmax, moved
 
-
-def moved(crop: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
-    """``crop`` scaled by ``scale`` about its centre and moved by (dx, dy) shares of its size, same shape, the border
-    repeated (as a detector's box a little off would cut it)."""
-    if (dx, dy, scale) == (0.0, 0.0, 1.0):
-        return crop
-    h, w = crop.shape[:2]
-    matrix = np.array([[scale, 0.0, (1 - scale) * w / 2 + dx * w], [0.0, scale, (1 - scale) * h / 2 + dy * h]])
-    return cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+COPY_SETS = {"three": 3, "seven": 7}  # the first so many of COPIES: three the crop moved left and right
 
 
 def copies_log_probs(reader, crops: list[np.ndarray], copies: tuple[tuple[float, float, float], ...]) -> list:
@@ -98,6 +85,7 @@ def main() -> int:
             for i in unsure:
                 gated[i] = texts[f"seven {way}"][i]
             texts[f"gated {args.gate:g}, seven {way}"] = gated
+        texts["edge (RereadUnsure)"] = [r.text for r in read_in_batches(RereadUnsure(reader, args.gate), crops, 64)]
         widths = [plate_width(c) for c in crops]
         rows[name] = {
             "crops": len(truth), "unsure": len(unsure),

@@ -7,7 +7,8 @@
     models:
       vehicle: {name: alpr-vehicle-detector, fallback: models/yolo11n.onnx}
       plate: {name: alpr-plate-detector, fallback: models/yolo11n-plate.onnx}
-      reader: {name: alpr-plate-ocr, fallback: null, enabled: true}   # the plate reader (text of each plate)
+      reader: {name: alpr-plate-ocr, fallback: null, enabled: true,   # the plate reader (text of each plate)
+               reread_below: 0.9}    # plates read less surely are read again as moved copies; 0: never
     cameras:
       - {name: gate-1, source: rtsp://10.0.0.5/stream, fps_limit: 10}
       - {name: sample, source: sample.avi, fps_limit: 0}     # 0: as fast as it decodes
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from alpr_pipelines.edge.contract import OCR_MODEL, PLATE_MODEL, VEHICLE_MODEL
+from alpr_pipelines.edge.reread import REREAD_BELOW
 from alpr_pipelines.edge.swap.priority import check_priority
 from alpr_pipelines.edge.trust import TrustedKeys
 
@@ -58,6 +60,7 @@ class EdgeConfig:
     reader_name: str = OCR_MODEL
     reader_fallback: str | None = None
     read_plates: bool = True  # the third stage; without a reader anywhere the edge runs without it and says so
+    reread_below: float = REREAD_BELOW  # readings less sure than this are read again as moved copies (edge.reread)
     detections: str = "-"
     annotated_dir: str | None = None
     http_host: str = "127.0.0.1"
@@ -95,6 +98,10 @@ class EdgeConfig:
         vehicle, plate, reader = (models.get(k) or {} for k in ("vehicle", "plate", "reader"))
         if not isinstance(reader.get("enabled", True), bool):
             raise ConfigError(f"{path}: models.reader.enabled must be true or false")
+        reread_below = reader.get("reread_below", REREAD_BELOW)
+        if isinstance(reread_below, bool) or not isinstance(reread_below, int | float) or not 0 <= reread_below <= 1:
+            raise ConfigError(f"{path}: models.reader.reread_below must be a confidence from 0 to 1 (0 rereads no "
+                              f"plate), got {reread_below!r}")
 
         def rel(p: str | None) -> str | None:
             return None if p is None else str(p if Path(p).is_absolute() else path.parent / p)
@@ -106,7 +113,7 @@ class EdgeConfig:
             vehicle_name=vehicle.get("name", VEHICLE_MODEL), plate_name=plate.get("name", PLATE_MODEL),
             vehicle_fallback=rel(vehicle.get("fallback")), plate_fallback=rel(plate.get("fallback")),
             reader_name=reader.get("name", OCR_MODEL), reader_fallback=rel(reader.get("fallback")),
-            read_plates=reader.get("enabled", True),
+            read_plates=reader.get("enabled", True), reread_below=float(reread_below),
             detections=detections if detections == "-" else str(rel(detections)),
             annotated_dir=rel(out.get("annotated_dir")), http_host=http.get("host", "127.0.0.1"),
             http_port=int(http.get("port", 9108)), cache_dir=rel(raw.get("cache_dir")),

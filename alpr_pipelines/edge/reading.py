@@ -2,12 +2,14 @@
 
 ``attach_reader(detector, ...)`` adds it: the plate reader (``alpr-plate-ocr``) comes from the registry like the
 detectors (then the verified cache, then a local fallback file) and hot-swaps through its own slot and poller. Each
-frame's plate crops are read in one batch, in the frame's turn. With no reader anywhere, the detector runs as before
+frame's plate crops are read in one batch, in the frame's turn; the plates it is unsure of are read again as moved
+copies (``edge.reread``). With no reader anywhere, the detector runs as before
 and the log says so; the slot stays empty and its poller swaps the first registered version in when one appears.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -20,18 +22,20 @@ from alpr_pipelines.edge.contract import OCR_MODEL
 from alpr_pipelines.edge.detector import FrameResult, ModelSlot, PlateText, YOLOv11Detector
 from alpr_pipelines.edge.loader import ModelLoadError
 from alpr_pipelines.edge.reader import OnnxPlateReader, read_region
+from alpr_pipelines.edge.reread import REREAD_BELOW, RereadUnsure
 
 log = logging.getLogger(__name__)
 
 
 def open_reader(path: str | Path, version: str | None, threads: int | None = None, imgsz: int | None = None,
-                optimized: Path | None = None) -> OnnxPlateReader:
+                optimized: Path | None = None, reread_below: float = REREAD_BELOW) -> RereadUnsure:
     """A reader file as a slot loads it (``ModelSlot.load``'s arguments; a reader has no serving size, and loads
-    the file itself: its graph is small enough that a box-optimized copy buys nothing, so its slot asks for none)."""
+    the file itself: its graph is small enough that a box-optimized copy buys nothing, so its slot asks for none),
+    reading again the plates it is less sure of than ``reread_below`` (0: none)."""
     path = Path(path)
     if path.suffix != ".onnx":
         raise ModelLoadError(f"{path}: the plate reader loads only .onnx files, never {path.suffix or 'this'}")
-    return OnnxPlateReader(path, threads=threads, model_version=version)
+    return RereadUnsure(OnnxPlateReader(path, threads=threads, model_version=version), reread_below)
 
 
 class PlateReadingStage:
@@ -68,16 +72,18 @@ class PlateReadingStage:
                        read_ms=(time.perf_counter() - started) * 1000)
 
 
-def attach_reader(detector: YOLOv11Detector, name: str = OCR_MODEL, fallback: str | None = None) -> PlateReadingStage:
+def attach_reader(detector: YOLOv11Detector, name: str = OCR_MODEL, fallback: str | None = None,
+                  reread_below: float = REREAD_BELOW) -> PlateReadingStage:
     """Add the plate reader to ``detector``: the registry's version of ``name`` (through the detector's loader, so
     with its cache and trust checks), else ``fallback``. Without either it serves nothing until its poller finds
-    one, and the log says the edge reports boxes without text."""
-    slot = ModelSlot(name, load=open_reader, prefetch_optimized_copy=False)
+    one, and the log says the edge reports boxes without text. ``reread_below``: see :func:`open_reader`."""
+    load = functools.partial(open_reader, reread_below=reread_below)
+    slot = ModelSlot(name, load=load, prefetch_optimized_copy=False)
     stage = PlateReadingStage(slot)
     try:
         path, meta = detector.resolve(name, fallback)
         with detector.policy.session_creation(serving=False):
-            reader = open_reader(path, meta.get("version"), detector.policy.threads)
+            reader = load(path, meta.get("version"), detector.policy.threads)
             reader.warm_up()
     except Exception as exc:  # noqa: BLE001 - without a usable reader the detectors still serve
         log.warning("%s: no plate reader available (%s); plates are reported without text until one is "

@@ -43,7 +43,8 @@ class EdgeService:
             policy=SwapPolicy(threads=config.threads, realtime_priority=config.realtime_priority))
         self.reader: PlateReadingStage | None = None
         if config.read_plates:
-            self.reader = attach_reader(self.detector, config.reader_name, config.reader_fallback)
+            self.reader = attach_reader(self.detector, config.reader_name, config.reader_fallback,
+                                        config.reread_below)
         else:
             log.info("plate reading is off (models.reader.enabled: false): plates are reported without text")
         for slot in self.detector.slots():

@@ -1,4 +1,5 @@
-"""Score a plate reader's ONNX file on the frozen golden plate crops, through the edge's own reading code.
+"""Score a plate reader's ONNX file on the frozen golden plate crops, through the edge's own reading code (the
+plates it is unsure of read again as moved copies, as the edge reads them: ``edge.reread``).
 
 Plate-level exact match (every character right, none extra), the character error rate (edit distance over the
 truth's characters), and the latency of one plate read alone (p50, p95). Exact match is also given by the plate's
@@ -18,11 +19,13 @@ from typing import Any, TypedDict
 import numpy as np
 
 from alpr_pipelines.edge.reader import READ_MARGIN, OnnxPlateReader
+from alpr_pipelines.edge.reread import REREAD_BELOW, RereadUnsure
 from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.evaluation import EvaluationError, ModelUnusable
 from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
 
-READER_EVALUATOR_VERSION = "3"  # bump when scoring changes, so cached scores are recomputed (3: by plate width)
+READER_EVALUATOR_VERSION = "4"  # bump when scoring changes, so cached scores are recomputed (3: by plate width;
+# 4: unsure plates read again as moved copies)
 LATENCY_WARMUP = 3
 WIDE_PLATE = 130  # px: Milestone XProtect LPR's minimum for single-line US plates (docs/decisions.md)
 PLATE_WIDTH_BANDS = (60, 100, WIDE_PLATE)  # px, the bands' edges: the last band holds the wide plates
@@ -163,15 +166,18 @@ def read_in_batches(reader: Any, crops: list[np.ndarray], batch: int = 16) -> li
 
 
 def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint: str, threads: int | None = None,
-                         max_images: int | None = None, shift_root: Path | None = None) -> ReaderEvaluation:
-    """Score ``onnx_path`` on the golden crops (and the shift crops when given).
+                         max_images: int | None = None, shift_root: Path | None = None,
+                         reread_below: float = REREAD_BELOW) -> ReaderEvaluation:
+    """Score ``onnx_path`` on the golden crops (and the shift crops when given), reading again the plates it is less
+    sure of than ``reread_below`` as the edge does (0: none; the gate scores the edge's default).
 
     Raises:
         ModelUnusable: the file is not a plate reader, or fails to load or run.
         EvaluationError: the golden crops are unusable.
     """
     try:
-        reader = OnnxPlateReader(onnx_path, threads=threads, providers=["CPUExecutionProvider"])
+        reader = RereadUnsure(OnnxPlateReader(onnx_path, threads=threads, providers=["CPUExecutionProvider"]),
+                              reread_below)
     except Exception as exc:
         raise ModelUnusable(f"cannot load {onnx_path} as a plate reader: {exc}") from exc
     crops, truth = golden_crops(golden_root, max_images)

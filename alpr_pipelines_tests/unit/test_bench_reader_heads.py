@@ -31,7 +31,7 @@ def test_crops_are_scored_overall_and_on_russian_two_line_and_other_plates(monke
                         lambda root, required: SimpleNamespace(splits={"val": samples}))
     monkeypatch.setattr(reader_data, "load_split_crops", lambda part: [np.zeros((20, 90), np.uint8)] * len(part))
     monkeypatch.setattr(edge_reader, "OnnxPlateReader", StubReader)
-    out = reader_heads.kind_scores(tmp_path / "reader.onnx", tmp_path, "more")
+    out = reader_heads.kind_scores(tmp_path / "reader.onnx", tmp_path, "more", 0.0)  # one reading a plate
     assert out["more_crops"] == 7 and out["more_russian_crops"] == 2 and out["more_two_line_crops"] == 2
     assert out["more_russian_exact_match"] == 0.5
     assert out["more_two_line_exact_match"] == 0.5

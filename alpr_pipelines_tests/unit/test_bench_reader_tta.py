@@ -14,22 +14,6 @@ def tta(monkeypatch):
     return reader_tta
 
 
-def test_a_copy_moves_and_scales_the_plate_and_keeps_the_crop_size(tta):
-    crop = np.zeros((20, 40), np.uint8)
-    crop[:, 10] = 255  # a bright column at x = 10
-    assert tta.moved(crop, 0.0, 0.0, 1.0) is crop
-    right = tta.moved(crop, 0.25, 0.0, 1.0)  # a quarter of the width: 10 px
-    assert right.shape == crop.shape and int(right[10].argmax()) == 20
-    row = np.zeros((20, 40), np.uint8)
-    row[4] = 255
-    assert int(tta.moved(row, 0.0, 0.25, 1.0)[:, 7].argmax()) == 9  # a quarter of the height: 5 px down
-    smaller = tta.moved(crop, 0.0, 0.0, 0.5)  # about the centre x = 19.5: 10 -> 14.75
-    assert int(smaller[10].argmax()) in (14, 15)
-    edge = crop.copy()
-    edge[:, 0] = 100
-    assert (tta.moved(edge, 0.25, 0.0, 1.0)[:, :10] == 100).all()  # the border repeats the crop's edge column
-
-
 def test_the_copies_texts_are_joined_by_vote_and_by_their_summed_likelihoods(tta):
     alphabet = "AB"
 

@@ -125,14 +125,15 @@ READER_OUTPUT_COLUMNS = ["image_index", "text", "confidence"]
 
 
 class AlprPlateReaderModel(PythonModel):
-    """Reads the version's plate-reader ONNX artifact: one row per input plate crop, ``image_index, text,
-    confidence`` (all crops in one batch)."""
+    """Reads the version's plate-reader ONNX artifact as the edge does: one row per input plate crop,
+    ``image_index, text, confidence`` (all crops in one batch, the unsure ones read again as moved copies)."""
 
     def load_context(self, context) -> None:
         from alpr_pipelines.edge.reader import OnnxPlateReader
+        from alpr_pipelines.edge.reread import RereadUnsure
 
         verify_against_registry(dict(context.artifacts))
-        self.reader = OnnxPlateReader(context.artifacts["onnx"])
+        self.reader = RereadUnsure(OnnxPlateReader(context.artifacts["onnx"]))  # as the edge reads
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         images = input_images(model_input)
