@@ -24,7 +24,7 @@ import common  # noqa: F401 - first: the repository on sys.path
 import numpy as np
 from common import machine, write_json
 
-from alpr_pipelines.edge.reread import log_softmax
+from alpr_pipelines.edge.reader import log_softmax
 
 MARGINS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, float("inf"))
 MORE_CROPS = 3000

@@ -78,17 +78,17 @@ def main() -> int:
     parser.add_argument("--keep-onnx", type=Path, metavar="DIR", help="copy each head's ONNX file here "
                         "(<head>.onnx); the work folder is removed")
     parser.add_argument("--reread-below", type=float, metavar="CONFIDENCE", help="score as the edge reads (the "
-                        "default: plates read less surely than its 0.9 read again as moved copies, edge.reread); 0: "
-                        "the network alone, one reading a plate, as trainings before the rereading were scored")
+                        "default: plates read less surely than edge.reread.REREAD_BELOW read again as moved copies); "
+                        "0: the network alone, one reading a plate, as trainings before the rereading were scored")
     parser.add_argument("--score-onnx", type=Path, metavar="FILE", help="train nothing: score this reader (e.g. a "
                         "--keep-onnx file) on the golden crops, the shift split and --more-crops as a training is")
     args = parser.parse_args()
-    from alpr_pipelines.edge.reread import REREAD_BELOW
+    from alpr_pipelines.edge.reread import REREAD_BELOW, check_reread_below
 
-    if args.reread_below is None:
-        args.reread_below = REREAD_BELOW
-    if not 0.0 <= args.reread_below <= 1.0:
-        parser.error(f"--reread-below {args.reread_below} is not a confidence from 0 to 1")
+    try:
+        args.reread_below = check_reread_below(REREAD_BELOW if args.reread_below is None else args.reread_below)
+    except ValueError as exc:
+        parser.error(f"--reread-below {exc}")
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
     if args.time_budget is not None and args.epochs is not None:

@@ -19,20 +19,7 @@ import numpy as np
 from common import machine, write_json
 from reader_formats import log_softmax, logits_in_batches, scoring_sets
 
-from alpr_pipelines.edge.reread import ctc_log_likelihoods
-
-
-def ctc_log_likelihood(log_probs: np.ndarray, text: str, alphabet: str) -> float:
-    """log P(text | one crop's per-step log probabilities (T, C + 1), class 0 the blank), summed over every path."""
-    return float(ctc_log_likelihoods(log_probs[None], [[alphabet.index(ch) + 1 for ch in text]])[0])
-
-
-def most_probable_text(log_probs: list[np.ndarray], texts: list[str], alphabet: str) -> str:
-    """Of ``texts``, the one that one crop's readings (each's per-step log probabilities (T, C + 1)) find most
-    probable together: the sum of their CTC log likelihoods; the first of equals on a tie."""
-    candidates = list(dict.fromkeys(texts))
-    scores = [sum(ctc_log_likelihood(lp, text, alphabet) for lp in log_probs) for text in candidates]
-    return candidates[int(np.argmax(scores))]
+from alpr_pipelines.edge.reread import most_probable_texts
 
 
 def read_as_pair(first: np.ndarray, second: np.ndarray, alphabet: str) -> dict[str, list[str]]:
@@ -41,8 +28,8 @@ def read_as_pair(first: np.ndarray, second: np.ndarray, alphabet: str) -> dict[s
 
     alone = [[r.text for r in decode_ctc(lp, alphabet)] for lp in (first, second)]
     averaged = [r.text for r in decode_ctc((first + second) / 2, alphabet)]
-    rescored = [most_probable_text([first[i], second[i]], [alone[0][i], alone[1][i]], alphabet)
-                for i in range(len(first))]
+    rescored = most_probable_texts([[first[i], second[i]] for i in range(len(first))],
+                                   [[alone[0][i], alone[1][i]] for i in range(len(first))], alphabet)
     return {"first": alone[0], "second": alone[1], "averaged": averaged, "rescored": rescored}
 
 

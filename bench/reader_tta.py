@@ -22,9 +22,16 @@ import common  # noqa: F401 - first: the repository on sys.path
 import numpy as np
 from common import machine, write_json
 from reader_formats import logits_in_batches, scoring_sets
-from reader_pair import most_probable_text
 
-from alpr_pipelines.edge.reread import COPIES, RereadUnsure, log_softmax, moved
+from alpr_pipelines.edge.reader import log_softmax
+from alpr_pipelines.edge.reread import (
+    COPIES,
+    REREAD_BELOW,
+    RereadUnsure,
+    check_reread_below,
+    most_probable_texts,
+    moved,
+)
 
 COPY_SETS = {"three": 3, "seven": 7}  # the first so many of COPIES: three the crop moved left and right
 
@@ -42,27 +49,30 @@ def read_with_copies(per_copy: list[np.ndarray], alphabet: str, max_length: int 
     from alpr_pipelines.edge.reader import decode_ctc
 
     greedy = [[r.text[:max_length] for r in decode_ctc(lp, alphabet)] for lp in per_copy]
-    vote, rescored = [], []
+    vote = []
     for i in range(len(per_copy[0])):
         texts = [g[i] for g in greedy]
         counts = Counter(texts)
         most = max(counts.values())
         vote.append(next(t for t in texts if counts[t] == most))  # the plain crop's text is the first
-        rescored.append(most_probable_text([lp[i] for lp in per_copy], texts, alphabet))
+    rescored = most_probable_texts([[lp[i] for lp in per_copy] for i in range(len(per_copy[0]))],
+                                   [[g[i] for g in greedy] for i in range(len(per_copy[0]))], alphabet)
     return {"vote": vote, "rescored": rescored}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reader-onnx", required=True, type=Path, help="a CTC plate reader's ONNX file")
-    parser.add_argument("--gate", type=float, default=0.9,
+    parser.add_argument("--gate", type=float, default=REREAD_BELOW,
                         help="gated: read the copies only below this confidence of the plain reading (0 to 1)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     if not args.reader_onnx.is_file():
         parser.error(f"{args.reader_onnx} not found")
-    if not 0.0 <= args.gate <= 1.0:
-        parser.error(f"--gate {args.gate} is not a confidence between 0 and 1")
+    try:
+        check_reread_below(args.gate)
+    except ValueError as exc:
+        parser.error(f"--gate {exc}")
 
     from alpr_pipelines.edge.reader import OnnxPlateReader
     from alpr_pipelines.lib.reader_eval import exact_match_by_width, golden_crops, plate_width, read_in_batches
@@ -85,7 +95,8 @@ def main() -> int:
             for i in unsure:
                 gated[i] = texts[f"seven {way}"][i]
             texts[f"gated {args.gate:g}, seven {way}"] = gated
-        texts["edge (RereadUnsure)"] = [r.text for r in read_in_batches(RereadUnsure(reader, args.gate), crops, 64)]
+        edge = RereadUnsure(reader, args.gate)
+        texts["edge (RereadUnsure)"] = [r.text for r in read_in_batches(edge, crops, 64)]
         widths = [plate_width(c) for c in crops]
         rows[name] = {
             "crops": len(truth), "unsure": len(unsure),
@@ -93,7 +104,8 @@ def main() -> int:
             "by_plate_width": {k: exact_match_by_width(v, truth, widths) for k, v in texts.items()},
         }
         print(name, rows[name]["crops"], rows[name]["read"], f"unsure {len(unsure)}", flush=True)
-    write_json({"figures": [], "machine": machine(), "reader": str(args.reader_onnx), "copies": COPIES, "copy_sets": COPY_SETS,
+    write_json({"figures": [], "machine": machine(), "reader": str(args.reader_onnx), "copies": COPIES,
+                "copy_sets": COPY_SETS,
                 "gate": args.gate, "splits": rows,
                 "command": f".venv/bin/python bench/reader_tta.py --reader-onnx READER.onnx --gate {args.gate:g}"},
                args.json)

@@ -101,8 +101,10 @@ NOTES = [
     "same 2 cores), so the cache's own limit lies beyond the figure.",
     "Figure 9's target against readings by eye: three blind readings of the same 600 golden crops by helper "
     "agents (bench/reader_by_eye.600-*.txt; docs/decisions.md, \"All 600 golden crops read by eye\") read 0.903, "
-    "0.892 and 0.890 of them exactly, and 0.918 were read by at least one of them; on 2026-12-06 the reader read "
-    "0.885 to 0.912 in five trainings of its recipe.",
+    "0.892 and 0.890 of them exactly, and 0.918 were read by at least one of them; the reader's network read 0.885 "
+    "to 0.912 in six trainings of its recipe, each plate read once; read as the edge reads (the unsure plates again "
+    "as moved copies, since 2026-12-07) the sixth read 0.905 instead of 0.890 (docs/decisions.md, \"Unsure plates "
+    "read again\").",
 ]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from alpr_pipelines.edge.contract import OCR_MODEL, PLATE_MODEL, VEHICLE_MODEL
-from alpr_pipelines.edge.reread import REREAD_BELOW
+from alpr_pipelines.edge.reread import REREAD_BELOW, check_reread_below
 from alpr_pipelines.edge.swap.priority import check_priority
 from alpr_pipelines.edge.trust import TrustedKeys
 
@@ -98,10 +98,10 @@ class EdgeConfig:
         vehicle, plate, reader = (models.get(k) or {} for k in ("vehicle", "plate", "reader"))
         if not isinstance(reader.get("enabled", True), bool):
             raise ConfigError(f"{path}: models.reader.enabled must be true or false")
-        reread_below = reader.get("reread_below", REREAD_BELOW)
-        if isinstance(reread_below, bool) or not isinstance(reread_below, int | float) or not 0 <= reread_below <= 1:
-            raise ConfigError(f"{path}: models.reader.reread_below must be a confidence from 0 to 1 (0 rereads no "
-                              f"plate), got {reread_below!r}")
+        try:
+            reread_below = check_reread_below(reader.get("reread_below", REREAD_BELOW))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: models.reader.reread_below {exc}") from exc
 
         def rel(p: str | None) -> str | None:
             return None if p is None else str(p if Path(p).is_absolute() else path.parent / p)
@@ -113,7 +113,7 @@ class EdgeConfig:
             vehicle_name=vehicle.get("name", VEHICLE_MODEL), plate_name=plate.get("name", PLATE_MODEL),
             vehicle_fallback=rel(vehicle.get("fallback")), plate_fallback=rel(plate.get("fallback")),
             reader_name=reader.get("name", OCR_MODEL), reader_fallback=rel(reader.get("fallback")),
-            read_plates=reader.get("enabled", True), reread_below=float(reread_below),
+            read_plates=reader.get("enabled", True), reread_below=reread_below,
             detections=detections if detections == "-" else str(rel(detections)),
             annotated_dir=rel(out.get("annotated_dir")), http_host=http.get("host", "127.0.0.1"),
             http_port=int(http.get("port", 9108)), cache_dir=rel(raw.get("cache_dir")),

