@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -175,3 +176,11 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
     model.save(str(path))
     return path
+
+
+@pytest.fixture
+def bench_script(monkeypatch):
+    """Import a bench/ script by name as a module, bench/ on sys.path for this test only (its scripts import one
+    another by their bare names)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    return importlib.import_module

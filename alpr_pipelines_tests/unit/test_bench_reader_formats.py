@@ -2,18 +2,14 @@
 that lets a greedy reading give way, and the layouts it reads the training plates with."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
-    import reader_formats
-
-    return reader_formats
+def bench(bench_script):
+    return bench_script("reader_formats")
 
 
 def collapse(path: tuple[int, ...], alphabet: str) -> str:

@@ -1,17 +1,13 @@
 """bench/reader_pair.py: two readers' texts joined by their CTC likelihoods."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
 @pytest.fixture
-def pair(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
-    import reader_pair
-
-    return reader_pair
+def pair(bench_script):
+    return bench_script("reader_pair")
 
 
 def test_the_pair_keeps_the_text_both_readers_together_find_more_probable(pair):

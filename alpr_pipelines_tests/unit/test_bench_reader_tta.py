@@ -1,17 +1,13 @@
 """bench/reader_tta.py: a crop read as moved and scaled copies, their texts joined by vote and by likelihood."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
 @pytest.fixture
-def tta(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
-    import reader_tta
-
-    return reader_tta
+def tta(bench_script):
+    return bench_script("reader_tta")
 
 
 def test_the_copies_texts_are_joined_by_vote_and_by_their_summed_likelihoods(tta):
