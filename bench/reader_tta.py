@@ -83,9 +83,9 @@ def main() -> int:
     rows = {}
     for name, root in scoring_sets().items():
         crops, truth = golden_crops(root)
-        plain = read_in_batches(reader, crops, 64)  # as the edge reads them
+        per_copy = copies_log_probs(reader, crops, COPIES)  # each copy read once, the plain crop first
+        plain = reader.decode(per_copy[0])  # the crop as it is, as the edge reads it
         texts = {"plain": [r.text for r in plain]}
-        per_copy = copies_log_probs(reader, crops, COPIES)  # each copy read once, for every set
         for label, count in COPY_SETS.items():
             joined = read_with_copies(per_copy[:count], reader.alphabet, reader.max_length)
             texts.update({f"{label} {way}": read for way, read in joined.items()})

@@ -148,12 +148,13 @@ class OnnxPlateReader:
     def logits(self, crops: list[np.ndarray]) -> np.ndarray:
         return self.session.run(None, {self.input_name: plate_tensor(crops, self.height, self.width)})[0]
 
+    def decode(self, logits: np.ndarray) -> list[Reading]:
+        """The readings of :meth:`logits` (or their log softmax), each text cut to the model's maximum length."""
+        return [Reading(r.text[: self.max_length], r.confidence) for r in DECODERS[self.head](logits, self.alphabet)]
+
     def read(self, crops: list[np.ndarray]) -> list[Reading]:
         """The text of each crop, all in one batch."""
-        if not crops:
-            return []
-        readings = DECODERS[self.head](self.logits(crops), self.alphabet)
-        return [Reading(r.text[: self.max_length], r.confidence) for r in readings]
+        return self.decode(self.logits(crops)) if crops else []
 
     def smoke_run(self) -> None:
         self.read([np.full((self.height, self.width), 128, np.uint8)])

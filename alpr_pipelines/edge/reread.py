@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from alpr_pipelines.edge.reader import Reading, decode_ctc, log_softmax
+from alpr_pipelines.edge.reader import Reading, log_softmax
 
 # (shift right, shift down, scale), shifts as shares of the crop's width and height; the crop as it is comes first.
 # Changing COPIES or REREAD_BELOW changes the gate's scores: bump lib.reader_eval.READER_EVALUATOR_VERSION with them.
@@ -111,19 +111,18 @@ class RereadUnsure:
         """The text of each crop: all crops in one batch, then the copies of the unsure ones in one more."""
         if self.below <= 0.0 or not crops or self.reader.head != "ctc":
             return self.reader.read(crops)
-        alphabet, cut = self.reader.alphabet, self.reader.max_length
         plain = log_softmax(self.reader.logits(crops).astype(np.float64))
-        readings = [Reading(r.text[:cut], r.confidence) for r in decode_ctc(plain, alphabet)]
+        readings = self.reader.decode(plain)
         unsure = [i for i, r in enumerate(readings) if r.confidence < self.below]
         if not unsure:
             return readings
         extra = len(COPIES) - 1
         again = log_softmax(self.reader.logits(
             [moved(crops[i], *copy) for i in unsure for copy in COPIES[1:]]).astype(np.float64))
-        again_readings = [Reading(r.text[:cut], r.confidence) for r in decode_ctc(again, alphabet)]
+        again_readings = self.reader.decode(again)
         per_plate = [[readings[i], *again_readings[k * extra: (k + 1) * extra]] for k, i in enumerate(unsure)]
         chosen = most_probable_texts([[plain[i], *again[k * extra: (k + 1) * extra]] for k, i in enumerate(unsure)],
-                                     [[r.text for r in plate] for plate in per_plate], alphabet)
+                                     [[r.text for r in plate] for plate in per_plate], self.reader.alphabet)
         for i, text, plate in zip(unsure, chosen, per_plate, strict=True):
             readings[i] = Reading(text, sum(r.confidence for r in plate if r.text == text) / len(plate))
         return readings
