@@ -3,10 +3,12 @@
 `make demo` prints "plates read exactly: X (n/m; ...)" for the sample clip. This script reads the same plates again,
 cut from the clip's true boxes instead of the plate detector's, with the reader the edge served, and lists every
 plate read otherwise with its width, so the detector's share of the misses and the reader's can be told apart
-(docs/decisions.md, "Plate reader"). It writes a contact sheet of each distinct plate as the reader sees it.
+(docs/decisions.md, "Plate reader"). The true boxes are read as the edge reads (unsure plates again as moved copies,
+``--reread-below``) and each once, so what the rereading gains on the clip shows too. It writes a contact sheet of each
+distinct plate as the reader sees it.
 
     .venv/bin/python bench/clip_reading.py --reader-onnx .alpr/exports/ocr/<key>/plate_reader.int8.onnx \\
-        [--home .alpr] [--sheet /tmp/clip-plates.png]
+        [--home .alpr] [--reread-below 0.9] [--sheet /tmp/clip-plates.png]
 """
 
 from __future__ import annotations
@@ -25,15 +27,22 @@ def main() -> int:
     parser.add_argument("--reader-onnx", required=True, type=Path, help="the reader the edge served")
     parser.add_argument("--home", type=Path, default=Path(".alpr"), help="the demo's state folder")
     parser.add_argument("--sheet", type=Path, help="write the distinct plates' crops here (PNG)")
+    parser.add_argument("--reread-below", type=float, default=None,
+                        help="read again as moved copies the plates read less surely than this (default: the edge's)")
     args = parser.parse_args()
 
     from alpr_pipelines.cli.demo import clip_readings
     from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader, read_region
+    from alpr_pipelines.edge.reread import REREAD_BELOW, RereadUnsure, check_reread_below
     from alpr_pipelines.lib.plates import CYRILLIC
     from alpr_pipelines.lib.reader_data import normalize_text
     from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
     clip, detections = args.home / "clips" / "sample.avi", args.home / "edge" / "detections.jsonl"
+    try:
+        below = check_reread_below(REREAD_BELOW if args.reread_below is None else args.reread_below)
+    except ValueError as exc:
+        parser.error(f"--reread-below {exc}")
     for path in (clip, detections, args.reader_onnx):
         if not path.is_file():
             parser.error(f"{path} not found: run `make demo` first (it writes the clip and the edge's detections)")
@@ -55,26 +64,30 @@ def main() -> int:
     if [int(r["frame"]) for r in results] != list(range(len(frames))):
         parser.error(f"the last {len(frames)} lines of {detections} are not one edge run over the whole clip: run "
                      "`make demo` again")
-    reader = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
-    total = from_truth = from_detector = 0
+    once = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
+    reader = RereadUnsure(once, below)
+    total = from_truth = from_truth_once = from_detector = 0
     misses, distinct, texts = [], {}, set()
     for index, truth, detected in clip_readings(results):
         crops = [read_region(frames[index], b.x1, b.y1, b.x2, b.y2) for b in truth]
         readable = [c for c in crops if c is not None]
-        texts_read = iter(r.text for r in reader.read(readable)) if readable else iter(())  # one batch a frame
+        texts_read = iter(r.text for r in reader.read(readable))  # a frame's crops in one batch, as the edge reads
+        texts_once = iter(r.text for r in once.read(readable))
         for t, (box, crop) in enumerate(zip(truth, crops, strict=True)):
             text = normalize_text(box.text)
             read = next(texts_read) if crop is not None else None
             total += 1
             texts.add(text)
             from_truth += read == text
+            from_truth_once += crop is not None and next(texts_once) == text
             from_detector += detected.get(t) == text
             if crop is not None:
                 distinct.setdefault(text, crop)
             if read != text:
                 misses.append((round(box.x2 - box.x1), text, read))
     print(f"{total} plates at least {MIN_READ_WIDTH} px wide ({len(texts)} distinct): read exactly from the true "
-          f"boxes {from_truth}, from the detected boxes {from_detector} (the edge's readings)")
+          f"boxes {from_truth} (unsure plates read again below {below:g}; {from_truth_once} each read once), from the "
+          f"detected boxes {from_detector} (the edge's readings)")
     for width, text, read in sorted(misses, key=lambda m: (m[0], m[1], m[2] or "")):
         print(f"  {width:4d} px  {text:10s} read {read}")
     if args.sheet and not distinct:
