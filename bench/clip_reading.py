@@ -4,8 +4,8 @@
 cut from the clip's true boxes instead of the plate detector's, with the reader the edge served, and lists every
 plate read otherwise with its width, so the detector's share of the misses and the reader's can be told apart
 (docs/decisions.md, "Plate reader"). The true boxes are read as the edge reads (unsure plates again as moved copies,
-``--reread-below``) and each once, so what the rereading gains on the clip shows too. It writes a contact sheet of each
-distinct plate as the reader sees it.
+``--reread-below``; the list of plates read otherwise is of these readings) and each once, so what the rereading gains
+on the clip shows too. It writes a contact sheet of each distinct plate as the reader sees it.
 
     .venv/bin/python bench/clip_reading.py --reader-onnx .alpr/exports/ocr/<key>/plate_reader.int8.onnx \\
         [--home .alpr] [--reread-below 0.9] [--sheet /tmp/clip-plates.png]
@@ -28,7 +28,8 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path(".alpr"), help="the demo's state folder")
     parser.add_argument("--sheet", type=Path, help="write the distinct plates' crops here (PNG)")
     parser.add_argument("--reread-below", type=float, default=None,
-                        help="read again as moved copies the plates read less surely than this (default: the edge's)")
+                        help="read again as moved copies the plates read less surely than this (default 0.9, the "
+                        "edge's default)")
     args = parser.parse_args()
 
     from alpr_pipelines.cli.demo import clip_readings

@@ -84,7 +84,7 @@ def main() -> int:
     for name, root in scoring_sets().items():
         crops, truth = golden_crops(root)
         per_copy = copies_log_probs(reader, crops, COPIES)  # each copy read once, the plain crop first
-        plain = reader.decode(per_copy[0])  # the crop as it is, as the edge reads it
+        plain = reader.decode(per_copy[0])  # the crop as it is: the edge's first reading of it
         texts = {"plain": [r.text for r in plain]}
         for label, count in COPY_SETS.items():
             joined = read_with_copies(per_copy[:count], reader.alphabet, reader.max_length)
