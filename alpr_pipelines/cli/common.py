@@ -56,7 +56,10 @@ def run_job(settings: Settings, job_name: str, run_config: dict, asset_selection
         for event in result.all_events:
             if event.is_step_failure:
                 error = getattr(event.event_specific_data, "error", None)
-                failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+                if error is not None and error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                    failures.append(f"{event.step_key}: stopped by an interrupt (Ctrl-C or SIGTERM); not retried")
+                else:
+                    failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
         raise CliError(f"run {result.run_id} failed:\n  " + "\n  ".join(failures or ["see the Dagster UI"]))
     return result
 

@@ -136,7 +136,7 @@ def test_bad_dataset_stops_the_chain(mlflow_server, mlflow_client, tiny_views, t
 
 def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlflow_client, tiny_views, tmp_path,
                                                              monkeypatch):
-    """A step that crashes mid-training is retried by Dagster's RetryPolicy and resumes the same MLflow run."""
+    """A step that crashes mid-training is retried once and resumes the same MLflow run."""
     import alpr_pipelines.defs.training.assets as training_assets
 
     real_train = training_assets.train
@@ -166,6 +166,39 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
     (run,) = mlflow_client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id == result.output_for_node("plate__weights")["run_id"]
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "mAP50-95")] == [1, 2, 3]
+
+
+def test_an_interrupted_training_is_not_retried(mlflow_server, mlflow_client, tiny_views, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM mid-training (Dagster raises an interrupt in the step) stops the run: no retry starts the
+    training again after a person stopped it, and the MLflow run is left FAILED to resume from last.pt."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    import alpr_pipelines.defs.training.assets as training_assets
+
+    real_train = training_assets.train
+    attempts = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        attempts["n"] += 1
+
+        def stop(e):
+            if e.epoch == 1:
+                raise DagsterExecutionInterruptedError()
+
+        return real_train(*args, **{**kwargs, "on_epoch": stop})
+
+    monkeypatch.setattr(training_assets, "train", interrupted)
+    experiment = "interrupt-tests"
+    config = tiny_run_config(models=("plate",), epochs=2, seed=7)
+    del config["ops"]["plate__registered_version"]
+    keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
+    with pytest.raises(DagsterExecutionInterruptedError):
+        dg.materialize([*graph_assets(), *graph_checks()], run_config=config,
+                       selection=[dg.AssetKey(k) for k in keys],
+                       resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
+    assert attempts["n"] == 1
+    (run,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FAILED"
 
 
 def test_the_reader_is_gated_promoted_and_read_through_the_edge(graph_run, mlflow_server, mlflow_client, tmp_path,

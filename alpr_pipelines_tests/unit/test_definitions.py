@@ -1,4 +1,5 @@
 import dagster as dg
+import pytest
 
 from alpr_pipelines.definitions import defs
 from alpr_pipelines.lib.models import DETECTOR_SPECS, MODEL_SPECS
@@ -36,7 +37,20 @@ def test_jobs_exist():
             "train_and_register_ocr"} <= names
 
 
-def test_training_uses_the_training_pool_and_retries():
-    node = defs().get_assets_def(dg.AssetKey(["plate", "weights"]))
-    assert node.op.pool == "alpr_training"
-    assert node.op.retry_policy is not None and node.op.retry_policy.max_retries >= 1
+def test_training_uses_the_training_pool_and_retries_a_crash_but_not_an_interrupt():
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    from alpr_pipelines.defs.training.assets import retried_once_if_it_crashes
+
+    for key in (["plate", "weights"], ["ocr", "weights"]):
+        node = defs().get_assets_def(dg.AssetKey(key))
+        assert node.op.pool == "alpr_training"
+        assert node.op.retry_policy is None  # Dagster's policy would retry an interrupted training too
+    with pytest.raises(dg.RetryRequested) as asked:
+        with retried_once_if_it_crashes():
+            raise RuntimeError("a crash mid-training")
+    assert asked.value.max_retries == 1 and isinstance(asked.value.__cause__, RuntimeError)
+    for stop in (dg.Failure("bad config", allow_retries=False), KeyboardInterrupt(), DagsterExecutionInterruptedError()):
+        with pytest.raises(type(stop)):
+            with retried_once_if_it_crashes():
+                raise stop

@@ -10,7 +10,7 @@ from alpr_pipelines.defs.reader.config import ReaderDatasetConfig, ReaderTrainCo
 from alpr_pipelines.defs.registry.assets import RegisterConfig, register_and_describe
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.defs.training.assets import training_metadata
+from alpr_pipelines.defs.training.assets import retried_once_if_it_crashes, training_metadata
 from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.exports import ExportError, ExportResult
 from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, OCR
@@ -90,21 +90,22 @@ def _dataset(value: dict) -> ReaderDataset:
 @dg.asset(key=[OCR.key, "weights"], group_name=GROUP, ins={"dataset": dg.AssetIn([OCR.key, "dataset"])},
           kinds={"pytorch", "mlflow"}, tags={"alpr/training": "true"}, pool="alpr_training",
           op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
-          retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
           description="The plate reader trained from scratch (PyTorch, CPU or CUDA) and logged to MLflow: params, "
           "exact match, CER and losses per epoch, model/best.pt, model/last.pt, plots/, config/args.yaml. "
           "Unchanged dataset and config reuse the finished run; a crashed one resumes from last.pt.")
 def reader_weights(context: dg.AssetExecutionContext, config: ReaderTrainConfig, state: AlprStateResource,
                    mlflow_registry: MlflowRegistryResource, dataset: dict) -> dg.Output[dict]:
-    try:
-        params = config.to_params()
-        progress = EpochProgress(OCR.key, config.epochs)
-        result = train_reader(OCR, _dataset(dataset), params, mlflow_registry.get_client(),
-                              mlflow_registry.experiment(), state.path("training"), dagster_run_id=context.run.run_id,
-                              restart=config.restart, force_nonce=context.run.run_id if config.force else "",
-                              on_epoch=lambda e: context.log.info(progress.line(e)))
-    except (TrainingError, ValueError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    with retried_once_if_it_crashes():  # a crash is retried once; config errors and interrupts are not
+        try:
+            params = config.to_params()
+            progress = EpochProgress(OCR.key, config.epochs)
+            result = train_reader(OCR, _dataset(dataset), params, mlflow_registry.get_client(),
+                                  mlflow_registry.experiment(), state.path("training"),
+                                  dagster_run_id=context.run.run_id, restart=config.restart,
+                                  force_nonce=context.run.run_id if config.force else "",
+                                  on_epoch=lambda e: context.log.info(progress.line(e)))
+        except (TrainingError, ValueError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
     return dg.Output({**result.as_dict(), "dataset_fingerprint": dataset["fingerprint"]},
                      data_version=dg.DataVersion(result.training_key),
                      metadata=training_metadata(context, result, mlflow_registry))

@@ -1,6 +1,8 @@
 """Training assets: one Ultralytics YOLO11 training per model, one MLflow run per training."""
 
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -51,6 +53,19 @@ def training_metadata(context: dg.AssetExecutionContext, result: TrainingResult,
     return metadata
 
 
+@contextmanager
+def retried_once_if_it_crashes(seconds_to_wait: float = 5.0) -> Iterator[None]:
+    """A crash (an exception, not a ``dg.Failure``) asks Dagster for one retry, which resumes the same MLflow run from
+    last.pt; an interrupt (Ctrl-C, SIGTERM) is not retried, so stopping a run stops it. Dagster's ``RetryPolicy``
+    retries interrupted steps too (for preempted pods): it would start the training again after a person stopped it."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        raise dg.RetryRequested(max_retries=1, seconds_to_wait=seconds_to_wait) from exc
+
+
 def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=[spec.key, "weights"],
@@ -60,29 +75,28 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         tags={"alpr/training": "true"},
         op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
         pool="alpr_training",
-        # A retry continues the same MLflow run from last.pt (see lib.training); config errors are not retried.
-        retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
         description=f"YOLO11 weights for {spec.registered_name}, trained with Ultralytics and logged to MLflow. "
         "Unchanged dataset and config reuse the finished run instead of retraining.",
     )
     def _weights(context: dg.AssetExecutionContext, config: TrainConfig, state: AlprStateResource,
                  mlflow_registry: MlflowRegistryResource, dataset: dict) -> dg.Output[dict]:
         progress = EpochProgress(spec.key, config.epochs)
-        try:
-            result = train(
-                spec,
-                Path(dataset["data_yaml"]),
-                dataset["fingerprint"],
-                config.to_params(run_id=context.run.run_id),
-                mlflow_registry.get_client(),
-                mlflow_registry.experiment(),
-                state.path("training"),
-                dagster_run_id=context.run.run_id,
-                restart=config.restart,
-                on_epoch=lambda e: context.log.info(progress.line(e)),
-            )
-        except TrainingError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        with retried_once_if_it_crashes():  # a crash is retried once; config errors and interrupts are not
+            try:
+                result = train(
+                    spec,
+                    Path(dataset["data_yaml"]),
+                    dataset["fingerprint"],
+                    config.to_params(run_id=context.run.run_id),
+                    mlflow_registry.get_client(),
+                    mlflow_registry.experiment(),
+                    state.path("training"),
+                    dagster_run_id=context.run.run_id,
+                    restart=config.restart,
+                    on_epoch=lambda e: context.log.info(progress.line(e)),
+                )
+            except TrainingError as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
         metadata = training_metadata(context, result, mlflow_registry)
         return dg.Output(
             {**result.as_dict(), "imgsz": config.imgsz, "dataset_fingerprint": dataset["fingerprint"]},
