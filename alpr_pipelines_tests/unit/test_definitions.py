@@ -37,15 +37,19 @@ def test_jobs_exist():
             "train_and_register_ocr"} <= names
 
 
-def test_training_uses_the_training_pool_and_retries_a_crash_but_not_an_interrupt():
+def test_training_uses_the_training_pool_and_retries_a_crash_but_not_an_interrupt(monkeypatch):
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from alpr_pipelines.defs.training.assets import retried_once_if_it_crashes
+    from alpr_pipelines.defs.training.assets import preempted_pod_retry, retried_once_if_it_crashes
 
     for key in (["plate", "weights"], ["ocr", "weights"]):
         node = defs().get_assets_def(dg.AssetKey(key))
         assert node.op.pool == "alpr_training"
         assert node.op.retry_policy is None  # Dagster's policy would retry an interrupted training too
+    monkeypatch.setenv("ALPR_EXECUTOR", "k8s")  # where a SIGTERM is a preempted pod, the policy resumes it
+    assert preempted_pod_retry() == dg.RetryPolicy(max_retries=1, delay=5)
+    monkeypatch.delenv("ALPR_EXECUTOR")
+    assert preempted_pod_retry() is None
     with pytest.raises(dg.RetryRequested) as asked:
         with retried_once_if_it_crashes():
             raise RuntimeError("a crash mid-training")
@@ -54,3 +58,9 @@ def test_training_uses_the_training_pool_and_retries_a_crash_but_not_an_interrup
         with pytest.raises(type(stop)):
             with retried_once_if_it_crashes():
                 raise stop
+    with pytest.raises(ConnectionError):  # a clean-up that failed during an interrupt: still not retried
+        with retried_once_if_it_crashes():
+            try:
+                raise DagsterExecutionInterruptedError()
+            except DagsterExecutionInterruptedError:
+                raise ConnectionError("MLflow is away") from None

@@ -10,7 +10,7 @@ from alpr_pipelines.defs.reader.config import ReaderDatasetConfig, ReaderTrainCo
 from alpr_pipelines.defs.registry.assets import RegisterConfig, register_and_describe
 from alpr_pipelines.defs.registry.resources import MlflowRegistryResource
 from alpr_pipelines.defs.resources import AlprStateResource
-from alpr_pipelines.defs.training.assets import retried_once_if_it_crashes, training_metadata
+from alpr_pipelines.defs.training.assets import preempted_pod_retry, retried_once_if_it_crashes, training_metadata
 from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.exports import ExportError, ExportResult
 from alpr_pipelines.lib.models import GPU_STEP_K8S_CONFIG, OCR
@@ -89,7 +89,7 @@ def _dataset(value: dict) -> ReaderDataset:
 
 @dg.asset(key=[OCR.key, "weights"], group_name=GROUP, ins={"dataset": dg.AssetIn([OCR.key, "dataset"])},
           kinds={"pytorch", "mlflow"}, tags={"alpr/training": "true"}, pool="alpr_training",
-          op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
+          op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG}, retry_policy=preempted_pod_retry(),
           description="The plate reader trained from scratch (PyTorch, CPU or CUDA) and logged to MLflow: params, "
           "exact match, CER and losses per epoch, model/best.pt, model/last.pt, plots/, config/args.yaml. "
           "Unchanged dataset and config reuse the finished run; a crashed one resumes from last.pt.")

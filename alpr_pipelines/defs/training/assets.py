@@ -20,6 +20,7 @@ from alpr_pipelines.lib.training import (
     TrainingResult,
     train,
 )
+from alpr_pipelines.settings import load_settings
 
 
 def epochs_table(epochs: list[EpochMetrics]) -> dg.MetadataValue:
@@ -55,15 +56,25 @@ def training_metadata(context: dg.AssetExecutionContext, result: TrainingResult,
 
 @contextmanager
 def retried_once_if_it_crashes(seconds_to_wait: float = 5.0) -> Iterator[None]:
-    """A crash (an exception, not a ``dg.Failure``) asks Dagster for one retry, which resumes the same MLflow run from
-    last.pt; an interrupt (Ctrl-C, SIGTERM) is not retried, so stopping a run stops it. Dagster's ``RetryPolicy``
-    retries interrupted steps too (for preempted pods): it would start the training again after a person stopped it."""
+    """An exception from the training (not a ``dg.Failure``: bad config, a lost checkpoint) asks Dagster for one
+    retry, which resumes the same MLflow run from last.pt; an interrupt (Ctrl-C, SIGTERM) is not retried, so stopping
+    a run stops it (Dagster's ``RetryPolicy`` retries interrupts too: :func:`preempted_pod_retry`)."""
     try:
         yield
-    except dg.Failure:
+    except (dg.Failure, dg.DagsterError):
         raise
     except Exception as exc:
+        if exc.__context__ is not None and not isinstance(exc.__context__, Exception):
+            raise  # raised while an interrupt was being handled (say, MLflow away when the run is marked FAILED)
         raise dg.RetryRequested(max_retries=1, seconds_to_wait=seconds_to_wait) from exc
+
+
+def preempted_pod_retry() -> dg.RetryPolicy | None:
+    """On Kubernetes (``ALPR_EXECUTOR=k8s``) a training step's pod may be preempted (SIGTERM) or evicted: Dagster's
+    ``RetryPolicy`` runs it again in a new pod, resuming from last.pt. Elsewhere a SIGTERM or Ctrl-C is a person
+    stopping the run, which that policy would retry too, so there is none (a crash is still retried once:
+    :func:`retried_once_if_it_crashes`)."""
+    return dg.RetryPolicy(max_retries=1, delay=5) if load_settings().executor == "k8s" else None
 
 
 def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -75,6 +86,7 @@ def build_training_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         tags={"alpr/training": "true"},
         op_tags={"dagster-k8s/config": GPU_STEP_K8S_CONFIG},
         pool="alpr_training",
+        retry_policy=preempted_pod_retry(),
         description=f"YOLO11 weights for {spec.registered_name}, trained with Ultralytics and logged to MLflow. "
         "Unchanged dataset and config reuse the finished run instead of retraining.",
     )
