@@ -95,8 +95,9 @@ def most_probable_texts(log_probs: list[list[np.ndarray]], texts: list[list[str]
 class RereadUnsure:
     """A CTC plate reader (``edge.reader.OnnxPlateReader``: ``logits``, ``decode``, ``alphabet``, ``head``,
     ``max_length``) whose unsure readings are settled by :data:`COPIES` of the crop (see the module). Reads like the
-    reader it wraps and has its attributes; a slots or attention reader reads as it is. A reread plate's confidence is the seven readings' mean confidence in its text, a reading of
-    another text counting 0: all seven agreeing keep their confidence, disagreement lowers it."""
+    reader it wraps and has its attributes; a slots or attention reader reads as it is. A reread plate's confidence
+    is the seven readings' mean confidence in its text, a reading of another text counting 0: all seven agreeing keep
+    their confidence, disagreement lowers it."""
 
     def __init__(self, reader: Any, below: float = REREAD_BELOW):
         self.reader = reader

@@ -695,7 +695,7 @@ def quantize_reader_int8(fp32_onnx: Path, calibration: list[np.ndarray], val_cro
 
     from alpr_pipelines.edge.reader import OnnxPlateReader
     from alpr_pipelines.edge.reread import RereadUnsure
-    from alpr_pipelines.lib.reader_eval import text_scores
+    from alpr_pipelines.lib.reader_eval import read_in_batches, text_scores
 
     fp32 = OnnxPlateReader(fp32_onnx, providers=["CPUExecutionProvider"])
     if not calibration or not val_crops:
@@ -730,8 +730,7 @@ def quantize_reader_int8(fp32_onnx: Path, calibration: list[np.ndarray], val_cro
         int8 = OnnxPlateReader(out, providers=["CPUExecutionProvider"])
 
         def exact(reader: OnnxPlateReader) -> float:  # as the edge reads: the unsure plates again as copies
-            served = RereadUnsure(reader)
-            texts = [r.text for i in range(0, len(val_crops), 64) for r in served.read(val_crops[i: i + 64])]
+            texts = [r.text for r in read_in_batches(RereadUnsure(reader), val_crops, 64)]
             return text_scores(texts, val_texts)[0]
 
         scores = {"fp32_exact_match": exact(fp32), "int8_exact_match": exact(int8)}

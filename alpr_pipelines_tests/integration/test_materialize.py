@@ -134,6 +134,16 @@ def test_bad_dataset_stops_the_chain(mlflow_server, mlflow_client, tiny_views, t
     assert mlflow_client.get_experiment_by_name(experiment) is None  # not even an MLflow run was started
 
 
+def _train_the_plate_detector(tmp_path, tracking_uri: str, experiment: str, epochs: int) -> dg.ExecuteInProcessResult:
+    """Materialize the golden set, the plate dataset and the plate detector's weights alone (seed 7)."""
+    config = tiny_run_config(models=("plate",), epochs=epochs, seed=7)
+    del config["ops"]["plate__registered_version"]
+    keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
+    return dg.materialize([*graph_assets(), *graph_checks()], run_config=config,
+                          selection=[dg.AssetKey(k) for k in keys],
+                          resources=_resources(tmp_path / "home", tracking_uri, experiment))
+
+
 def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlflow_client, tiny_views, tmp_path,
                                                              monkeypatch):
     """A step that crashes mid-training is retried once and resumes the same MLflow run."""
@@ -154,12 +164,7 @@ def test_retried_training_step_continues_the_same_mlflow_run(mlflow_server, mlfl
 
     monkeypatch.setattr(training_assets, "train", crash_once)
     experiment = "retry-tests"
-    config = tiny_run_config(models=("plate",), epochs=3, seed=7)
-    del config["ops"]["plate__registered_version"]
-    keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
-    result = dg.materialize([*graph_assets(), *graph_checks()], run_config=config,
-                            selection=[dg.AssetKey(k) for k in keys],
-                            resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
+    result = _train_the_plate_detector(tmp_path, mlflow_server.uri, experiment, epochs=3)
     assert result.success and attempts["n"] == 2
     assert any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
     exp = mlflow_client.get_experiment_by_name(experiment)
@@ -189,13 +194,8 @@ def test_an_interrupted_training_is_not_retried(mlflow_server, mlflow_client, ti
 
     monkeypatch.setattr(training_assets, "train", interrupted)
     experiment = "interrupt-tests"
-    config = tiny_run_config(models=("plate",), epochs=2, seed=7)
-    del config["ops"]["plate__registered_version"]
-    keys = [["datasets", "golden_set"], ["plate", "dataset"], ["plate", "weights"]]
     with pytest.raises(DagsterExecutionInterruptedError):
-        dg.materialize([*graph_assets(), *graph_checks()], run_config=config,
-                       selection=[dg.AssetKey(k) for k in keys],
-                       resources=_resources(tmp_path / "home", mlflow_server.uri, experiment))
+        _train_the_plate_detector(tmp_path, mlflow_server.uri, experiment, epochs=2)
     assert attempts["n"] == 1
     (run,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FAILED"
