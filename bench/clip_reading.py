@@ -15,11 +15,57 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import common  # noqa: F401 - first: the repository on sys.path
 import cv2
 import numpy as np
+from common import reread_below_or_exit
+
+
+@dataclass
+class ClipReadings:
+    """The clip's plates at least ``MIN_READ_WIDTH`` wide, counted: read exactly from their true boxes as the edge
+    reads and each once, and by the edge from the detector's boxes; the plates the first reading missed, as (width,
+    true text, text read or None where the true box gave no crop); the distinct plates' texts, and one crop of each
+    that gave one, by its text."""
+
+    total: int = 0
+    from_truth: int = 0
+    from_truth_once: int = 0
+    from_detector: int = 0
+    misses: list[tuple[int, str, str | None]] = field(default_factory=list)
+    texts: set[str] = field(default_factory=set)
+    distinct: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def read_true_boxes(frames: list[np.ndarray], results: list[dict], reader, once) -> ClipReadings:
+    """Read each frame's true plate boxes in one batch with ``reader`` (as the edge reads) and with ``once`` (each plate
+    once), beside the edge's own ``results`` (one per frame, as ``detections.jsonl`` holds them)."""
+    from alpr_pipelines.cli.demo import clip_readings
+    from alpr_pipelines.edge.reader import read_region
+    from alpr_pipelines.lib.reader_data import normalize_text
+
+    counts = ClipReadings()
+    for index, truth, detected in clip_readings(results):
+        crops = [read_region(frames[index], b.x1, b.y1, b.x2, b.y2) for b in truth]
+        readable = [c for c in crops if c is not None]
+        texts_read = iter(r.text for r in reader.read(readable))  # a frame's crops in one batch, as the edge reads
+        texts_once = iter(r.text for r in once.read(readable))
+        for t, (box, crop) in enumerate(zip(truth, crops, strict=True)):
+            text = normalize_text(box.text)
+            read = next(texts_read) if crop is not None else None
+            counts.total += 1
+            counts.texts.add(text)
+            counts.from_truth += read == text
+            counts.from_truth_once += crop is not None and next(texts_once) == text
+            counts.from_detector += detected.get(t) == text
+            if crop is not None:
+                counts.distinct.setdefault(text, crop)
+            if read != text:
+                counts.misses.append((round(box.x2 - box.x1), text, read))
+    return counts
 
 
 def main() -> int:
@@ -32,18 +78,13 @@ def main() -> int:
                         "edge's default)")
     args = parser.parse_args()
 
-    from alpr_pipelines.cli.demo import clip_readings
-    from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader, read_region
-    from alpr_pipelines.edge.reread import REREAD_BELOW, RereadUnsure, check_reread_below
+    from alpr_pipelines.edge.reader import MIN_READ_WIDTH, OnnxPlateReader
+    from alpr_pipelines.edge.reread import RereadUnsure
     from alpr_pipelines.lib.plates import CYRILLIC
-    from alpr_pipelines.lib.reader_data import normalize_text
     from alpr_pipelines.lib.synth import GENERATOR_VERSION
 
     clip, detections = args.home / "clips" / "sample.avi", args.home / "edge" / "detections.jsonl"
-    try:
-        below = check_reread_below(REREAD_BELOW if args.reread_below is None else args.reread_below)
-    except ValueError as exc:
-        parser.error(f"--reread-below {exc}")
+    below = reread_below_or_exit(parser, args.reread_below)
     for path in (clip, detections, args.reader_onnx):
         if not path.is_file():
             parser.error(f"{path} not found: run `make demo` first (it writes the clip and the edge's detections)")
@@ -66,30 +107,12 @@ def main() -> int:
         parser.error(f"the last {len(frames)} lines of {detections} are not one edge run over the whole clip: run "
                      "`make demo` again")
     once = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
-    reader = RereadUnsure(once, below)
-    total = from_truth = from_truth_once = from_detector = 0
-    misses, distinct, texts = [], {}, set()
-    for index, truth, detected in clip_readings(results):
-        crops = [read_region(frames[index], b.x1, b.y1, b.x2, b.y2) for b in truth]
-        readable = [c for c in crops if c is not None]
-        texts_read = iter(r.text for r in reader.read(readable))  # a frame's crops in one batch, as the edge reads
-        texts_once = iter(r.text for r in once.read(readable))
-        for t, (box, crop) in enumerate(zip(truth, crops, strict=True)):
-            text = normalize_text(box.text)
-            read = next(texts_read) if crop is not None else None
-            total += 1
-            texts.add(text)
-            from_truth += read == text
-            from_truth_once += crop is not None and next(texts_once) == text
-            from_detector += detected.get(t) == text
-            if crop is not None:
-                distinct.setdefault(text, crop)
-            if read != text:
-                misses.append((round(box.x2 - box.x1), text, read))
-    print(f"{total} plates at least {MIN_READ_WIDTH} px wide ({len(texts)} distinct): read exactly from the true "
-          f"boxes {from_truth} (unsure plates read again below {below:g}; {from_truth_once} each read once), from the "
-          f"detected boxes {from_detector} (the edge's readings)")
-    for width, text, read in sorted(misses, key=lambda m: (m[0], m[1], m[2] or "")):
+    counts = read_true_boxes(frames, results, RereadUnsure(once, below), once)
+    distinct = counts.distinct
+    print(f"{counts.total} plates at least {MIN_READ_WIDTH} px wide ({len(counts.texts)} distinct): read exactly from the "
+          f"true boxes {counts.from_truth} (unsure plates read again below {below:g}; {counts.from_truth_once} each "
+          f"read once), from the detected boxes {counts.from_detector} (the edge's readings)")
+    for width, text, read in sorted(counts.misses, key=lambda m: (m[0], m[1], m[2] or "")):
         print(f"  {width:4d} px  {text:10s} read {read}")
     if args.sheet and not distinct:
         print("no plate crops to draw")

@@ -7,6 +7,7 @@ Importing it also sets up what every script needs before Ultralytics is imported
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import json
 import os
@@ -96,6 +97,17 @@ def paired(samples: dict[str, list[float]], a: str, b: str) -> float:
     """Median of the rounds' ``a``/``b`` ratios: the two sides of a round ran back to back, under the same load, so a
     shared VM's drift between rounds (seen here: 40% within one run) cancels out of each ratio."""
     return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+
+
+def reread_below_or_exit(parser: argparse.ArgumentParser, value: float | None) -> float:
+    """A script's ``--reread-below`` value, the edge's default (``edge.reread.REREAD_BELOW``) where none was given;
+    one that is not a confidence ends the script with a usage error naming the flag."""
+    from alpr_pipelines.edge.reread import REREAD_BELOW, check_reread_below
+
+    try:
+        return check_reread_below(REREAD_BELOW if value is None else value)
+    except ValueError as exc:
+        parser.error(f"--reread-below {exc}")
 
 
 def write_json(result: dict[str, Any], path: str | None) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import common  # noqa: F401 - first: the repository on sys.path
-from common import machine, write_json
+from common import machine, reread_below_or_exit, write_json
 
 CALIBRATION_CROPS = 8192  # crops of the two epochs --time-budget starts with (the second is timed)
 MORE_CROPS_SEED = 777  # the golden purpose under another seed than the golden set's (lib.golden.GoldenSpec)
@@ -83,12 +83,7 @@ def main() -> int:
     parser.add_argument("--score-onnx", type=Path, metavar="FILE", help="train nothing: score this reader (e.g. a "
                         "--keep-onnx file) on the golden crops, the shift split and --more-crops as a training is")
     args = parser.parse_args()
-    from alpr_pipelines.edge.reread import REREAD_BELOW, check_reread_below
-
-    try:
-        args.reread_below = check_reread_below(REREAD_BELOW if args.reread_below is None else args.reread_below)
-    except ValueError as exc:
-        parser.error(f"--reread-below {exc}")
+    args.reread_below = reread_below_or_exit(parser, args.reread_below)
     if args.more_crops < 0:
         parser.error(f"--more-crops must be 0 or more, got {args.more_crops}")
     if args.time_budget is not None and args.epochs is not None:

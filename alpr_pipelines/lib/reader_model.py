@@ -10,7 +10,7 @@ reader").
 
 A training is known by ``training_key`` (dataset fingerprint, parameters) like a detector's (``lib.training``): a
 finished run with the key is reused (its weights checked against the sha256s it recorded), an unfinished one resumes
-from its ``last.pt``, else a new run starts. Logged: params; per epoch at step = epoch ``exact_match``, ``cer``
+from its ``last.pt`` (or starts afresh if it ended before its first epoch), else a new run starts. Logged: params; per epoch at step = epoch ``exact_match``, ``cer``
 (validation), ``loss`` (training) and ``val_loss``; artifacts ``model/best.pt``, ``model/last.pt``,
 ``plots/learning_curve.png``, ``config/args.yaml``. Checkpoints hold tensors and plain values only, so they load
 with ``torch.load(weights_only=True)``.
@@ -58,6 +58,8 @@ from alpr_pipelines.lib.training import (
     get_or_create_experiment,
     learning_curve_png,
     metric_history,
+    stopped_before_its_first_epoch,
+    superseded_because,
     usable_cores,
 )
 
@@ -399,7 +401,8 @@ def train_reader(
         existing = None
         shutil.rmtree(run_dir, ignore_errors=True)
     resumable = last_pt.is_file()
-    if existing is not None and not resumable and not restart:
+    afresh = existing is not None and not resumable and (restart or stopped_before_its_first_epoch(existing))
+    if existing is not None and not resumable and not afresh:
         raise TrainingError(
             f"MLflow run {existing.info.run_id} for this reader, dataset and config did not finish and its "
             f"checkpoint {last_pt} is gone, so it cannot resume. Restore it, or restart explicitly "
@@ -410,9 +413,9 @@ def train_reader(
               "residual_blocks": list(params.residual_blocks)}
     tags = {TRAINING_KEY_TAG: key, DATASET_TAG: dataset.fingerprint, MODEL_TAG: spec.registered_name,
             "mlflow.runName": f"{spec.key}-{key[:8]}", **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {})}
-    if existing is None or not resumable:
+    if existing is None or afresh:
         if existing is not None:
-            client.set_tag(existing.info.run_id, "alpr_superseded", "restarted from scratch on request")
+            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_because(existing, restart))
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         logged = {**{k: v for k, v in asdict(params).items() if k != "threads"}, "batch_size": params.batch,
                   "learning_rate": params.lr, "data_fingerprint": dataset.fingerprint, "model_name": spec.registered_name,

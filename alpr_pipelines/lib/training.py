@@ -7,7 +7,8 @@ through an ``MlflowClient`` with an explicit run id instead, so a retried step c
 Identity of a training: ``training_key`` = hash(model, dataset fingerprint, training parameters, base-model bytes).
 - a FINISHED MLflow run with that key exists: nothing is trained, its weights are reused;
 - an unfinished one exists (crash, kill, failed step): the same MLflow run continues from the local ``last.pt``;
-  if that checkpoint is gone, training fails loudly unless ``restart=True`` is given;
+  if that checkpoint is gone, training fails loudly unless ``restart=True`` is given, or the run was stopped or
+  crashed before its first epoch ended (no checkpoint was ever written, so starting afresh loses nothing);
 - none exists: a new run is started.
 
 Environment: sets ``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=false`` (unless already set) before importing
@@ -234,6 +235,19 @@ def find_training_run(client: MlflowClient, experiment_id: str, key: str):
     return runs[0] if runs else None
 
 
+def stopped_before_its_first_epoch(run) -> bool:
+    """A training run that ended (FAILED or KILLED: Ctrl-C, SIGTERM, a crash) without logging an epoch. It wrote no
+    checkpoint, so it is started afresh without ``restart``. A RUNNING one is left alone: it may still be training."""
+    return run.info.status in ("FAILED", "KILLED") and not run.data.metrics
+
+
+def superseded_because(run, restart: bool) -> str:
+    """Why a new run replaces ``run``, for its ``alpr_superseded`` tag."""
+    if restart:
+        return "restarted from scratch on request"
+    return "stopped before its first epoch ended; started afresh"
+
+
 def ultralytics_args(params: TrainingParams) -> dict[str, Any]:
     """What a training of ``params`` asks of Ultralytics' ``model.train``, but the data, device and output folder."""
     return {"epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch, "lr0": params.lr0,
@@ -433,7 +447,8 @@ def train(
             shutil.rmtree(save_dir)
 
     state = _checkpoint_state(last_pt)
-    if existing is not None and state == "missing" and not restart:
+    afresh = existing is not None and state == "missing" and (restart or stopped_before_its_first_epoch(existing))
+    if existing is not None and state == "missing" and not afresh:
         raise TrainingError(
             f"MLflow run {existing.info.run_id} for this model, dataset and config did not finish "
             f"(status {existing.info.status}) and its checkpoint {last_pt} is gone, so it cannot resume. "
@@ -447,9 +462,9 @@ def train(
         **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {}),
         **(extra_tags or {}),
     }
-    if existing is None or (restart and state == "missing"):
+    if existing is None or afresh:
         if existing is not None:
-            client.set_tag(existing.info.run_id, "alpr_superseded", "restarted from scratch on request")
+            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_because(existing, restart))
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         from ultralytics.cfg import DEFAULT_CFG_DICT
 

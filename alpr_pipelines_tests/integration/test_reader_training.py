@@ -67,6 +67,31 @@ def test_a_lost_checkpoint_is_not_silently_restarted(mlflow_server, mlflow_clien
     assert [m.step for m in mlflow_client.get_metric_history(restarted.run_id, "loss")] == [1, 2]
 
 
+def test_a_training_stopped_before_its_first_epoch_starts_afresh(mlflow_server, mlflow_client, crops, tmp_path,
+                                                                 monkeypatch):
+    """Ctrl-C before the first epoch ended wrote no checkpoint, so the next training starts a new run without
+    `restart` (the lost checkpoint of a run that logged an epoch still fails loudly: the test above)."""
+    import alpr_pipelines.lib.reader_model as reader_model
+
+    params = ReaderParams(epochs=1, batch=8, channels=(4, 8, 8, 8), seed=3)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(reader_model, "_fit", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train_reader(OCR, crops, params, mlflow_client, "reader-tests-stopped", tmp_path)
+    experiment = mlflow_client.get_experiment_by_name("reader-tests-stopped").experiment_id
+    (first,) = mlflow_client.search_runs([experiment])
+    assert first.info.status == "FAILED" and not first.data.metrics
+    fresh = train_reader(OCR, crops, params, mlflow_client, "reader-tests-stopped", tmp_path)
+    assert fresh.run_id != first.info.run_id
+    assert [m.step for m in mlflow_client.get_metric_history(fresh.run_id, "loss")] == [1]
+    superseded = mlflow_client.get_run(first.info.run_id).data.tags["alpr_superseded"]
+    assert superseded == "stopped before its first epoch ended; started afresh"
+
+
 def test_the_onnx_reader_reads_what_pytorch_reads(mlflow_server, mlflow_client, crops, tmp_path):
     result = train_reader(OCR, crops, TINY, mlflow_client, "reader-tests", tmp_path)
     trained_in = mlflow_client.get_run(result.run_id).data.tags[PRECISION_TAG]

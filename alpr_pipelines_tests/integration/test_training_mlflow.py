@@ -122,3 +122,29 @@ def test_crash_without_checkpoint_fails_loudly(mlflow_client, tiny_views, tmp_pa
     restarted = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path,
                       restart=True)
     assert mlflow_client.get_run(restarted.run_id).info.status == "FINISHED"
+
+
+def test_a_training_stopped_before_its_first_epoch_starts_afresh(mlflow_client, tiny_views, tmp_path,
+                                                                 unique_experiment, monkeypatch):
+    """Ctrl-C while the first epoch runs leaves a FAILED run with no epoch and no checkpoint: the next training starts
+    afresh in a new run without `--restart`, and the old run's tag says why it was superseded."""
+    from ultralytics import YOLO
+
+    fp = validate_dataset(tiny_views["plate"]).fingerprint
+    params = TrainingParams(epochs=1, **TINY)
+
+    def stopped(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(YOLO, "train", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path)
+    exp = mlflow_client.get_experiment_by_name(unique_experiment)
+    (first,) = mlflow_client.search_runs([exp.experiment_id])
+    assert first.info.status == "FAILED" and not first.data.metrics
+    fresh = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path)
+    assert fresh.run_id != first.info.run_id and not fresh.reused
+    assert mlflow_client.get_run(fresh.run_id).info.status == "FINISHED"
+    superseded = mlflow_client.get_run(first.info.run_id).data.tags["alpr_superseded"]
+    assert superseded == "stopped before its first epoch ended; started afresh"
