@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/alpr demo
 
-## test: lint, type-check and the default test suite (no GPU, no network; 13 to 22 minutes on 2 cores, by CPU)
+## test: lint, type-check and the default test suite (no GPU, no network; 10 to 22 minutes on 2 cores, by CPU)
 test: $(STAMP)
 	$(BIN)/ruff check alpr_pipelines alpr_pipelines_tests scripts bench
 	$(BIN)/mypy alpr_pipelines

@@ -177,7 +177,9 @@ def main() -> int:
             rows.append({"head": head, "golden_exact_match": scores.exact_match, "golden_cer": scores.cer,
                          "train_seconds": round(seconds, 1), "epochs": params.epochs, "val_exact_by_epoch": curve,
                          "trained_in": client.get_run(result.run_id).data.tags.get(PRECISION_TAG),
-                         "latency_ms_p95": scores.latency_ms_p95, "plates_per_second": scores.plates_per_second,
+                         "latency_ms_p95": scores.latency_ms_p95,
+                         "served_latency_ms_p95": scores.served_latency_ms_p95,
+                         "plates_per_second": scores.plates_per_second,
                          "file_mb": scores.file_size_mb})
             if rate is not None:
                 rows[-1].update(time_budget_seconds=args.time_budget, calibration_crops_per_second=round(rate, 1))

@@ -150,7 +150,8 @@ DEFAULT_POLICIES: dict[str, GatePolicy] = {
     "plate": GatePolicy(min_map50=0.80, min_map50_95=0.40, max_regression=0.005, latency_budget_ms_p95=250.0),
     # The reader's floors reject one that reads clearly worse than the default recipe's (0.80 to 0.83 exact, CER
     # about 0.05 on the golden crops: docs/decisions.md, "Plate reader"; untrained: 0 and near 1). p95 is for one
-    # plate alone.
+    # plate read once by the network alone (as the edge reads it, an unsure plate costs seven readings:
+    # served_latency_ms_p95 beside it; docs/decisions.md, "The reader's latency budget").
     "ocr": GatePolicy(min_exact_match=0.65, max_cer=0.10, score="exact_match", max_regression=0.005,
                       latency_budget_ms_p95=20.0),
 }

@@ -2,7 +2,8 @@
 plates it is unsure of read again as moved copies, as the edge reads them: ``edge.reread``).
 
 Plate-level exact match (every character right, none extra), the character error rate (edit distance over the
-truth's characters), and the latency of one plate read alone (p50, p95). Exact match is also given by the plate's
+truth's characters), and the latency of one plate read alone (p50, p95): by the network once, the model's cost and
+what the gate's budget judges, and as the edge reads it, where an unsure plate costs seven readings. Exact match is also given by the plate's
 width in pixels, since ALPR vendors state the plate width a camera must give: a plate of a few pixels per stroke is
 misread by eye too, so the overall score mixes the reader with the camera's resolution (docs/decisions.md, "How
 wide a plate must be"). A reader that cannot be loaded or run raises: never a score of 0.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -24,8 +26,8 @@ from alpr_pipelines.lib.datasets import DatasetError
 from alpr_pipelines.lib.evaluation import EvaluationError, ModelUnusable
 from alpr_pipelines.lib.reader_data import load_split_crops, validate_reader_dataset
 
-READER_EVALUATOR_VERSION = "4"  # bump when scoring changes, so cached scores are recomputed (3: by plate width;
-# 4: unsure plates read again as moved copies)
+READER_EVALUATOR_VERSION = "5"  # bump when scoring changes, so cached scores are recomputed (3: by plate width;
+# 4: unsure plates read again as moved copies; 5: the latency of the network alone, and as served beside it)
 LATENCY_WARMUP = 3
 WIDE_PLATE = 130  # px: Milestone XProtect LPR's minimum for single-line US plates (docs/decisions.md)
 PLATE_WIDTH_BANDS = (60, 100, WIDE_PLATE)  # px, the bands' edges: the last band holds the wide plates
@@ -64,7 +66,8 @@ def text_scores(predicted: list[str], truth: list[str]) -> tuple[float, float]:
 @dataclass(frozen=True)
 class ReaderEvaluation:
     """A reader's scores on the golden crops (overall and by plate width), and on the held-out shift crops (formats
-    training never sees)."""
+    training never sees). ``latency_ms_*``: one plate read once by the network; ``served_latency_ms_*``: one plate
+    read as the edge reads it (an unsure one again as copies); ``plates_per_second``: batches read as the edge reads."""
 
     exact_match: float
     cer: float
@@ -82,6 +85,8 @@ class ReaderEvaluation:
     # in), and on the plates at least WIDE_PLATE px wide (None: there are none).
     by_plate_width: list[WidthBand] = field(default_factory=list)
     exact_match_wide_plates: float | None = None
+    served_latency_ms_p50: float | None = None
+    served_latency_ms_p95: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +99,8 @@ class ReaderEvaluation:
             out.update({"shift_exact_match": self.shift_exact_match, "shift_cer": self.shift_cer})
         if self.exact_match_wide_plates is not None:
             out["exact_match_wide_plates"] = self.exact_match_wide_plates
+        if self.served_latency_ms_p95 is not None:
+            out["served_latency_ms_p95"] = self.served_latency_ms_p95
         return out
 
 
@@ -169,32 +176,42 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
                          max_images: int | None = None, shift_root: Path | None = None,
                          reread_below: float = REREAD_BELOW) -> ReaderEvaluation:
     """Score ``onnx_path`` on the golden crops (and the shift crops when given), reading again the plates it is less
-    sure of than ``reread_below`` as the edge does (0: none; the gate scores the edge's default).
+    sure of than ``reread_below`` as the edge does (0: none; the gate scores the edge's default). Latency is timed
+    per plate both ways: the network reading it once (``latency_ms_*``, the model's cost, comparable between
+    versions and what the gate's budget judges) and as the edge reads it (``served_latency_ms_*``).
 
     Raises:
         ModelUnusable: the file is not a plate reader, or fails to load or run.
         EvaluationError: the golden crops are unusable.
     """
     try:
-        reader = RereadUnsure(OnnxPlateReader(onnx_path, threads=threads, providers=["CPUExecutionProvider"]),
-                              reread_below)
+        network = OnnxPlateReader(onnx_path, threads=threads, providers=["CPUExecutionProvider"])
+        reader = RereadUnsure(network, reread_below)
     except Exception as exc:
         raise ModelUnusable(f"cannot load {onnx_path} as a plate reader: {exc}") from exc
     crops, truth = golden_crops(golden_root, max_images)
 
-    def read_all(images: list[np.ndarray]) -> list[Any]:
-        try:
-            return read_in_batches(reader, images)
-        except Exception as exc:
-            raise ModelUnusable(f"the reader failed on the golden crops: {exc}") from exc
+    def guarded(read: Callable[[list[np.ndarray]], list[Any]]) -> Callable[[list[np.ndarray]], list[Any]]:
+        def run(images: list[np.ndarray]) -> list[Any]:
+            try:
+                return read(images)
+            except Exception as exc:  # a reader that fails is unusable: never a score of 0
+                raise ModelUnusable(f"the reader failed on the golden crops: {exc}") from exc
+        return run
 
-    for _ in range(LATENCY_WARMUP):
-        read_all(crops[:1])
-    latencies = []
-    for crop in crops:
-        started = time.perf_counter()
-        read_all([crop])
-        latencies.append((time.perf_counter() - started) * 1000)
+    read_all = guarded(lambda images: read_in_batches(reader, images))
+
+    def per_plate_ms(read: Callable[[list[np.ndarray]], list[Any]]) -> np.ndarray:
+        for _ in range(LATENCY_WARMUP):
+            read(crops[:1])
+        latencies = []
+        for crop in crops:
+            started = time.perf_counter()
+            read([crop])
+            latencies.append((time.perf_counter() - started) * 1000)
+        return np.asarray(latencies)
+
+    lat, served = per_plate_ms(guarded(network.read)), per_plate_ms(read_all)
     started = time.perf_counter()
     readings = read_all(crops)
     rate = len(crops) / max(time.perf_counter() - started, 1e-9)
@@ -205,11 +222,11 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
     if shift_root is not None:
         shift_crops, shift_truth = golden_crops(shift_root, max_images)
         shift_exact, shift_cer = text_scores([r.text for r in read_all(shift_crops)], shift_truth)
-    lat = np.asarray(latencies)
     return ReaderEvaluation(
         exact_match=exact, cer=cer, latency_ms_p50=float(np.percentile(lat, 50)),
         latency_ms_p95=float(np.percentile(lat, 95)), plates_per_second=rate,
         file_size_mb=Path(onnx_path).stat().st_size / 1e6, images=len(crops), golden_fingerprint=golden_fingerprint,
         shift_exact_match=shift_exact, shift_cer=shift_cer,
         mean_confidence=float(np.mean([r.confidence for r in readings])),
-        by_plate_width=bands, exact_match_wide_plates=wide_plates_score(bands))
+        by_plate_width=bands, exact_match_wide_plates=wide_plates_score(bands),
+        served_latency_ms_p50=float(np.percentile(served, 50)), served_latency_ms_p95=float(np.percentile(served, 95)))

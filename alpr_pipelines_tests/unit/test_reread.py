@@ -173,10 +173,16 @@ def test_the_edge_the_gate_and_the_pyfunc_read_through_the_rereading(monkeypatch
     from alpr_pipelines.edge import reading
     from alpr_pipelines.lib import reader_eval
 
+    timed_alone = []
+
     class Opened(ScriptedReader):
         def __init__(self, path, threads=None, model_version=None, providers=None):
             super().__init__()
             self.model_version = model_version
+
+        def read(self, crops):  # the network alone: the gate times it reading each plate once
+            timed_alone.append(len(crops))
+            return [Reading("A", 1.0)] * len(crops)
 
     monkeypatch.setattr(reading, "OnnxPlateReader", Opened)
     opened = reading.open_reader(tmp_path / "r.onnx", "3", reread_below=0.5)
@@ -194,6 +200,8 @@ def test_the_edge_the_gate_and_the_pyfunc_read_through_the_rereading(monkeypatch
     (tmp_path / "r.onnx").write_bytes(b"stub")  # its size is reported
     scores = reader_eval.evaluate_reader_onnx(tmp_path / "r.onnx", tmp_path, "fp", reread_below=0.25)
     assert scores.exact_match == 0.5 and {(type(r), r.below) for r in seen} == {(RereadUnsure, 0.25)}
+    assert timed_alone == [1] * (reader_eval.LATENCY_WARMUP + 2)  # each golden plate alone, after the warm-up
+    assert scores.served_latency_ms_p95 is not None and "served_latency_ms_p95" in scores.headline()
 
     from alpr_pipelines.edge import reader as edge_reader
     from alpr_pipelines.lib.pyfunc import model
