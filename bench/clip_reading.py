@@ -109,9 +109,10 @@ def main() -> int:
     once = OnnxPlateReader(args.reader_onnx, providers=["CPUExecutionProvider"])
     counts = read_true_boxes(frames, results, RereadUnsure(once, below), once)
     distinct = counts.distinct
-    print(f"{counts.total} plates at least {MIN_READ_WIDTH} px wide ({len(counts.texts)} distinct): read exactly from the "
-          f"true boxes {counts.from_truth} (unsure plates read again below {below:g}; {counts.from_truth_once} each "
-          f"read once), from the detected boxes {counts.from_detector} (the edge's readings)")
+    print(f"{counts.total} plates at least {MIN_READ_WIDTH} px wide ({len(counts.texts)} distinct): read exactly "
+          f"from the true boxes {counts.from_truth} (unsure plates read again below {below:g}; "
+          f"{counts.from_truth_once} each read once), from the detected boxes {counts.from_detector} (the edge's "
+          "readings)")
     for width, text, read in sorted(counts.misses, key=lambda m: (m[0], m[1], m[2] or "")):
         print(f"  {width:4d} px  {text:10s} read {read}")
     if args.sheet and not distinct:

@@ -3,7 +3,8 @@ plates it is unsure of read again as moved copies, as the edge reads them: ``edg
 
 Plate-level exact match (every character right, none extra), the character error rate (edit distance over the
 truth's characters), and the latency of one plate read alone (p50, p95): by the network once, the model's cost and
-what the gate's budget judges, and as the edge reads it, where an unsure plate costs seven readings. Exact match is also given by the plate's
+what the gate's budget judges, and as the edge reads it, where an unsure plate costs seven readings (the share of
+plates read again is given too). Exact match is also given by the plate's
 width in pixels, since ALPR vendors state the plate width a camera must give: a plate of a few pixels per stroke is
 misread by eye too, so the overall score mixes the reader with the camera's resolution (docs/decisions.md, "How
 wide a plate must be"). A reader that cannot be loaded or run raises: never a score of 0.
@@ -67,7 +68,8 @@ def text_scores(predicted: list[str], truth: list[str]) -> tuple[float, float]:
 class ReaderEvaluation:
     """A reader's scores on the golden crops (overall and by plate width), and on the held-out shift crops (formats
     training never sees). ``latency_ms_*``: one plate read once by the network; ``served_latency_ms_*``: one plate
-    read as the edge reads it (an unsure one again as copies); ``plates_per_second``: batches read as the edge reads."""
+    read as the edge reads it (an unsure one again as copies; ``reread_share`` of them); ``plates_per_second``:
+    batches read as the edge reads."""
 
     exact_match: float
     cer: float
@@ -87,6 +89,7 @@ class ReaderEvaluation:
     exact_match_wide_plates: float | None = None
     served_latency_ms_p50: float | None = None
     served_latency_ms_p95: float | None = None
+    reread_share: float | None = None  # the golden plates read again as copies, as the edge would
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,8 @@ class ReaderEvaluation:
             out["exact_match_wide_plates"] = self.exact_match_wide_plates
         if self.served_latency_ms_p95 is not None:
             out["served_latency_ms_p95"] = self.served_latency_ms_p95
+        if self.reread_share is not None:
+            out["reread_share"] = self.reread_share
         return out
 
 
@@ -201,17 +206,19 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
 
     read_all = guarded(lambda images: read_in_batches(reader, images))
 
-    def per_plate_ms(read: Callable[[list[np.ndarray]], list[Any]]) -> np.ndarray:
+    def per_plate_ms(read: Callable[[list[np.ndarray]], list[Any]]) -> tuple[np.ndarray, list[Any]]:
         for _ in range(LATENCY_WARMUP):
             read(crops[:1])
-        latencies = []
+        latencies, readings = [], []
         for crop in crops:
             started = time.perf_counter()
-            read([crop])
+            readings += read([crop])
             latencies.append((time.perf_counter() - started) * 1000)
-        return np.asarray(latencies)
+        return np.asarray(latencies), readings
 
-    lat, served = per_plate_ms(guarded(network.read)), per_plate_ms(read_all)
+    (lat, once), (served, _) = per_plate_ms(guarded(network.read)), per_plate_ms(read_all)
+    rereads = reader.below > 0 and network.head == "ctc"  # as RereadUnsure decides
+    reread_share = float(np.mean([r.confidence < reader.below for r in once])) if rereads else 0.0
     started = time.perf_counter()
     readings = read_all(crops)
     rate = len(crops) / max(time.perf_counter() - started, 1e-9)
@@ -229,4 +236,5 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
         shift_exact_match=shift_exact, shift_cer=shift_cer,
         mean_confidence=float(np.mean([r.confidence for r in readings])),
         by_plate_width=bands, exact_match_wide_plates=wide_plates_score(bands),
-        served_latency_ms_p50=float(np.percentile(served, 50)), served_latency_ms_p95=float(np.percentile(served, 95)))
+        served_latency_ms_p50=float(np.percentile(served, 50)), served_latency_ms_p95=float(np.percentile(served, 95)),
+        reread_share=reread_share)

@@ -10,10 +10,10 @@ reader").
 
 A training is known by ``training_key`` (dataset fingerprint, parameters) like a detector's (``lib.training``): a
 finished run with the key is reused (its weights checked against the sha256s it recorded), an unfinished one resumes
-from its ``last.pt`` (or starts afresh if it ended before its first epoch), else a new run starts. Logged: params; per epoch at step = epoch ``exact_match``, ``cer``
-(validation), ``loss`` (training) and ``val_loss``; artifacts ``model/best.pt``, ``model/last.pt``,
-``plots/learning_curve.png``, ``config/args.yaml``. Checkpoints hold tensors and plain values only, so they load
-with ``torch.load(weights_only=True)``.
+from its ``last.pt`` (or starts afresh if it ended before its first epoch), else a new run starts. Logged: params; per
+epoch at step = epoch ``exact_match``, ``cer`` (validation), ``loss`` (training) and ``val_loss``; artifacts
+``model/best.pt``, ``model/last.pt``, ``plots/learning_curve.png``, ``config/args.yaml``. Checkpoints hold tensors and
+plain values only, so they load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ from alpr_pipelines.lib.training import (
     EpochMetrics,
     TrainingError,
     TrainingResult,
+    cannot_resume,
     fetch_verified_weights,
     find_training_run,
     get_or_create_experiment,
     learning_curve_png,
     metric_history,
     stopped_before_its_first_epoch,
-    superseded_because,
+    superseded_reason,
     usable_cores,
 )
 
@@ -374,7 +375,8 @@ def train_reader(
     """Train the plate reader on ``dataset`` (or reuse/resume; see the module) and log it to MLflow.
 
     Raises:
-        TrainingError: bad parameters, or a crashed training whose checkpoint is gone (and ``restart`` is False).
+        TrainingError: bad parameters, or an unfinished training that cannot resume (``lib.training.cannot_resume``)
+            and ``restart`` is False.
     """
     import torch
 
@@ -403,10 +405,7 @@ def train_reader(
     resumable = last_pt.is_file()
     afresh = existing is not None and not resumable and (restart or stopped_before_its_first_epoch(existing))
     if existing is not None and not resumable and not afresh:
-        raise TrainingError(
-            f"MLflow run {existing.info.run_id} for this reader, dataset and config did not finish and its "
-            f"checkpoint {last_pt} is gone, so it cannot resume. Restore it, or restart explicitly "
-            "(config restart=True).")
+        raise cannot_resume(existing, "reader", last_pt)
     config = {"alphabet": dataset.alphabet, "max_length": dataset.max_length, "head": params.head,
               "channels": list(params.channels), "input_height": params.input_size[0],
               "input_width": params.input_size[1], "ctc_stride": params.ctc_stride,
@@ -415,7 +414,7 @@ def train_reader(
             "mlflow.runName": f"{spec.key}-{key[:8]}", **({DAGSTER_RUN_TAG: dagster_run_id} if dagster_run_id else {})}
     if existing is None or afresh:
         if existing is not None:
-            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_because(existing, restart))
+            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_reason(restart))
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         logged = {**{k: v for k, v in asdict(params).items() if k != "threads"}, "batch_size": params.batch,
                   "learning_rate": params.lr, "data_fingerprint": dataset.fingerprint, "model_name": spec.registered_name,

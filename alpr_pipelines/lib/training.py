@@ -236,16 +236,30 @@ def find_training_run(client: MlflowClient, experiment_id: str, key: str):
 
 
 def stopped_before_its_first_epoch(run) -> bool:
-    """A training run that ended (FAILED or KILLED: Ctrl-C, SIGTERM, a crash) without logging an epoch. It wrote no
+    """A training run that ended without logging an epoch: FAILED (this module marks a run FAILED when its training
+    raises: Ctrl-C, SIGTERM, a crash) or KILLED (set from outside, e.g. by a person in MLflow). It wrote no
     checkpoint, so it is started afresh without ``restart``. A RUNNING one is left alone: it may still be training."""
     return run.info.status in ("FAILED", "KILLED") and not run.data.metrics
 
 
-def superseded_because(run, restart: bool) -> str:
-    """Why a new run replaces ``run``, for its ``alpr_superseded`` tag."""
-    if restart:
-        return "restarted from scratch on request"
-    return "stopped before its first epoch ended; started afresh"
+def superseded_reason(restart: bool) -> str:
+    """The ``alpr_superseded`` tag of a run that a new one replaces because it cannot resume."""
+    return "restarted from scratch on request" if restart else "stopped before its first epoch ended; started afresh"
+
+
+def cannot_resume(run, what: str, last_pt: Path) -> TrainingError:
+    """The error for an unfinished ``run`` of ``what`` ("model", "reader") with no checkpoint to resume from."""
+    if run.info.status == "RUNNING" and not run.data.metrics:
+        owner = run.data.tags.get(DAGSTER_RUN_TAG)
+        return TrainingError(
+            f"MLflow run {run.info.run_id} for this {what}, dataset and config is still RUNNING and has logged no "
+            f"epoch: another process may be training it now{f' (Dagster run {owner})' if owner else ''}. Wait for it, "
+            "or, if its process was killed outright, restart from scratch explicitly (config restart=True, "
+            "`alpr train --restart`).")
+    return TrainingError(
+        f"MLflow run {run.info.run_id} for this {what}, dataset and config did not finish (status "
+        f"{run.info.status}) after logging an epoch, and its checkpoint {last_pt} is gone, so it cannot resume. "
+        "Restore the checkpoint, or restart from scratch explicitly (config restart=True, `alpr train --restart`).")
 
 
 def ultralytics_args(params: TrainingParams) -> dict[str, Any]:
@@ -423,7 +437,8 @@ def train(
     """Train ``spec`` on ``data_yaml`` (or reuse/resume, see the module docstring) and log it to MLflow.
 
     Raises:
-        TrainingError: bad parameters, or a crashed training whose checkpoint is gone (and ``restart`` is False).
+        TrainingError: bad parameters, or an unfinished training that cannot resume (``cannot_resume``: it logged an
+            epoch and its checkpoint is gone, or it is still RUNNING with none) and ``restart`` is False.
     """
     params.validate()
     offline_ultralytics()
@@ -449,11 +464,7 @@ def train(
     state = _checkpoint_state(last_pt)
     afresh = existing is not None and state == "missing" and (restart or stopped_before_its_first_epoch(existing))
     if existing is not None and state == "missing" and not afresh:
-        raise TrainingError(
-            f"MLflow run {existing.info.run_id} for this model, dataset and config did not finish "
-            f"(status {existing.info.status}) and its checkpoint {last_pt} is gone, so it cannot resume. "
-            "Restore the checkpoint, or restart from scratch explicitly (config restart=True, `alpr train --restart`)."
-        )
+        raise cannot_resume(existing, "model", last_pt)
     tags = {
         TRAINING_KEY_TAG: key,
         DATASET_TAG: dataset_fingerprint,
@@ -464,7 +475,7 @@ def train(
     }
     if existing is None or afresh:
         if existing is not None:
-            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_because(existing, restart))
+            client.set_tag(existing.info.run_id, "alpr_superseded", superseded_reason(restart))
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         from ultralytics.cfg import DEFAULT_CFG_DICT
 

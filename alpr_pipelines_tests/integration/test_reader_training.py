@@ -69,22 +69,28 @@ def test_a_lost_checkpoint_is_not_silently_restarted(mlflow_server, mlflow_clien
 
 def test_a_training_stopped_before_its_first_epoch_starts_afresh(mlflow_server, mlflow_client, crops, tmp_path,
                                                                  monkeypatch):
-    """Ctrl-C before the first epoch ended wrote no checkpoint, so the next training starts a new run without
-    `restart` (the lost checkpoint of a run that logged an epoch still fails loudly: the test above)."""
+    """Ctrl-C during the first epoch (here: at its second training step) wrote no checkpoint, so the next training
+    starts a new run without `restart` (the lost checkpoint of a run that logged an epoch still fails loudly: the test
+    above)."""
     import alpr_pipelines.lib.reader_model as reader_model
 
     params = ReaderParams(epochs=1, batch=8, channels=(4, 8, 8, 8), seed=3)
+    real_step, steps = reader_model.train_step, []
 
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
+    def stopped_at_the_second(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(reader_model, "_fit", stopped)
+        m.setattr(reader_model, "train_step", stopped_at_the_second)
         with pytest.raises(KeyboardInterrupt):
             train_reader(OCR, crops, params, mlflow_client, "reader-tests-stopped", tmp_path)
     experiment = mlflow_client.get_experiment_by_name("reader-tests-stopped").experiment_id
     (first,) = mlflow_client.search_runs([experiment])
-    assert first.info.status == "FAILED" and not first.data.metrics
+    assert len(steps) == 2 and first.info.status == "FAILED" and not first.data.metrics
+    assert not list(tmp_path.rglob("last.pt"))
     fresh = train_reader(OCR, crops, params, mlflow_client, "reader-tests-stopped", tmp_path)
     assert fresh.run_id != first.info.run_id
     assert [m.step for m in mlflow_client.get_metric_history(fresh.run_id, "loss")] == [1]

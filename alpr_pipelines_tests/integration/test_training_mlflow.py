@@ -126,9 +126,10 @@ def test_crash_without_checkpoint_fails_loudly(mlflow_client, tiny_views, tmp_pa
 
 def test_a_training_stopped_before_its_first_epoch_starts_afresh(mlflow_client, tiny_views, tmp_path,
                                                                  unique_experiment, monkeypatch):
-    """Ctrl-C while the first epoch runs leaves a FAILED run with no epoch and no checkpoint: the next training starts
-    afresh in a new run without `--restart`, and the old run's tag says why it was superseded."""
-    from ultralytics import YOLO
+    """Ctrl-C while the first epoch runs (here: once its batches are trained, as its validation starts) leaves a
+    FAILED run with no epoch and no checkpoint: the next training starts afresh in a new run without `--restart`, and
+    the old run's tag says why it was superseded."""
+    from ultralytics.engine.trainer import BaseTrainer
 
     fp = validate_dataset(tiny_views["plate"]).fingerprint
     params = TrainingParams(epochs=1, **TINY)
@@ -137,12 +138,13 @@ def test_a_training_stopped_before_its_first_epoch_starts_afresh(mlflow_client, 
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(YOLO, "train", stopped)
+        m.setattr(BaseTrainer, "validate", stopped)
         with pytest.raises(KeyboardInterrupt):
             train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path)
     exp = mlflow_client.get_experiment_by_name(unique_experiment)
     (first,) = mlflow_client.search_runs([exp.experiment_id])
     assert first.info.status == "FAILED" and not first.data.metrics
+    assert not list(tmp_path.rglob("last.pt"))  # the case this is about: nothing to resume from
     fresh = train(PLATE, tiny_views["plate"], fp, params, mlflow_client, unique_experiment, tmp_path)
     assert fresh.run_id != first.info.run_id and not fresh.reused
     assert mlflow_client.get_run(fresh.run_id).info.status == "FINISHED"

@@ -66,3 +66,27 @@ def test_reread_below_defaults_to_the_edges_threshold_and_rejects_what_is_not_a_
     with pytest.raises(SystemExit):
         common.reread_below_or_exit(parser, 1.5)
     assert "--reread-below must be a confidence from 0 to 1" in capsys.readouterr().err
+
+
+def test_a_true_box_that_gives_no_crop_is_missed_both_ways_and_listed_as_read_none(bench_script, clip, monkeypatch):
+    from alpr_pipelines.edge import reader as edge_reader
+
+    clip_reading = bench_script("clip_reading")
+    frames, truth, boxes = clip
+    gone = boxes[1][0]
+    real = edge_reader.read_region
+
+    def no_crop_for_gone(frame, x1, y1, x2, y2):
+        return None if (x1, y1, x2, y2) == (gone.x1, gone.y1, gone.x2, gone.y2) else real(frame, x1, y1, x2, y2)
+
+    monkeypatch.setattr(edge_reader, "read_region", no_crop_for_gone)
+    readable = {i: [t for p, t in enumerate(texts) if (i, p) != (1, 0)] for i, texts in truth.items()}
+    results = [{"frame": i, "plates": []} for i in range(FRAMES)]
+
+    counts = clip_reading.read_true_boxes(frames, results, ReadsTruthBut(readable, set()),
+                                          ReadsTruthBut(readable, set()))
+
+    total = sum(len(t) for t in truth.values())
+    assert (counts.total, counts.from_truth, counts.from_truth_once, counts.from_detector) == (
+        total, total - 1, total - 1, 0)  # the readings after the missing crop stay with their own plates
+    assert counts.misses == [(round(gone.x2 - gone.x1), truth[1][0], None)]

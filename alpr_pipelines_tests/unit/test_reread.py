@@ -173,7 +173,7 @@ def test_the_edge_the_gate_and_the_pyfunc_read_through_the_rereading(monkeypatch
     from alpr_pipelines.edge import reading
     from alpr_pipelines.lib import reader_eval
 
-    timed_alone = []
+    timed_alone, clock = [], [0.0]  # the evaluator's clock: 1 ms a reading alone, 7 ms a reading as served
 
     class Opened(ScriptedReader):
         def __init__(self, path, threads=None, model_version=None, providers=None):
@@ -182,7 +182,8 @@ def test_the_edge_the_gate_and_the_pyfunc_read_through_the_rereading(monkeypatch
 
         def read(self, crops):  # the network alone: the gate times it reading each plate once
             timed_alone.append(len(crops))
-            return [Reading("A", 1.0)] * len(crops)
+            clock[0] += 0.001
+            return [Reading("A", 0.1 if len(timed_alone) == 5 else 1.0)] * len(crops)  # the last plate: unsure
 
     monkeypatch.setattr(reading, "OnnxPlateReader", Opened)
     opened = reading.open_reader(tmp_path / "r.onnx", "3", reread_below=0.5)
@@ -194,14 +195,18 @@ def test_the_edge_the_gate_and_the_pyfunc_read_through_the_rereading(monkeypatch
 
     def read_in_batches(reader, crops, batch=16):
         seen.append(reader)
+        clock[0] += 0.007
         return [Reading("A", 1.0)] * len(crops)
 
     monkeypatch.setattr(reader_eval, "read_in_batches", read_in_batches)
+    monkeypatch.setattr(reader_eval, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     (tmp_path / "r.onnx").write_bytes(b"stub")  # its size is reported
     scores = reader_eval.evaluate_reader_onnx(tmp_path / "r.onnx", tmp_path, "fp", reread_below=0.25)
     assert scores.exact_match == 0.5 and {(type(r), r.below) for r in seen} == {(RereadUnsure, 0.25)}
     assert timed_alone == [1] * (reader_eval.LATENCY_WARMUP + 2)  # each golden plate alone, after the warm-up
-    assert scores.served_latency_ms_p95 is not None and "served_latency_ms_p95" in scores.headline()
+    assert scores.latency_ms_p95 == pytest.approx(1.0) and scores.served_latency_ms_p95 == pytest.approx(7.0)
+    assert scores.reread_share == 0.5  # of the two plates, the one read at 0.1 < 0.25 is read again as served
+    assert {"latency_ms_p95", "served_latency_ms_p95", "reread_share"} <= set(scores.headline())
 
     from alpr_pipelines.edge import reader as edge_reader
     from alpr_pipelines.lib.pyfunc import model

@@ -46,7 +46,8 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         "Production version, scored by the same code on the frozen golden set: "
         + ("mAP50, mAP50-95, precision, recall, per-class AP, CPU latency p50/p95 at the deployment size"
            if spec.task == "detect" else "plate-level exact match (also by plate width), character error rate, "
-           "p50/p95 latency per plate")
+           "p50/p95 latency per plate read once by the network (the gate's budget) and as the edge reads it, "
+           "unsure plates again (with their share)")
         + ", file size. Scores are cached on each version.",
     )
     def _evaluation(context: dg.AssetExecutionContext, mlflow_registry: MlflowRegistryResource,
@@ -74,8 +75,11 @@ def build_evaluation_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         }
         if isinstance(candidate, EvaluationResult):
             metadata["per_class_ap"] = per_class_table(candidate)
-        elif candidate.by_plate_width:
-            metadata["exact_match_by_plate_width"] = width_table(candidate)
+        else:
+            if candidate.served_latency_ms_p50 is not None:
+                metadata["served_latency_ms_p50"] = round(candidate.served_latency_ms_p50, 2)
+            if candidate.by_plate_width:
+                metadata["exact_match_by_plate_width"] = width_table(candidate)
         if champion is not None:
             score = DEFAULT_POLICIES[spec.key].score
             metadata["champion"] = dg.MetadataValue.json(champion.headline())

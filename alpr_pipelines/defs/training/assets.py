@@ -57,8 +57,9 @@ def training_metadata(context: dg.AssetExecutionContext, result: TrainingResult,
 @contextmanager
 def retried_once_if_it_crashes(seconds_to_wait: float = 5.0) -> Iterator[None]:
     """An exception from the training (not a ``dg.Failure``: bad config, a lost checkpoint) asks Dagster for one
-    retry, which resumes the same MLflow run from last.pt; an interrupt (Ctrl-C, SIGTERM) is not retried, so stopping
-    a run stops it (Dagster's ``RetryPolicy`` retries interrupts too: :func:`preempted_pod_retry`)."""
+    retry, which resumes the same MLflow run from last.pt (a crash before the first epoch ended left none: the retry
+    starts afresh in a new run); an interrupt (Ctrl-C, SIGTERM) is not retried, so stopping a run stops it (Dagster's
+    ``RetryPolicy`` retries interrupts too: :func:`preempted_pod_retry`)."""
     try:
         yield
     except (dg.Failure, dg.DagsterError):
