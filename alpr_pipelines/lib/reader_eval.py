@@ -4,10 +4,10 @@ plates it is unsure of read again as moved copies, as the edge reads them: ``edg
 Plate-level exact match (every character right, none extra), the character error rate (edit distance over the
 truth's characters), and the latency of one plate read alone (p50, p95): by the network once, the model's cost and
 what the gate's budget judges, and as the edge reads it, where an unsure plate costs seven readings (the share of
-plates read again is given too). Exact match is also given by the plate's
-width in pixels, since ALPR vendors state the plate width a camera must give: a plate of a few pixels per stroke is
-misread by eye too, so the overall score mixes the reader with the camera's resolution (docs/decisions.md, "How
-wide a plate must be"). A reader that cannot be loaded or run raises: never a score of 0.
+plates read again is given too). Exact match is also given by the plate's width in pixels, since ALPR vendors state
+the plate width a camera must give: a plate of a few pixels per stroke is misread by eye too, so the overall score
+mixes the reader with the camera's resolution (docs/decisions.md, "How wide a plate must be"). A reader that cannot
+be loaded or run raises: never a score of 0.
 """
 
 from __future__ import annotations
