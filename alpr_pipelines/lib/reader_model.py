@@ -53,13 +53,12 @@ from alpr_pipelines.lib.training import (
     EpochMetrics,
     TrainingError,
     TrainingResult,
-    cannot_resume,
     fetch_verified_weights,
     find_training_run,
     get_or_create_experiment,
     learning_curve_png,
     metric_history,
-    stopped_before_its_first_epoch,
+    starts_afresh,
     superseded_reason,
     usable_cores,
 )
@@ -375,7 +374,7 @@ def train_reader(
     """Train the plate reader on ``dataset`` (or reuse/resume; see the module) and log it to MLflow.
 
     Raises:
-        TrainingError: bad parameters, or an unfinished training that cannot resume (``lib.training.cannot_resume``)
+        TrainingError: bad parameters, or an unfinished training that cannot resume (``lib.training.starts_afresh``)
             and ``restart`` is False.
     """
     import torch
@@ -402,10 +401,7 @@ def train_reader(
         client.set_tag(existing.info.run_id, "alpr_superseded", "its weights could not be verified; retrained")
         existing = None
         shutil.rmtree(run_dir, ignore_errors=True)
-    resumable = last_pt.is_file()
-    afresh = existing is not None and not resumable and (restart or stopped_before_its_first_epoch(existing))
-    if existing is not None and not resumable and not afresh:
-        raise cannot_resume(existing, "reader", last_pt)
+    afresh = starts_afresh(existing, last_pt.is_file(), restart, "reader", last_pt)
     config = {"alphabet": dataset.alphabet, "max_length": dataset.max_length, "head": params.head,
               "channels": list(params.channels), "input_height": params.input_size[0],
               "input_width": params.input_size[1], "ctc_stride": params.ctc_stride,

@@ -242,6 +242,21 @@ def stopped_before_its_first_epoch(run) -> bool:
     return run.info.status in ("FAILED", "KILLED") and not run.data.metrics
 
 
+def starts_afresh(run, has_checkpoint: bool, restart: bool, what: str, last_pt: Path) -> bool:
+    """Whether a new run replaces the unfinished ``run`` of ``what`` ("model", "reader"): False where there is none or
+    it resumes from its checkpoint; True where it has none and ``restart`` asks for it, or it stopped before its first
+    epoch ended.
+
+    Raises:
+        TrainingError: it has no checkpoint and may not be replaced (:func:`cannot_resume`).
+    """
+    if run is None or has_checkpoint:
+        return False
+    if restart or stopped_before_its_first_epoch(run):
+        return True
+    raise cannot_resume(run, what, last_pt)
+
+
 def superseded_reason(restart: bool) -> str:
     """The ``alpr_superseded`` tag of a run that a new one replaces because it cannot resume."""
     return "restarted from scratch on request" if restart else "stopped before its first epoch ended; started afresh"
@@ -462,9 +477,7 @@ def train(
             shutil.rmtree(save_dir)
 
     state = _checkpoint_state(last_pt)
-    afresh = existing is not None and state == "missing" and (restart or stopped_before_its_first_epoch(existing))
-    if existing is not None and state == "missing" and not afresh:
-        raise cannot_resume(existing, "model", last_pt)
+    afresh = starts_afresh(existing, state != "missing", restart, "model", last_pt)
     tags = {
         TRAINING_KEY_TAG: key,
         DATASET_TAG: dataset_fingerprint,
