@@ -108,9 +108,14 @@ class RereadUnsure:
             raise AttributeError(name)
         return getattr(self.reader, name)
 
+    @property
+    def rereads(self) -> bool:
+        """Whether any plate is read again: a CTC reader and a threshold above 0."""
+        return self.below > 0.0 and self.reader.head == "ctc"
+
     def read(self, crops: list[np.ndarray]) -> list[Reading]:
         """The text of each crop: all crops in one batch, then the copies of the unsure ones in one more."""
-        if self.below <= 0.0 or not crops or self.reader.head != "ctc":
+        if not self.rereads or not crops:
             return self.reader.read(crops)
         plain = log_softmax(self.reader.logits(crops).astype(np.float64))
         readings = self.reader.decode(plain)

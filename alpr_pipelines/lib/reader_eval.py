@@ -217,8 +217,7 @@ def evaluate_reader_onnx(onnx_path: Path, golden_root: Path, golden_fingerprint:
         return np.asarray(latencies), readings
 
     (lat, once), (served, _) = per_plate_ms(guarded(network.read)), per_plate_ms(read_all)
-    rereads = reader.below > 0 and network.head == "ctc"  # as RereadUnsure decides
-    reread_share = float(np.mean([r.confidence < reader.below for r in once])) if rereads else 0.0
+    reread_share = float(np.mean([r.confidence < reader.below for r in once])) if reader.rereads else 0.0
     started = time.perf_counter()
     readings = read_all(crops)
     rate = len(crops) / max(time.perf_counter() - started, 1e-9)
